@@ -1,0 +1,12 @@
+"""filmrestore: film-soundtrack restoration and immersive upmix.
+
+The import package maps the repository's top-level folders:
+``filmrestore.flows`` (flows/), ``filmrestore.tasks`` (tasks/),
+``filmrestore.separation`` (separation/) and ``filmrestore.upmix`` (upmix/).
+This folder holds what they all share: errors, audio file I/O and manifests.
+"""
+
+__version__ = "0.1.0"
+
+SAMPLE_RATE_HZ = 48_000
+"""Internal sample rate of every stage."""

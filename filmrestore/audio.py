@@ -1,0 +1,257 @@
+"""Audio file I/O shared by every stage: block reading, and a streaming WAV/BW64 writer.
+
+Arrays are float32 with shape ``(n_channels, n_frames)``. Files are written to a
+temporary name in the destination folder and renamed only when complete, so a
+crash never leaves a file that looks finished. The writer reserves a ``JUNK``
+chunk and turns it into ``ds64`` when the file passes 4 GiB (EBU Tech 3306 /
+ITU-R BS.2088), the way the EBU ADM renderer's writer does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import soundfile as sf
+
+from filmrestore.errors import AudioFormatError, OutputNotWritableError
+
+_U32_MAX = 0xFFFFFFFF
+_DS64_BODY_BYTES = 28  # riffSize(8) + dataSize(8) + sampleCount(8) + tableLength(4)
+_KSDATAFORMAT_PCM = bytes.fromhex("0100000000001000800000aa00389b71")
+_KSDATAFORMAT_FLOAT = bytes.fromhex("0300000000001000800000aa00389b71")
+_PCM24_MAX = 2**23
+# WAVE_FORMAT_EXTENSIBLE speaker masks for the layouts the pipeline writes.
+DEFAULT_CHANNEL_MASKS = {1: 0x4, 2: 0x3, 6: 0x3F, 8: 0x63F, 12: 0x2D63F}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a stage needs to know about an audio file."""
+
+    path: Path
+    sample_rate_hz: int
+    n_channels: int
+    n_frames: int
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / self.sample_rate_hz
+
+
+def read_info(path: str | Path) -> AudioInfo:
+    """Probe a WAV/RF64 file. Raises :class:`AudioFormatError` naming the file."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioFormatError(path, f"not a readable audio file ({exc})") from exc
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+
+
+def read_audio(path: str | Path, start_frame: int = 0, n_frames: int = -1) -> np.ndarray:
+    """Read ``n_frames`` (all when -1) from ``start_frame``. [shape=(n_channels, n_frames)]"""
+    with sf.SoundFile(str(path)) as f:
+        f.seek(start_frame)
+        data = f.read(n_frames, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T)
+
+
+def iter_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
+    """Yield consecutive blocks of a file, each [shape=(n_channels, <=block_frames)]."""
+    if block_frames <= 0:
+        raise ValueError(f"block_frames must be positive, got {block_frames}")
+    with sf.SoundFile(str(path)) as f:
+        while True:
+            data = f.read(block_frames, dtype="float32", always_2d=True)
+            if data.shape[0] == 0:
+                return
+            yield np.ascontiguousarray(data.T)
+
+
+def hash_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """Content hash of a whole file (BLAKE2b-128, hex)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_source(path: str | Path, edge_bytes: int = 1 << 23) -> str:
+    """Cheap identity of a (possibly 100 GB) source video: size plus its first and last 8 MiB.
+
+    Hashing a whole scan for every run would cost minutes; an edit to a source
+    changes its size or its ends in practice, and the decoded soundtrack is
+    hashed in full downstream anyway.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(edge_bytes))
+        if size > 2 * edge_bytes:
+            f.seek(size - edge_bytes)
+            h.update(f.read(edge_bytes))
+    return h.hexdigest()
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name an output is written under before it is renamed into place."""
+    return path.with_name(f".{path.name}.part")
+
+
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed; raise :class:`OutputNotWritableError` if it cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(folder, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(folder, "output folder is not writable")
+    return folder
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    pad = b"\x00" if len(body) % 2 else b""
+    return tag + struct.pack("<I", len(body)) + body + pad
+
+
+def _fmt_chunk(sample_rate_hz: int, n_channels: int, subtype: str, channel_mask: int) -> bytes:
+    bits = 24 if subtype == "PCM_24" else 32
+    block_align = n_channels * bits // 8
+    guid = _KSDATAFORMAT_PCM if subtype == "PCM_24" else _KSDATAFORMAT_FLOAT
+    body = struct.pack(
+        "<HHIIHHHHI16s", 0xFFFE, n_channels, sample_rate_hz, sample_rate_hz * block_align,
+        block_align, bits, 22, bits, channel_mask, guid,
+    )
+    return _chunk(b"fmt ", body)
+
+
+def to_pcm24_bytes(block: np.ndarray) -> bytes:
+    """Interleave and quantise [shape=(n_channels, n_frames)] float to 24-bit little-endian PCM."""
+    scaled = np.rint(np.clip(block.T, -1.0, 1.0) * _PCM24_MAX)
+    ints = np.ascontiguousarray(np.clip(scaled, -_PCM24_MAX, _PCM24_MAX - 1), dtype="<i4")
+    return ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+class AudioWriter:
+    """Stream blocks into a WAVE_FORMAT_EXTENSIBLE file that becomes BW64/RF64 past 4 GiB.
+
+    ``subtype`` is ``"PCM_24"`` (deliverables) or ``"FLOAT"`` (intermediates).
+    ``head_chunks`` (e.g. ``chna``) go before ``data``; ``tail_chunks`` (e.g. ``axml``)
+    may be given to :meth:`close`. The file appears under ``path`` only when
+    :meth:`close` succeeds; on an exception inside ``with`` the partial file is removed.
+    :attr:`content_hash` is a BLAKE2b-128 hash of the sample data as written.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate_hz: int,
+        n_channels: int,
+        subtype: str = "PCM_24",
+        channel_mask: int | None = None,
+        head_chunks: Sequence[tuple[bytes, bytes]] = (),
+        large_magic: bytes = b"RF64",
+    ) -> None:
+        if subtype not in ("PCM_24", "FLOAT"):
+            raise ValueError(f"unsupported subtype {subtype!r}")
+        self.path = Path(path)
+        self.sample_rate_hz = sample_rate_hz
+        self.n_channels = n_channels
+        self.subtype = subtype
+        self.n_frames = 0
+        self.content_hash = ""
+        self._large_magic = large_magic
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._tmp = partial_path(self.path)
+        ensure_writable_dir(self.path.parent)
+        try:
+            self._f = open(self._tmp, "wb")
+        except OSError as exc:
+            raise OutputNotWritableError(self.path, f"cannot write ({exc.strerror})") from exc
+        header = b"RIFF\x00\x00\x00\x00WAVE" + _chunk(b"JUNK", bytes(_DS64_BODY_BYTES))
+        if channel_mask is None:
+            channel_mask = DEFAULT_CHANNEL_MASKS.get(n_channels, 0)
+        header += _fmt_chunk(sample_rate_hz, n_channels, subtype, channel_mask)
+        header += b"".join(_chunk(tag, body) for tag, body in head_chunks)
+        self._f.write(header + b"data\x00\x00\x00\x00")
+        self._data_start = self._f.tell()
+
+    def write(self, block: np.ndarray) -> None:
+        """Append [shape=(n_channels, n_frames)] float samples."""
+        if block.ndim != 2 or block.shape[0] != self.n_channels:
+            raise ValueError(f"expected ({self.n_channels}, frames) block, got {block.shape}")
+        if self.subtype == "PCM_24":
+            raw = to_pcm24_bytes(block)
+        else:
+            raw = np.ascontiguousarray(block.T, dtype="<f4").tobytes()
+        self._hash.update(raw)
+        self._f.write(raw)
+        self.n_frames += block.shape[1]
+
+    def close(self, tail_chunks: Sequence[tuple[bytes, bytes]] = ()) -> Path:
+        """Finish the header (ds64 when large), fsync and rename into place."""
+        data_bytes = self._f.tell() - self._data_start
+        if data_bytes % 2:
+            self._f.write(b"\x00")
+        for tag, body in tail_chunks:
+            self._f.write(_chunk(tag, body))
+        riff_bytes = self._f.tell() - 8
+        if riff_bytes > _U32_MAX:
+            self._write_ds64(riff_bytes, data_bytes)
+        else:
+            self._f.seek(4)
+            self._f.write(struct.pack("<I", riff_bytes))
+            self._f.seek(self._data_start - 4)
+            self._f.write(struct.pack("<I", data_bytes))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        self.content_hash = self._hash.hexdigest()
+        return self.path
+
+    def _write_ds64(self, riff_bytes: int, data_bytes: int) -> None:
+        self._f.seek(0)
+        self._f.write(self._large_magic + struct.pack("<I", _U32_MAX) + b"WAVE")
+        body = struct.pack("<QQQI", riff_bytes, data_bytes, self.n_frames, 0)
+        self._f.write(b"ds64" + struct.pack("<I", _DS64_BODY_BYTES) + body)
+        self._f.seek(self._data_start - 4)
+        self._f.write(struct.pack("<I", _U32_MAX))
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._f.closed:
+            self.close()
+
+
+def write_audio(path: str | Path, data: np.ndarray, sample_rate_hz: int, subtype: str = "FLOAT",
+                channel_mask: int | None = None) -> str:
+    """Write a whole [shape=(n_channels, n_frames)] array; returns its content hash."""
+    with AudioWriter(path, sample_rate_hz, data.shape[0], subtype, channel_mask) as w:
+        w.write(data)
+        w.close()
+    return w.content_hash

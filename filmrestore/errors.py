@@ -1,0 +1,58 @@
+"""The project's exceptions: one base class, one subclass per kind of failure.
+
+Messages name the file and the value that is wrong, so the CLI can print one
+line (no traceback) for every expected error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FilmrestoreError(Exception):
+    """Base class of every error the pipeline raises on purpose."""
+
+
+class MediaError(FilmrestoreError):
+    """A source file cannot be used."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class NoAudioStreamError(MediaError):
+    """The source holds no audio stream (or not the one asked for)."""
+
+
+class CorruptMediaError(MediaError):
+    """ffprobe/ffmpeg cannot read the file, or it is truncated."""
+
+
+class EmptyAudioError(MediaError):
+    """The audio stream has no samples."""
+
+
+class SilentProgrammeError(MediaError):
+    """The programme is digital silence: there is nothing to restore or normalise."""
+
+
+class OutputNotWritableError(MediaError):
+    """The output folder cannot be created or written."""
+
+
+class AudioFormatError(MediaError):
+    """A WAV/BW64 file has a layout, rate or size that the stage does not accept."""
+
+
+class CheckpointError(MediaError):
+    """A model checkpoint is missing, truncated or does not match its config."""
+
+
+class PlanError(FilmrestoreError):
+    """An upmix plan or ADM profile constraint is violated."""
+
+
+class ConfigError(FilmrestoreError):
+    """A parameter (preset, device, separator name, ...) is invalid."""

@@ -1,0 +1,1 @@
+"""filmrestore.flows"""
