@@ -60,6 +60,7 @@ class StageManifest:
     files: dict[str, FileRecord]
     params: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    cache_key: str = ""
 
     def file(self, name: str) -> FileRecord:
         return self.files[name]
@@ -70,12 +71,14 @@ class StageManifest:
             "files": {k: v.to_dict() for k, v in self.files.items()},
             "params": self.params,
             "report": self.report,
+            "cache_key": self.cache_key,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageManifest:
         files = {k: FileRecord.from_dict(v) for k, v in d["files"].items()}
-        return cls(d["stage"], files, dict(d.get("params", {})), dict(d.get("report", {})))
+        return cls(d["stage"], files, dict(d.get("params", {})), dict(d.get("report", {})),
+                   d.get("cache_key", ""))
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.to_dict())

@@ -1,0 +1,107 @@
+"""Shared pieces: the streaming writer, manifests, cache keys and resume from disk."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from filmrestore.audio import AudioWriter, iter_blocks, partial_path, read_audio, read_info, write_audio
+from filmrestore.errors import AudioFormatError, OutputNotWritableError
+from filmrestore.manifest import FileRecord, StageManifest
+from filmrestore.tasks.common import load_valid_manifest, run_stage, stage_key
+
+
+def _noise(n_channels: int, n_frames: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n_channels, n_frames)) * 0.2).astype(np.float32)
+
+
+def _channel_mask(path: Path) -> int:
+    raw = path.read_bytes()[:200]
+    fmt = raw.index(b"fmt ")
+    return struct.unpack("<I", raw[fmt + 8 + 20 : fmt + 8 + 24])[0]
+
+
+@pytest.mark.parametrize("subtype, tol", [("FLOAT", 0.0), ("PCM_24", 2.0**-23)])
+def test_writer_round_trip(tmp_path: Path, subtype: str, tol: float) -> None:
+    x = _noise(2, 10_000)
+    write_audio(tmp_path / "x.wav", x, 48_000, subtype)
+    y = read_audio(tmp_path / "x.wav")
+    assert y.shape == x.shape
+    assert np.max(np.abs(y - x)) <= tol
+
+
+def test_writer_blocks_equal_whole_and_hash_is_stable(tmp_path: Path) -> None:
+    x = _noise(12, 9_999)
+    whole = write_audio(tmp_path / "a.wav", x, 48_000, "PCM_24")
+    with AudioWriter(tmp_path / "b.wav", 48_000, 12) as w:
+        for start in range(0, x.shape[1], 1234):
+            w.write(x[:, start : start + 1234])
+    assert w.content_hash == whole
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    assert _channel_mask(tmp_path / "a.wav") == 0x2D63F
+    assert sf.info(str(tmp_path / "a.wav")).channels == 12
+
+
+def test_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out.wav"
+    with pytest.raises(RuntimeError):
+        with AudioWriter(target, 48_000, 1) as w:
+            w.write(_noise(1, 100))
+            raise RuntimeError("crash mid-write")
+    assert not target.exists() and not partial_path(target).exists()
+
+
+def test_unwritable_output_names_the_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputNotWritableError, match=str(blocker)):
+        AudioWriter(blocker / "x.wav", 48_000, 1)
+
+
+def test_read_info_rejects_non_audio(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.wav"
+    bogus.write_text("hello")
+    with pytest.raises(AudioFormatError, match="bogus.wav"):
+        read_info(bogus)
+
+
+def test_iter_blocks_covers_the_file(tmp_path: Path) -> None:
+    x = _noise(1, 5_000)
+    write_audio(tmp_path / "x.wav", x, 48_000)
+    blocks = list(iter_blocks(tmp_path / "x.wav", 777))
+    assert np.array_equal(np.concatenate(blocks, axis=1), x)
+
+
+def test_stage_key_depends_on_content_not_on_report(tmp_path: Path) -> None:
+    rec = FileRecord("/a.wav", 48_000, 1, 10, "h1")
+    m1 = StageManifest("restore", {"restored": rec}, report={"elapsed_s": 1.0}).to_dict()
+    m2 = StageManifest("restore", {"restored": rec}, report={"elapsed_s": 9.0}).to_dict()
+    m3 = StageManifest("restore", {"restored": FileRecord("/a.wav", 48_000, 1, 10, "h2")}).to_dict()
+    assert stage_key("separate", {"in": m1, "sep": "dsp"}) == stage_key("separate", {"in": m2, "sep": "dsp"})
+    assert stage_key("separate", {"in": m1, "sep": "dsp"}) != stage_key("separate", {"in": m3, "sep": "dsp"})
+    assert stage_key("separate", {"in": m1, "sep": "dsp"}) != stage_key("separate", {"in": m1, "sep": "x"})
+
+
+def test_run_stage_resumes_and_redoes_missing_outputs(tmp_path: Path) -> None:
+    calls = []
+
+    def compute() -> StageManifest:
+        calls.append(1)
+        h = write_audio(tmp_path / "o.wav", _noise(1, 100), 48_000)
+        return StageManifest("restore", {"restored": FileRecord(str(tmp_path / "o.wav"), 48_000, 1, 100, h)})
+
+    params = {"x": 1}
+    first, reused1 = run_stage(tmp_path, "restore", params, compute)
+    second, reused2 = run_stage(tmp_path, "restore", params, compute)
+    assert (reused1, reused2, len(calls)) == (False, True, 1)
+    assert second.files == first.files
+    (tmp_path / "o.wav").unlink()
+    assert load_valid_manifest(tmp_path, "restore", stage_key("restore", params)) is None
+    run_stage(tmp_path, "restore", params, compute)
+    assert len(calls) == 2
+    run_stage(tmp_path, "restore", {"x": 2}, compute)
+    assert len(calls) == 3
