@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -74,6 +74,21 @@ def iter_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
             if data.shape[0] == 0:
                 return
             yield np.ascontiguousarray(data.T)
+
+
+def iter_aligned_blocks(paths: Mapping[str, str | Path], block_frames: int) -> Iterator[dict[str, np.ndarray]]:
+    """Read several files of one length in lockstep: yields ``{name: block}`` per step."""
+    readers = {name: iter_blocks(path, block_frames) for name, path in paths.items()}
+    while True:
+        blocks = {name: next(reader, None) for name, reader in readers.items()}
+        present = [b for b in blocks.values() if b is not None]
+        if not present:
+            return
+        lengths = {b.shape[1] for b in present}
+        if len(present) != len(blocks) or len(lengths) != 1:
+            names = ", ".join(str(p) for p in paths.values())
+            raise AudioFormatError(next(iter(paths.values())), f"files to read in lockstep differ in length: {names}")
+        yield blocks  # type: ignore[misc]
 
 
 def hash_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:

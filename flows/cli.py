@@ -1,0 +1,190 @@
+"""The ``filmrestore`` command line.
+
+Expected failures (bad media, unwritable folders, silent programmes, bad
+options) print one line naming the file and the problem and exit with code 2;
+no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+# The CLI is the edge where the environment is read: keep Prefect's temporary
+# server quiet and local unless the user configured otherwise.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from filmrestore.errors import FilmrestoreError  # noqa: E402
+
+app = typer.Typer(
+    name="filmrestore",
+    help="Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+EXIT_EXPECTED_ERROR = 2
+
+
+class Preset(str, Enum):
+    ebu_r128 = "ebu-r128"
+    atsc_a85 = "atsc-a85"
+    netflix = "netflix"
+    custom = "custom"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Gate(str, Enum):
+    programme = "programme"
+    dialogue = "dialogue"
+
+
+def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a FilmrestoreError into one line on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FilmrestoreError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_EXPECTED_ERROR) from None
+
+    return wrapper
+
+
+SeparatorOpt = Annotated[str, typer.Option("--separator", help="Separator: dsp (default, no weights) or neural.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where separation runs.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neural separator checkpoint (.safetensors).")]
+StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
+
+
+@app.command()
+@expected_errors
+def run(
+    source: Annotated[Path, typer.Argument(help="Video (or audio) file of the title.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder; deliverables go to OUT/<title>/.")] = Path("out"),
+    preset: Annotated[Preset, typer.Option("--preset", help="Loudness delivery spec.")] = Preset.ebu_r128,
+    separator: SeparatorOpt = "dsp",
+    device: DeviceOpt = Device.auto,
+    stream: StreamOpt = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Title folder name (default: from the file name).")] = None,
+    checkpoint: CheckpointOpt = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
+    ceiling: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
+    gate: Annotated[Optional[Gate], typer.Option("--gate", help="Custom gating: programme or dialogue.")] = None,
+) -> None:
+    """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
+    from filmrestore.flows.restore_title import run_restore_title
+
+    result = run_restore_title(
+        source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
+        checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
+        gate=gate.value if gate else None,
+    )
+    print_deliverables(result)
+
+
+@app.command()
+@expected_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo clip and its deliverables.")] = Path("demo"),
+    duration: Annotated[float, typer.Option("--duration", help="Length of the generated clip, seconds.")] = 30.0,
+    preset: Annotated[Preset, typer.Option("--preset")] = Preset.ebu_r128,
+    device: DeviceOpt = Device.auto,
+) -> None:
+    """Generate a short 'legacy' film clip and restore it end to end."""
+    from filmrestore.demo import make_demo_clip
+    from filmrestore.flows.restore_title import run_restore_title
+
+    clip = make_demo_clip(out / "demo_clip.mov", duration_s=duration)
+    console.print(f"demo clip: {clip}")
+    result = run_restore_title(clip, out, "demo_clip", preset=preset.value, device=device.value)
+    print_deliverables(result)
+
+
+@app.command()
+@expected_errors
+def extract(
+    source: Annotated[Path, typer.Argument(help="Video or audio file.")],
+    output: Annotated[Path, typer.Argument(help="WAV file to write (48 kHz float32).")],
+    stream: StreamOpt = None,
+) -> None:
+    """Decode one audio stream to a 48 kHz float32 WAV, aligned to the container's zero."""
+    from filmrestore.tasks.extract import extract_audio
+
+    record, report = extract_audio(source, output, stream)
+    console.print(f"{record.path}: {record.n_channels} ch, {record.duration_s:.3f} s ({report.get('codec', '?')})")
+
+
+@app.command()
+@expected_errors
+def separate(
+    source: Annotated[Path, typer.Argument(help="WAV file to separate.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for dialogue.wav, music.wav, effects.wav.")],
+    separator: SeparatorOpt = "dsp",
+    device: DeviceOpt = Device.auto,
+    checkpoint: CheckpointOpt = None,
+) -> None:
+    """Separate a WAV file into dialogue, music and effects stems."""
+    from filmrestore.audio import read_info
+    from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
+
+    read_info(source)  # a clear error for a file that is not audio
+    model = get_separator(separator, str(checkpoint) if checkpoint else None)
+    paths = {stem: out / f"{stem}.wav" for stem in STEMS}
+    records = separate_file(model, source, paths, device=resolve_device(device.value))
+    for stem, record in records.items():
+        console.print(f"{stem}: {record.path}")
+
+
+@app.command()
+@expected_errors
+def loudness(
+    file: Annotated[Path, typer.Argument(help="WAV/RF64 file to measure.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="Channel layout: mono, stereo, 5.1, 7.1.4.")] = None,
+) -> None:
+    """Measure BS.1770-4 loudness, loudness range and true peak."""
+    from filmrestore.tasks.loudness import measure_file
+
+    report = measure_file(file, layout=layout).to_dict()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        typer.echo(f"{key:>28}: {value}")
+
+
+def print_deliverables(result: dict[str, Any]) -> None:
+    """Show where the deliverables are and the loudness verdict."""
+    console.print(f"[bold]deliverables in[/] {result['title_dir']}")
+    for name, path in result["deliverables"].items():
+        console.print(f"  {name:<16} {path}")
+    verdict = result.get("verdict", {})
+    status = "[green]PASS[/]" if verdict.get("pass") else "[red]FAIL[/]"
+    console.print(f"loudness ({verdict.get('preset', '?')}): {status} {verdict.get('summary', '')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

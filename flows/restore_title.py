@@ -1,0 +1,62 @@
+"""The ``restore_title`` flow: one film, from its video file to the 7.1.4 bed and ADM file.
+
+Flows decide order, retries and caching only; every stage's work is in
+``filmrestore.tasks``. Stages hand each other small manifests (paths, rate,
+channels, length, content hash), never arrays.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from filmrestore.audio import ensure_writable_dir
+from filmrestore.errors import MediaError
+from filmrestore.tasks.extract import extract_task
+from filmrestore.tasks.normalize import normalize_task
+from filmrestore.tasks.render import render_task
+from filmrestore.tasks.report import report_task
+from filmrestore.tasks.restore import restore_task
+from filmrestore.tasks.separate import separate_task
+
+
+def title_from_source(source: str | Path) -> str:
+    """A folder-safe title from the source file name (``Feature (1962).mov`` -> ``Feature_1962``)."""
+    stem = Path(source).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "title"
+
+
+@flow(name="restore-title", flow_run_name="restore {title}", log_prints=False)
+def restore_title(
+    source: str,
+    out: str,
+    title: str,
+    preset: str = "ebu-r128",
+    separator: str = "dsp",
+    device: str = "auto",
+    stream: int | None = None,
+    checkpoint: str | None = None,
+    target_lufs: float | None = None,
+    ceiling_dbtp: float | None = None,
+    gate: str | None = None,
+) -> dict[str, Any]:
+    """Restore one title; returns the deliverables' paths and the QC verdict."""
+    title_dir = str(Path(out) / title)
+    extracted = extract_task(source, title_dir, stream)
+    restored = restore_task(extracted, title_dir)
+    stems = separate_task(restored, title_dir, separator, device, checkpoint)
+    loudness = normalize_task(restored, stems, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+    rendered = render_task(stems, loudness, title_dir)
+    return report_task(source, title_dir, [extracted, restored, stems, loudness, rendered])
+
+
+def run_restore_title(source: str | Path, out: str | Path, title: str | None = None, **options: Any) -> dict[str, Any]:
+    """Validate the paths, then run the flow (the CLI and tests call this)."""
+    source = Path(source)
+    if not source.is_file():
+        raise MediaError(source, "source file does not exist")
+    ensure_writable_dir(out)
+    return restore_title(str(source.resolve()), str(Path(out).resolve()), title or title_from_source(source), **options)

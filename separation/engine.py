@@ -1,0 +1,319 @@
+"""Run a separator over a signal or file of any length, in overlapping segments.
+
+Modelled on Demucs' ``apply.py``: the signal is cut into segments on a fixed
+grid (segment ``k`` covers frames ``[k * stride, k * stride + segment)``, zero
+padded past the end), several segments go through the model in one batch,
+each output is multiplied by a cross-fade weight, the weighted outputs and
+the weights are summed, and the sum is divided by the summed weight at the
+end. Because the grid and the batch composition depend only on the signal's
+length, never on how the file is read, :func:`separate_file` and
+:func:`separate_array` give the same result, and memory stays constant in
+the file's length (at most ``batch_size`` segments are held).
+
+Mixture consistency is enforced for every separator: whatever the model
+returns, the residual ``input - sum(stems)`` of each segment is shared out to
+the stems in proportion to their energy, so dialogue + music + effects
+equals the input (to float32 rounding) and M&E = music + effects exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from filmrestore.audio import AudioInfo, AudioWriter, iter_blocks, read_info
+from filmrestore.errors import AudioFormatError, ConfigError, EmptyAudioError
+from filmrestore.manifest import FileRecord
+from filmrestore.separation.base import STEMS, Separator
+
+ProgressCallback = Callable[[int, int], None]
+DEFAULT_SEGMENT_S = 20.0
+DEFAULT_OVERLAP_S = 2.0
+_EPS = 1e-12
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises :class:`ConfigError` for any other name, or for CUDA when no CUDA device is usable.
+    """
+    name = str(spec).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        return _cuda_device(name)
+    raise ConfigError(f"unknown device {spec!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _cuda_device(name: str) -> torch.device:
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine "
+                          "(use --device cpu or auto)")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"invalid CUDA device {name!r} ({exc})") from exc
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} "
+                          "CUDA device(s) exist")
+    return device
+
+
+@dataclass(frozen=True)
+class SegmentGrid:
+    """Fixed segment positions and the cross-fade weight, in frames."""
+
+    segment_frames: int
+    overlap_frames: int
+
+    @classmethod
+    def from_seconds(cls, segment_s: float, overlap_s: float, sample_rate_hz: int) -> SegmentGrid:
+        segment_frames = int(round(segment_s * sample_rate_hz))
+        overlap_frames = int(round(overlap_s * sample_rate_hz))
+        if segment_frames <= 0 or overlap_frames < 0 or overlap_frames * 2 > segment_frames:
+            raise ConfigError(f"segment_s={segment_s} and overlap_s={overlap_s} are invalid: need "
+                              "segment_s > 0 and 0 <= overlap_s <= segment_s / 2")
+        return cls(segment_frames, overlap_frames)
+
+    @property
+    def stride_frames(self) -> int:
+        return self.segment_frames - self.overlap_frames
+
+    def n_segments(self, n_frames: int) -> int:
+        """Segments needed to cover ``n_frames`` (0 for an empty signal)."""
+        if n_frames <= 0:
+            return 0
+        return 1 + max(0, -(-(n_frames - self.segment_frames) // self.stride_frames))
+
+    def weight(self) -> np.ndarray:
+        """Cross-fade weight [shape=(segment_frames,)]: flat, with raised-cosine ramps over
+        the overlap. Ramps of neighbouring segments sum to one; no value is zero."""
+        weight = np.ones(self.segment_frames, dtype=np.float32)
+        if self.overlap_frames:
+            phase = (np.arange(self.overlap_frames) + 0.5) / self.overlap_frames
+            ramp = (0.5 - 0.5 * np.cos(np.pi * phase)).astype(np.float32)
+            weight[: self.overlap_frames] = ramp
+            weight[-self.overlap_frames:] = ramp[::-1]
+        return weight
+
+
+def mixture_consistent(stems: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """Share the residual out to the stems in proportion to their energy.
+
+    Args:
+        stems: [shape=(batch, n_stems, n_channels, n_samples)] model output.
+        mixture: [shape=(batch, n_channels, n_samples)] model input.
+
+    Returns:
+        stems whose sum over the stem axis equals ``mixture`` (per channel and
+        segment; stems that are all silent share the residual equally).
+    """
+    residual = mixture - stems.sum(1)
+    energy = stems.square().sum(-1, keepdim=True) + _EPS
+    share = energy / energy.sum(1, keepdim=True)
+    return stems + share * residual.unsqueeze(1)
+
+
+class _OverlapAdd:
+    """Streaming core: push input blocks, get back finished stem blocks.
+
+    Holds the input from the next unprocessed segment's start, and the
+    weighted output sums from the first unfinished frame.
+    """
+
+    def __init__(self, model: Separator, n_channels: int, n_frames: int, grid: SegmentGrid,
+                 device: torch.device, batch_size: int) -> None:
+        self.model, self.grid, self.device, self.batch_size = model, grid, device, batch_size
+        self.n_frames = n_frames
+        self.n_segments = grid.n_segments(n_frames)
+        self.weight = grid.weight()
+        self.next_segment = 0
+        self.in_start = 0
+        self.in_buf = np.zeros((n_channels, 0), dtype=np.float32)
+        self.out_start = 0
+        self.acc = np.zeros((len(STEMS), n_channels, 0), dtype=np.float32)
+        self.weight_sum = np.zeros(0, dtype=np.float32)
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        """Add input frames [shape=(n_channels, n)]; yield finished [shape=(3, n_channels, m)]."""
+        self.in_buf = np.concatenate([self.in_buf, block.astype(np.float32, copy=False)], axis=1)
+        while self._batch_ready():
+            self._run_batch()
+            yield from self._drain()
+
+    def _batch_ready(self) -> bool:
+        remaining = self.n_segments - self.next_segment
+        if remaining <= 0:
+            return False
+        last = self.next_segment + min(self.batch_size, remaining) - 1
+        needed_end = min(self.n_frames, last * self.grid.stride_frames + self.grid.segment_frames)
+        return self.in_start + self.in_buf.shape[1] >= needed_end
+
+    def _run_batch(self) -> None:
+        count = min(self.batch_size, self.n_segments - self.next_segment)
+        starts = [(self.next_segment + i) * self.grid.stride_frames for i in range(count)]
+        batch = np.zeros((count, self.in_buf.shape[0], self.grid.segment_frames), dtype=np.float32)
+        for i, start in enumerate(starts):
+            piece = self.in_buf[:, start - self.in_start: start - self.in_start + self.grid.segment_frames]
+            batch[i, :, : piece.shape[1]] = piece
+        stems = run_model(self.model, batch, self.device)
+        for i, start in enumerate(starts):
+            self._accumulate(stems[i], start)
+        self.next_segment += count
+        self._drop_consumed_input()
+
+    def _accumulate(self, stems: np.ndarray, start: int) -> None:
+        """Add one segment's weighted stems [shape=(3, n_channels, segment_frames)]."""
+        end = min(self.n_frames, start + self.grid.segment_frames)
+        grow = end - self.out_start - self.weight_sum.shape[0]
+        if grow > 0:
+            self.acc = np.concatenate([self.acc, np.zeros((*self.acc.shape[:2], grow), np.float32)], 2)
+            self.weight_sum = np.concatenate([self.weight_sum, np.zeros(grow, np.float32)])
+        a, n = start - self.out_start, end - start
+        self.acc[:, :, a: a + n] += stems[:, :, :n] * self.weight[:n]
+        self.weight_sum[a: a + n] += self.weight[:n]
+
+    def _drop_consumed_input(self) -> None:
+        keep_from = min(self.next_segment * self.grid.stride_frames, self.n_frames)
+        self.in_buf = self.in_buf[:, keep_from - self.in_start:]
+        self.in_start = keep_from
+
+    def _drain(self) -> Iterator[np.ndarray]:
+        """Yield the frames no later segment touches."""
+        if self.next_segment < self.n_segments:
+            final_end = self.next_segment * self.grid.stride_frames
+        else:
+            final_end = self.n_frames
+        n = final_end - self.out_start
+        if n <= 0:
+            return
+        out = self.acc[:, :, :n] / self.weight_sum[:n]
+        self.acc, self.weight_sum = self.acc[:, :, n:], self.weight_sum[n:]
+        self.out_start = final_end
+        yield out
+
+
+def run_model(model: Separator, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """One forward pass: [shape=(batch, n_channels, n)] -> mixture-consistent
+    [shape=(batch, 3, n_channels, n)] float32. bf16 autocast on CUDA only."""
+    x = torch.from_numpy(batch).to(device)
+    use_autocast = device.type == "cuda" and model.supports_autocast
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        stems = model(x)
+    expected = (batch.shape[0], len(STEMS), *batch.shape[1:])
+    if tuple(stems.shape) != expected:
+        raise ConfigError(f"separator {model.name!r} returned shape {tuple(stems.shape)}, "
+                          f"expected {expected}")
+    with torch.inference_mode():
+        stems = mixture_consistent(stems.float(), x)
+    return stems.cpu().numpy()
+
+
+def _default_batch_size(device: torch.device) -> int:
+    # On a CPU one segment at a time keeps the working set small (large
+    # allocations cost page faults); a GPU wants many segments per pass.
+    return 8 if device.type == "cuda" else 1
+
+
+def _separate_blocks(model: Separator, blocks: Iterable[np.ndarray], n_channels: int, n_frames: int,
+                     device: str | torch.device, segment_s: float, overlap_s: float,
+                     batch_size: int | None) -> Iterator[np.ndarray]:
+    """Shared driver of :func:`separate_array` and :func:`separate_file`."""
+    dev = resolve_device(device)
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    grid = SegmentGrid.from_seconds(segment_s, overlap_s, model.sample_rate_hz)
+    model.to(dev).eval()
+    core = _OverlapAdd(model, n_channels, n_frames, grid, dev, batch_size or _default_batch_size(dev))
+    for block in blocks:
+        yield from core.push(block)
+
+
+def separate_array(model: Separator, x: np.ndarray, *, device: str | torch.device = "cpu",
+                   segment_s: float = DEFAULT_SEGMENT_S, overlap_s: float = DEFAULT_OVERLAP_S,
+                   batch_size: int | None = None,
+                   on_progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
+    """Separate an in-memory signal.
+
+    Args:
+        model: the separator (moved to ``device``).
+        x: mixture [shape=(n_channels, n_frames)] at ``model.sample_rate_hz``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        segment_s, overlap_s: segment length and overlap of neighbouring segments, seconds.
+        batch_size: segments per forward pass (default 1 on CPU, 8 on CUDA).
+        on_progress: called with ``(done_frames, total_frames)``.
+
+    Returns:
+        ``{stem: [shape=(n_channels, n_frames)] float32}`` for each of :data:`STEMS`.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"expected a (n_channels, n_frames) array, got shape {x.shape}")
+    n_channels, n_frames = x.shape
+    parts = []
+    done = 0
+    for out in _separate_blocks(model, [x], n_channels, n_frames, device, segment_s, overlap_s,
+                                batch_size):
+        parts.append(out)
+        done += out.shape[2]
+        if on_progress is not None:
+            on_progress(done, n_frames)
+    stems = np.concatenate(parts, axis=2) if parts else np.zeros((3, n_channels, 0), np.float32)
+    return {name: stems[i] for i, name in enumerate(STEMS)}
+
+
+def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Path], *,
+                  device: str | torch.device = "cpu", subtype: str = "FLOAT",
+                  on_progress: ProgressCallback | None = None,
+                  segment_s: float = DEFAULT_SEGMENT_S, overlap_s: float = DEFAULT_OVERLAP_S,
+                  batch_size: int | None = None,
+                  read_block_frames: int | None = None) -> dict[str, FileRecord]:
+    """Separate a WAV/BW64 file into one file per stem, streaming (memory constant in length).
+
+    Args:
+        model: the separator.
+        in_path: mixture file at ``model.sample_rate_hz``, any channel count.
+        out_paths: ``{stem: path}`` for each of :data:`STEMS`; each written atomically.
+        device, segment_s, overlap_s, batch_size, on_progress: as in :func:`separate_array`.
+        subtype: ``"FLOAT"`` (intermediate) or ``"PCM_24"``.
+        read_block_frames: frames per read (default: one segment stride).
+
+    Returns:
+        ``{stem: FileRecord}``; the stems keep the input's channel count and length.
+    """
+    info = _check_input(model, in_path)
+    missing = set(STEMS) - set(out_paths)
+    if missing or set(out_paths) - set(STEMS):
+        raise ConfigError(f"out_paths must name exactly the stems {STEMS}, got {sorted(out_paths)}")
+    grid = SegmentGrid.from_seconds(segment_s, overlap_s, model.sample_rate_hz)
+    blocks = iter_blocks(in_path, read_block_frames or grid.stride_frames)
+    done = 0
+    with contextlib.ExitStack() as stack:
+        writers = {s: stack.enter_context(AudioWriter(out_paths[s], info.sample_rate_hz,
+                                                      info.n_channels, subtype)) for s in STEMS}
+        for out in _separate_blocks(model, blocks, info.n_channels, info.n_frames, device,
+                                    segment_s, overlap_s, batch_size):
+            for i, name in enumerate(STEMS):
+                writers[name].write(out[i])
+            done += out.shape[2]
+            if on_progress is not None:
+                on_progress(done, info.n_frames)
+        for writer in writers.values():
+            writer.close()
+    return {name: FileRecord.from_writer(w) for name, w in writers.items()}
+
+
+def _check_input(model: Separator, in_path: str | Path) -> AudioInfo:
+    info = read_info(in_path)
+    if info.sample_rate_hz != model.sample_rate_hz:
+        raise AudioFormatError(in_path, f"sample rate is {info.sample_rate_hz} Hz; the "
+                               f"{model.name!r} separator needs {model.sample_rate_hz} Hz")
+    if info.n_frames == 0:
+        raise EmptyAudioError(in_path, "the audio has no samples to separate")
+    return info

@@ -1,0 +1,909 @@
+"""Stage 2, restore: detect and remove the legacy damage of optical and magnetic tracks.
+
+Three kinds of damage, each detected and measured before anything is applied, so
+a clean input passes through untouched:
+
+- **hum** (:func:`detect_hum`, :class:`HumRemover`): mains hum at 50 or 60 Hz and
+  its harmonics, found as narrow peaks of a long-term Welch spectrum and removed
+  by narrow IIR notches at the measured frequencies;
+- **clicks** (:class:`ClickRemover`): impulses found as outliers of the forward
+  *and* backward linear-prediction residual against a robust running level
+  (median absolute deviation), repaired by least-squares AR interpolation (LSAR);
+- **hiss** (:func:`detect_hiss`, :class:`Dehisser`): a stationary broadband noise
+  floor estimated from the quietest frames (10th percentile per bin, median per
+  1/3-octave band), reduced by a smoothed spectral-subtraction gain with a gain
+  floor.
+
+:func:`plan_restoration` decides what to apply from what it finds, a
+:class:`Restorer` chains the processors, and :func:`restore_file` streams a file
+through them. Every processor streams: ``process(block)`` returns the output
+*aligned* with the input (sample ``n`` out belongs to sample ``n`` in) but
+possibly lagging behind it; ``flush()`` returns the rest, so the outputs
+concatenated have exactly the input's length and no time shift, and equal the
+whole-signal output whatever the block sizes.
+
+Arrays are float32 ``(n_channels, n_frames)``; the processing runs in float64.
+The stage's thin Prefect wrapper is at the end of the module.
+Levels in dBFS are RMS relative to amplitude 1.0 (a full-scale sine reads -3 dBFS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from scipy import linalg, ndimage, signal
+
+from filmrestore.audio import AudioWriter, iter_blocks, read_audio, read_info
+from filmrestore.errors import ConfigError, EmptyAudioError
+from filmrestore.manifest import FileRecord, StageManifest
+from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
+
+Progress = Callable[[int, int], None]
+Sample = np.ndarray | Sequence[np.ndarray]
+
+# --- detection rules (each detector's docstring states its rule) ----------------------
+HUM_MAINS_HZ = (50.0, 60.0)
+HUM_MAX_DRIFT_HZ = 0.5  # the fundamental may sit anywhere within +-0.5 Hz of nominal
+HUM_MAX_HARMONICS = 8
+HUM_MIN_LEVEL_DB = 10.0  # peak above the neighbouring floor, at f0 or at >= 2 harmonics
+HUM_NOTCH_BANDWIDTH_HZ = 1.5  # -3 dB width of each notch section (two sections per harmonic)
+CLICK_MIN_COUNT = 3  # apply the declicker when >= 3 clicks and >= 6 per minute were found
+CLICK_MIN_RATE_PER_MIN = 6.0
+HISS_MIN_FLOOR_DBFS = -80.0  # 16-bit TPDF dither is about -96 dBFS: -80 is clearly above it
+HISS_MAX_SPREAD_DB = 6.0  # floor estimates of time slices must agree within 6 dB (stationary)
+HISS_MIN_HEADROOM_DB = 15.0  # programme (90th percentile) at least 15 dB above the floor
+HISS_MIN_FLATNESS = 0.1  # broadband: white noise 1.0, pink 0.3, leakage of steady tones ~1e-5
+DETECT_SPAN_S = 60.0
+DETECT_N_SEGMENTS = 6
+
+
+# =====================================================================================
+# Hum
+# =====================================================================================
+
+
+@dataclass(frozen=True)
+class HumReport:
+    """Mains hum found in a signal.
+
+    ``fundamental_hz`` is the nominal mains frequency (50.0, 60.0) or None;
+    ``fundamental_exact_hz`` the measured one. ``harmonics_hz`` are the measured
+    frequencies of the detected harmonics, ``levels_db_above_floor`` their peak
+    heights above the neighbouring spectrum floor, ``harmonic_numbers`` their k.
+    """
+
+    fundamental_hz: float | None
+    harmonics_hz: list[float] = field(default_factory=list)
+    levels_db_above_floor: list[float] = field(default_factory=list)
+    fundamental_exact_hz: float | None = None
+    harmonic_numbers: list[int] = field(default_factory=list)
+    level_dbfs: float | None = None  # RMS of the strongest detected harmonic
+
+
+def _as_segments(x: Sample) -> list[np.ndarray]:
+    """An array or a list of arrays -> list of float64 ``(n_channels, n_frames)`` segments."""
+    segments = [x] if isinstance(x, np.ndarray) else list(x)
+    out = [np.asarray(s, dtype=np.float64) for s in segments]
+    for s in out:
+        if s.ndim != 2:
+            raise ValueError(f"expected (n_channels, n_frames) arrays, got shape {s.shape}")
+    return out
+
+
+def long_term_spectrum(x: Sample, sample_rate_hz: int, resolution_hz: float = 0.75
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Welch power spectral density averaged over channels and segments.
+
+    Segments of ``1/resolution_hz`` seconds (Hann, 50 % overlap), zero-padded
+    four times so that peak frequencies interpolate to a few hundredths of a Hz.
+    Returns ``(freqs_hz [n_bins], psd [n_bins] in 1/Hz)``, or None when no
+    segment lasts the 0.25 s needed to resolve mains harmonics.
+    """
+    nperseg = int(2 ** np.ceil(np.log2(sample_rate_hz / resolution_hz)))
+    psd_sum, weight = None, 0
+    for seg in _as_segments(x):
+        n = min(nperseg, seg.shape[1])
+        if n < sample_rate_hz // 4:
+            continue  # too short to resolve mains harmonics
+        freqs, psd = signal.welch(seg, sample_rate_hz, "hann", nperseg=n, nfft=4 * nperseg, axis=-1)
+        psd_sum = psd.mean(axis=0) * seg.shape[1] + (0 if psd_sum is None else psd_sum)
+        weight += seg.shape[1]
+    return None if psd_sum is None else (freqs, psd_sum / weight)
+
+
+def _interpolated_peak(freqs: np.ndarray, psd_db: np.ndarray, lo_hz: float, hi_hz: float
+                       ) -> tuple[float, float]:
+    """Frequency and level (dB) of the largest peak in ``[lo_hz, hi_hz]``, parabolic fit."""
+    idx = np.flatnonzero((freqs >= lo_hz) & (freqs <= hi_hz))
+    i = idx[np.argmax(psd_db[idx])]
+    a, b, c = psd_db[i - 1], psd_db[i], psd_db[i + 1]
+    denom = a - 2 * b + c
+    delta = 0.5 * (a - c) / denom if denom < 0 else 0.0
+    return freqs[i] + delta * (freqs[1] - freqs[0]), b - 0.25 * (a - c) * delta
+
+
+def _harmonic_candidates(freqs: np.ndarray, psd_db: np.ndarray, nominal_hz: float
+                         ) -> list[tuple[int, float, float, float]]:
+    """For k = 1..8: (k, peak_hz, peak level above floor dB, peak level dB) near k*nominal.
+
+    The search window is ``k*(nominal +- 0.5 Hz)``; the floor is the median of the
+    spectrum in 6 Hz rings either side, starting 1.5 Hz (the Hann main lobe)
+    outside the search window.
+    """
+    out = []
+    for k in range(1, HUM_MAX_HARMONICS + 1):
+        lo, hi = k * (nominal_hz - HUM_MAX_DRIFT_HZ), k * (nominal_hz + HUM_MAX_DRIFT_HZ)
+        if hi + 8.0 >= freqs[-1]:
+            break
+        peak_hz, peak_db = _interpolated_peak(freqs, psd_db, lo, hi)
+        ring = ((freqs > lo - 7.5) & (freqs < lo - 1.5)) | ((freqs > hi + 1.5) & (freqs < hi + 7.5))
+        out.append((k, peak_hz, peak_db - float(np.median(psd_db[ring])), peak_db))
+    return out
+
+
+def detect_hum(x: Sample, sample_rate_hz: int) -> HumReport:
+    """Detect mains hum in ``x`` [shape=(n_channels, n_frames)] (or a list of such segments).
+
+    Rule: a harmonic is detected when its peak stands >= 10 dB above the
+    neighbouring spectrum floor; hum at a nominal frequency (50 or 60 Hz) is
+    present when the fundamental or at least two harmonics are detected. When
+    both qualify, the one with the larger summed peak heights wins. The exact
+    fundamental is the median of ``peak_k / k`` over the detected harmonics.
+    """
+    spectrum = long_term_spectrum(x, sample_rate_hz)
+    if spectrum is None:
+        return HumReport(None)
+    freqs, psd = spectrum
+    psd_db = 10.0 * np.log10(psd + 1e-30)
+    best: tuple[float, list[tuple[int, float, float, float]]] | None = None
+    for nominal in HUM_MAINS_HZ:
+        found = [c for c in _harmonic_candidates(freqs, psd_db, nominal) if c[2] >= HUM_MIN_LEVEL_DB]
+        qualifies = any(k == 1 for k, *_ in found) or len(found) >= 2
+        score = sum(c[2] for c in found)
+        if qualifies and (best is None or score > sum(c[2] for c in best[1])):
+            best = (nominal, found)
+    if best is None:
+        return HumReport(None)
+    nominal, found = best
+    # A sinusoid's power is its PSD peak height times the window's noise bandwidth.
+    strongest_db = max(c[3] for c in found) + 10.0 * np.log10(_welch_enbw_hz(sample_rate_hz))
+    return HumReport(
+        fundamental_hz=nominal,
+        harmonics_hz=[round(float(c[1]), 4) for c in found],
+        levels_db_above_floor=[round(float(c[2]), 2) for c in found],
+        fundamental_exact_hz=round(float(np.median([c[1] / c[0] for c in found])), 4),
+        harmonic_numbers=[int(c[0]) for c in found],
+        level_dbfs=round(float(strongest_db), 2),
+    )
+
+
+def _welch_enbw_hz(sample_rate_hz: int, resolution_hz: float = 0.75) -> float:
+    """Equivalent noise bandwidth of the Hann window used by :func:`long_term_spectrum`."""
+    nperseg = int(2 ** np.ceil(np.log2(sample_rate_hz / resolution_hz)))
+    return 1.5 * sample_rate_hz / nperseg
+
+
+def _check_block(block: np.ndarray, n_channels: int) -> np.ndarray:
+    """Validate a ``(n_channels, n_frames)`` block and return it as float64."""
+    if block.ndim != 2 or block.shape[0] != n_channels:
+        raise ValueError(f"expected a ({n_channels}, n_frames) block, got shape {block.shape}")
+    return np.asarray(block, dtype=np.float64)
+
+
+class HumRemover:
+    """Streaming mains-hum notch filter [blocks of shape=(n_channels, n_frames)].
+
+    Each harmonic gets two cascaded ``iirnotch`` sections of -3 dB width
+    ``bandwidth_hz`` (1.5 Hz by default: 30 dB of attenuation holds within
+    +-0.13 Hz of the centre, and the programme loses only 1.5 Hz per harmonic).
+    The notches sit at ``harmonics_hz`` (the measured, detected harmonics) or,
+    when that is None, at ``k * fundamental_hz`` for k = 1..n_harmonics.
+    ``strength`` in [0, 1] blends: ``y = x - strength * (x - notched(x))``.
+    Zero latency; the filter state is carried from block to block.
+    """
+
+    latency_frames = 0
+
+    def __init__(self, sample_rate_hz: int, n_channels: int, fundamental_hz: float, n_harmonics: int,
+                 strength: float = 1.0, harmonics_hz: Sequence[float] | None = None,
+                 bandwidth_hz: float = HUM_NOTCH_BANDWIDTH_HZ) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"hum strength must be in [0, 1], got {strength}")
+        if harmonics_hz is None:
+            harmonics_hz = [k * fundamental_hz for k in range(1, n_harmonics + 1)]
+        freqs = [f for f in harmonics_hz if 0.0 < f < 0.45 * sample_rate_hz]
+        self.n_channels = n_channels
+        self.strength = float(strength)
+        self.harmonics_hz = freqs
+        self._sos = self._design(freqs, sample_rate_hz, bandwidth_hz)
+        self._zi = np.zeros((len(self._sos), n_channels, 2))  # silence before the first block
+
+    @staticmethod
+    def _design(freqs_hz: Sequence[float], sample_rate_hz: int, bandwidth_hz: float) -> np.ndarray:
+        sections = []
+        for f in freqs_hz:
+            b, a = signal.iirnotch(f, f / bandwidth_hz, fs=sample_rate_hz)
+            sections += [np.r_[b, a]] * 2
+        return np.array(sections).reshape(-1, 6)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Filter one block; returns the same number of frames, float32."""
+        x = _check_block(block, self.n_channels)
+        if not len(self._sos) or self.strength == 0.0 or x.shape[1] == 0:
+            return x.astype(np.float32)
+        y, self._zi = signal.sosfilt(self._sos, x, axis=-1, zi=self._zi)
+        if self.strength < 1.0:
+            y = x - self.strength * (x - y)
+        return y.astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        """Nothing is held back: an empty ``(n_channels, 0)`` array."""
+        return np.zeros((self.n_channels, 0), np.float32)
+
+
+# =====================================================================================
+# Clicks
+# =====================================================================================
+
+CLICK_AR_ORDER = 24
+CLICK_HOP_FRAMES = 8192  # detection runs on a fixed grid of hops, so blocks do not matter
+CLICK_CONTEXT_FRAMES = 1536  # input either side of a hop (AR fit, periodicity test, repairs)
+CLICK_MAX_GAP_FRAMES = 96  # 2 ms at 48 kHz: longer outliers are programme, not clicks
+CLICK_LEVEL_BLOCK_FRAMES = 256  # running-level resolution (5.3 ms at 48 kHz)
+CLICK_LEVEL_FLOOR = 1e-6  # residual level never below -120 dBFS (digital silence)
+CLICK_MERGE_FRAMES = 16  # outliers closer than this belong to one click
+CLICK_EXTENT_SIGMA = 3.0  # a click extends over the residual outliers above 3 deviations
+CLICK_FIT_CONTEXT_FRAMES = 256  # clean samples either side of a gap for its local AR fit
+CLICK_PERIOD_S = (0.0025, 0.0125)  # voice pitch periods (400 Hz down to 80 Hz)
+CLICK_PERIOD_TOLERANCE_FRAMES = 8  # pitch-period jitter allowed between neighbouring periods
+CLICK_PARTNER_RATIO = 0.5  # partner peaks of >= 50 % of the candidate's size make it periodic
+
+
+@lru_cache(maxsize=8)
+def _hann(n: int) -> np.ndarray:
+    return signal.windows.hann(n, sym=False)
+
+
+def fit_ar(x: np.ndarray, order: int) -> np.ndarray | None:
+    """AR coefficients ``a`` [shape=(order,)] with ``x[n] ~ sum_k a[k] x[n-1-k]``.
+
+    Autocorrelation (Yule-Walker) method on a Hann-windowed frame, solved by
+    Levinson recursion; None for a frame without energy.
+    """
+    xw = x * _hann(len(x))
+    r = np.array([xw[: len(x) - k] @ xw[k:] for k in range(order + 1)])
+    if r[0] <= 1e-20:
+        return None
+    r[0] *= 1.0 + 1e-9  # white-noise correction keeps the Toeplitz system well conditioned
+    return linalg.solve_toeplitz(r[:order], r[1:order + 1])
+
+
+def _running_level(e: np.ndarray) -> np.ndarray:
+    """Robust local level of a residual [shape=(n,)]: 1.4826 * median |e| per 256-frame block,
+    the largest of each block and its two neighbours, floored at -120 dBFS."""
+    n_blocks = -(-len(e) // CLICK_LEVEL_BLOCK_FRAMES)
+    padded = np.pad(np.abs(e), (0, n_blocks * CLICK_LEVEL_BLOCK_FRAMES - len(e)), mode="edge")
+    med = 1.4826 * np.median(padded.reshape(n_blocks, -1), axis=1)
+    med = ndimage.maximum_filter1d(med, 3, mode="nearest")
+    return np.maximum(np.repeat(med, CLICK_LEVEL_BLOCK_FRAMES)[: len(e)], CLICK_LEVEL_FLOOR)
+
+
+def _residuals(x: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Forward and backward prediction residuals of ``x`` [shape=(n,)], zero where undefined."""
+    a = fit_ar(x, order)
+    if a is None:
+        return None
+    inverse = np.r_[1.0, -a]
+    ef = signal.lfilter(inverse, 1.0, x)
+    eb = signal.lfilter(inverse, 1.0, x[::-1])[::-1]
+    ef[:order] = 0.0  # no history there
+    eb[-order:] = 0.0
+    return ef, eb
+
+
+def _is_periodic(peaks: np.ndarray, m: int, size: float, lags: np.ndarray) -> bool:
+    """Whether the residual peak of ``size`` at ``m`` recurs like a glottal pulse of voiced speech.
+
+    ``peaks`` is the residual magnitude after a max filter of the period
+    tolerance. Periodic means partner peaks (>= half the size) either at the
+    same lag on both sides (+- tolerance) or at lags T and 2T on one side.
+    """
+    level = CLICK_PARTNER_RATIO * size
+    n = len(peaks)
+
+    def partners(offsets: np.ndarray) -> np.ndarray:
+        idx = m + offsets
+        ok = (idx >= 0) & (idx < n)
+        return ok & (peaks[np.clip(idx, 0, n - 1)] >= level)
+
+    left, right = partners(-lags), partners(lags)
+    right_wide = ndimage.binary_dilation(right, np.ones(2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1, bool))
+    return bool((left & right_wide).any() or (left & partners(-2 * lags)).any()
+                or (right & partners(2 * lags)).any())
+
+
+def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDER,
+                  threshold_sigma: float = 5.0) -> list[tuple[int, int]]:
+    """Clicks in one channel ``x`` [shape=(n,)] as ``(start, stop)`` frame ranges.
+
+    An impulse at ``m`` makes the forward prediction residual jump at ``m`` (and
+    ring for ``order`` frames after), the backward residual at ``m`` (ringing
+    before). A click is a group of outliers (> ``threshold_sigma`` robust
+    deviations of the running residual level) with both a forward and a backward
+    outlier, whose peak does not recur at voice pitch periods (2.5-12.5 ms: the
+    glottal pulses of voiced speech look like clicks one at a time). It spans
+    the surrounding outliers above 3 deviations (hysteresis) plus 2 frames either
+    side: generous, since LSAR re-estimates clean frames well but a corrupted
+    frame left as context spoils the repair.
+    """
+    res = _residuals(x, order)
+    if res is None:
+        return []
+    ef, eb = res
+    ratio_f, ratio_b = np.abs(ef) / _running_level(ef), np.abs(eb) / _running_level(eb)
+    fwd, bwd = ratio_f > threshold_sigma, ratio_b > threshold_sigma
+    # Hysteresis: a click extends over the outliers of a lower threshold around it.
+    low = np.flatnonzero((ratio_f > CLICK_EXTENT_SIGMA) | (ratio_b > CLICK_EXTENT_SIGMA) | fwd | bwd)
+    if not len(low):
+        return []
+    split = np.flatnonzero(np.diff(low) > CLICK_MERGE_FRAMES)
+    starts, stops = low[np.r_[0, split + 1]], low[np.r_[split, len(low) - 1]] + 1
+    n_fwd = np.add.reduceat(fwd.astype(np.int32), starts)  # outliers lie inside groups only
+    n_bwd = np.add.reduceat(bwd.astype(np.int32), starts)
+    peaks = ndimage.maximum_filter1d(np.abs(ef), 2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1)
+    lags = np.arange(*(int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S))
+    gaps = []
+    for lo, hi in zip(starts[(n_fwd > 0) & (n_bwd > 0)], stops[(n_fwd > 0) & (n_bwd > 0)]):
+        m = lo + int(np.argmax(np.abs(ef[lo:hi]) * fwd[lo:hi]))
+        if not _is_periodic(peaks, m, abs(ef[m]), lags):
+            gaps.append((max(int(lo) - 2, 0), min(int(hi) + 2, len(x))))
+    return gaps
+
+
+def _toeplitz_inverse_filter(a: np.ndarray, n: int) -> np.ndarray:
+    """Prediction-error matrix [shape=(n - p, n)]: row i computes e[i + p] from x[i .. i + p]."""
+    p = len(a)
+    c = np.r_[-a[::-1], 1.0]
+    rows = np.arange(n - p)
+    mat = np.zeros((n - p, n))
+    for j in range(p + 1):
+        mat[rows, rows + j] = c[j]
+    return mat
+
+
+def _local_ar(x: np.ndarray, bad: np.ndarray, lo: int, hi: int, order: int) -> np.ndarray | None:
+    """Least-squares (covariance-method) AR fit on ``x[lo:hi]`` using only rows free of ``bad``."""
+    win = np.lib.stride_tricks.sliding_window_view(x[lo:hi], order + 1)
+    ok = ~np.lib.stride_tricks.sliding_window_view(bad[lo:hi], order + 1).any(axis=1)
+    if ok.sum() < 3 * order:
+        return None
+    rows = win[ok]
+    design = rows[:, -2::-1]  # x[n-1], ..., x[n-p]
+    gram = design.T @ design
+    gram[np.diag_indices(order)] += 1e-9 * np.trace(gram) / order + 1e-30
+    return np.linalg.solve(gram, design.T @ rows[:, -1])
+
+
+def lsar_interpolate(x: np.ndarray, bad: np.ndarray, gap: tuple[int, int], order: int = CLICK_AR_ORDER
+                     ) -> bool:
+    """Replace ``x[gap[0]:gap[1]]`` in place by least-squares AR interpolation (Vaseghi/Godsill).
+
+    The AR model is fitted on up to 256 clean frames either side; the unknowns
+    minimise the prediction-error energy over the gap and ``2*order`` frames of
+    context either side (other ``bad`` frames there are treated as unknown too).
+    Returns False, leaving ``x`` unchanged, when there is too little context.
+    """
+    g0, g1 = gap
+    a = _local_ar(x, bad, max(g0 - CLICK_FIT_CONTEXT_FRAMES, 0),
+                  min(g1 + CLICK_FIT_CONTEXT_FRAMES, len(x)), order)
+    s0, s1 = max(g0 - 2 * order, 0), min(g1 + 2 * order, len(x))
+    if a is None or s1 - s0 - (g1 - g0) < 2 * order:
+        return False
+    unknown = bad[s0:s1].copy()
+    unknown[g0 - s0: g1 - s0] = True
+    mat = _toeplitz_inverse_filter(a, s1 - s0)
+    seg = x[s0:s1]
+    rhs = -mat[:, ~unknown] @ seg[~unknown]
+    est = np.linalg.lstsq(mat[:, unknown], rhs, rcond=None)[0]
+    filled = seg.copy()
+    filled[unknown] = est
+    x[g0:g1] = filled[g0 - s0: g1 - s0]
+    return True
+
+
+def click_threshold_sigma(strength: float) -> float:
+    """Outlier threshold in robust deviations: 5 at strength 1, 10 at strength 0."""
+    return 10.0 - 5.0 * strength
+
+
+class ClickRemover:
+    """Streaming click detector and LSAR repairer [blocks of shape=(n_channels, n_frames)].
+
+    Detection and repair run per channel on a fixed grid of 8192-frame hops,
+    each seen with 1024 frames of context either side, so the output does not
+    depend on the block sizes. Clicks starting inside a hop, at most 96 frames
+    (2 ms at 48 kHz) long, are repaired in a work buffer that later hops see
+    (so a click is never repaired twice). ``process`` returns the aligned output
+    lagging by at most ``latency_frames``; ``flush`` returns the rest.
+    ``n_clicks_repaired`` counts repaired (channel, click) pairs; with
+    ``keep_positions`` their ``(channel, start, stop)`` are kept in ``positions``.
+    """
+
+    latency_frames = CLICK_HOP_FRAMES + CLICK_CONTEXT_FRAMES
+
+    def __init__(self, sample_rate_hz: int, n_channels: int, strength: float = 1.0,
+                 order: int = CLICK_AR_ORDER, keep_positions: bool = False) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"click strength must be in [0, 1], got {strength}")
+        self.sample_rate_hz = sample_rate_hz
+        self.n_channels = n_channels
+        self.strength = float(strength)
+        self.order = order
+        self.threshold_sigma = click_threshold_sigma(strength)
+        self.n_clicks_repaired = 0
+        self.positions: list[tuple[int, int, int]] | None = [] if keep_positions else None
+        self._buf = np.zeros((n_channels, 0))
+        self._buf_start = 0  # absolute frame index of self._buf[:, 0]
+        self._n_in = 0
+        self._next_hop = 0
+        self._emitted = 0
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Take one block; return the output frames that are final (aligned, float32)."""
+        x = _check_block(block, self.n_channels)
+        self._buf = np.concatenate([self._buf, x], axis=1)
+        self._n_in += x.shape[1]
+        return self._advance(final=False)
+
+    def flush(self) -> np.ndarray:
+        """Process the held-back frames; returns them (aligned, float32)."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> np.ndarray:
+        while self._next_hop < self._n_in:
+            if not final and self._next_hop + CLICK_HOP_FRAMES + CLICK_CONTEXT_FRAMES > self._n_in:
+                break
+            if self.strength > 0.0:
+                self._process_hop(self._next_hop)
+            self._next_hop += CLICK_HOP_FRAMES
+        ready = min(self._next_hop, self._n_in)
+        out = self._buf[:, self._emitted - self._buf_start: ready - self._buf_start]
+        self._emitted = ready
+        keep_from = max(self._next_hop - CLICK_CONTEXT_FRAMES, 0)
+        self._buf = self._buf[:, keep_from - self._buf_start:]
+        self._buf_start = keep_from
+        return out.astype(np.float32)
+
+    def _process_hop(self, hop_start: int) -> None:
+        w0 = max(hop_start - CLICK_CONTEXT_FRAMES, 0)
+        w1 = min(hop_start + CLICK_HOP_FRAMES + CLICK_CONTEXT_FRAMES, self._n_in)
+        window = self._buf[:, w0 - self._buf_start: w1 - self._buf_start]  # a view: repairs land in _buf
+        for ch in range(self.n_channels):
+            self._repair_channel(window[ch], ch, w0, hop_start)
+
+    def _repair_channel(self, x: np.ndarray, ch: int, w0: int, hop_start: int) -> None:
+        gaps = detect_clicks(x, self.sample_rate_hz, self.order, self.threshold_sigma)
+        bad = np.zeros(len(x), bool)
+        for g0, g1 in gaps:
+            bad[g0:g1] = True
+        for g0, g1 in gaps:
+            owned = hop_start <= w0 + g0 < hop_start + CLICK_HOP_FRAMES
+            if owned and g1 - g0 <= CLICK_MAX_GAP_FRAMES and lsar_interpolate(x, bad, (g0, g1), self.order):
+                bad[g0:g1] = False  # repaired samples are clean context for the next gap
+                self.n_clicks_repaired += 1
+                if self.positions is not None:
+                    self.positions.append((ch, w0 + g0, w0 + g1))
+
+
+# =====================================================================================
+# Hiss
+# =====================================================================================
+
+HISS_N_FFT = 2048  # 43 ms frames at 48 kHz: the noise profile is per bin of this transform
+HISS_DETECT_HOP = 1024
+HISS_BAND_LOW_HZ = 100.0  # below this lies hum and programme rumble, not hiss
+HISS_BANDS_PER_OCTAVE = 3
+HISS_QUANTILE = 0.10  # the quietest 10 % of frames in each band
+HISS_N_SLICES = 4  # stationarity: floor estimates of 4 time slices must agree
+DEHISS_SMOOTHING = 0.5  # recursive smoothing of the frame power, against musical noise
+DEHISS_MAX_REDUCTION_DB = 12.0  # at strength 1; the gain never falls below this
+
+
+@dataclass(frozen=True)
+class HissReport:
+    """A stationary broadband noise floor and whether it qualifies for dehissing.
+
+    ``floor_dbfs`` is the RMS of the estimated noise above 100 Hz (loudest
+    channel); ``spread_db`` how far the floor estimates of time slices disagree;
+    ``headroom_db`` how far the programme (90th percentile of frame power)
+    stands above the floor; ``flatness`` the spectral flatness (geometric over
+    arithmetic mean) of the floor across 1/3-octave bands.
+    ``noise_psd`` [shape=(n_channels, n_fft/2+1)] is the
+    noise power per bin of a Hann-windowed ``n_fft`` frame, for :class:`Dehisser`.
+    """
+
+    floor_dbfs: float
+    spread_db: float
+    headroom_db: float
+    flatness: float
+    detected: bool
+    noise_psd: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros((1, 0)))
+    n_fft: int = HISS_N_FFT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"floor_dbfs": self.floor_dbfs, "spread_db": self.spread_db,
+                "headroom_db": self.headroom_db, "flatness": self.flatness, "detected": self.detected}
+
+
+def _frame_power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT|^2 of ``x`` [shape=(n_channels, n)] -> [shape=(n_channels, n_frames, n_fft/2+1)]."""
+    if x.shape[1] < n_fft:
+        return np.zeros((x.shape[0], 0, n_fft // 2 + 1))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[:, ::hop]
+    spec = np.fft.rfft(frames * _hann(n_fft), axis=-1)
+    return spec.real ** 2 + spec.imag ** 2
+
+
+def _bands(sample_rate_hz: int, n_fft: int) -> tuple[np.ndarray, int]:
+    """Band index of each rfft bin (-1 outside 100 Hz..20 kHz) and the number of bands."""
+    top_hz = min(20000.0, 0.5 * sample_rate_hz)
+    n_bands = int(np.floor(np.log2(top_hz / HISS_BAND_LOW_HZ) * HISS_BANDS_PER_OCTAVE))
+    edges = HISS_BAND_LOW_HZ * 2.0 ** (np.arange(n_bands + 1) / HISS_BANDS_PER_OCTAVE)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
+    band = np.digitize(freqs, edges) - 1
+    band[(freqs < edges[0]) | (freqs >= edges[-1])] = -1
+    return band, n_bands
+
+
+def _floor_per_band(power: np.ndarray, band: np.ndarray, n_bands: int) -> np.ndarray:
+    """Noise power per bin in each band [shape=(n_channels, n_bands)] from frame powers.
+
+    Each bin's 10th percentile over frames, divided by its bias (the power of a
+    noise bin is exponential: its 10th percentile is -ln(0.9) = 0.105 of its
+    mean); the median of these over the band's bins (so that steady tones and
+    their leakage, a few bins, are not taken for noise); then a median filter
+    over 5 bands, against tones in narrow low bands.
+    """
+    per_bin = np.quantile(power, HISS_QUANTILE, axis=1) / -np.log1p(-HISS_QUANTILE)
+    out = np.empty((power.shape[0], n_bands))
+    for b in range(n_bands):
+        out[:, b] = np.median(per_bin[:, band == b], axis=1)
+    log_floor = ndimage.median_filter(np.log(out + 1e-30), size=(1, 5), mode="nearest")
+    return np.exp(log_floor)
+
+
+def _power_to_dbfs(bin_power_sum: np.ndarray, n_fft: int) -> np.ndarray:
+    """Signal power (dBFS) from the summed one-sided |X_k|^2 of a Hann frame (Parseval)."""
+    window_energy = np.sum(signal.windows.hann(n_fft, sym=False) ** 2)
+    return 10.0 * np.log10(2.0 * bin_power_sum / (n_fft * window_energy) + 1e-30)
+
+
+def _floor_dbfs(power: np.ndarray, band: np.ndarray, n_bands: int, n_fft: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel floor level (dBFS), per-bin noise power [shape=(n_channels, n_bins)]
+    and per-channel spectral flatness of the floor over the bands."""
+    per_band = _floor_per_band(power, band, n_bands)
+    noise_psd = per_band[:, np.clip(band, 0, n_bands - 1)]
+    noise_psd[:, (band < 0) & (np.arange(len(band)) < len(band) // 2)] = per_band[:, :1]
+    level = _power_to_dbfs(noise_psd[:, band >= 0].sum(axis=-1), n_fft)
+    flatness = np.exp(np.mean(np.log(per_band), axis=1)) / np.mean(per_band, axis=1)
+    return level, noise_psd, flatness
+
+
+def detect_hiss(x: Sample, sample_rate_hz: int, n_fft: int = HISS_N_FFT) -> HissReport:
+    """Estimate the broadband noise floor of ``x`` [shape=(n_channels, n_frames)] (or segments).
+
+    Rule: dehiss when the floor is clearly above the digital floor (>= -80 dBFS;
+    16-bit dither sits near -96), stationary (the floors of 4 time slices agree
+    within 6 dB), broadband (spectral flatness >= 0.1 over 1/3-octave bands) and
+    below the programme (its 90th-percentile frame power at least 15 dB above
+    the floor), so that continuous programme or steady tones are never taken
+    for noise.
+    """
+    power = np.concatenate([_frame_power(s, n_fft, HISS_DETECT_HOP) for s in _as_segments(x)], axis=1)
+    n_channels, n_frames = power.shape[:2]
+    if n_frames < 2 * HISS_N_SLICES:
+        return HissReport(-200.0, 0.0, 0.0, 0.0, False, np.zeros((n_channels, n_fft // 2 + 1)), n_fft)
+    band, n_bands = _bands(sample_rate_hz, n_fft)
+    level, noise_psd, flatness = _floor_dbfs(power, band, n_bands, n_fft)
+    floor_dbfs = float(level.max())
+    flat = float(flatness[np.argmax(level)])
+    slices = np.array_split(np.arange(n_frames), HISS_N_SLICES)
+    slice_dbfs = [_floor_dbfs(power[:, idx], band, n_bands, n_fft)[0].max() for idx in slices]
+    spread_db = float(np.max(slice_dbfs) - np.min(slice_dbfs))
+    frame_dbfs = _power_to_dbfs(power[:, :, band >= 0].sum(axis=-1), n_fft)
+    headroom_db = float(np.min(np.quantile(frame_dbfs, 0.9, axis=1) - level))
+    detected = (floor_dbfs >= HISS_MIN_FLOOR_DBFS and spread_db <= HISS_MAX_SPREAD_DB
+                and flat >= HISS_MIN_FLATNESS and headroom_db >= HISS_MIN_HEADROOM_DB)
+    return HissReport(round(max(floor_dbfs, -200.0), 2), round(spread_db, 2),
+                      round(min(headroom_db, 200.0), 2),
+                      round(flat, 4), bool(detected), noise_psd, n_fft)
+
+
+class Dehisser:
+    """Streaming spectral-subtraction dehisser [blocks of shape=(n_channels, n_frames)].
+
+    STFT with Hann analysis and synthesis windows, ``n_fft = 2*(n_bins-1)``,
+    hop ``n_fft/4`` (the squared windows overlap-add to 1.5, divided out). Per
+    bin the gain is ``sqrt(max(g_min^2, 1 - alpha * N / P))`` with ``P`` the frame
+    power smoothed over frames (factor 0.5, against musical noise), ``N`` the
+    noise profile ``noise_psd`` [shape=(n_channels or 1, n_bins)],
+    ``alpha = 1 + 2 * strength`` (over-subtraction) and ``g_min`` =
+    ``-12 dB * strength``. The frame grid starts ``n_fft - hop`` frames before
+    the signal, so output is aligned with input; ``process`` lags by at most
+    ``latency_frames``; ``flush`` returns the rest.
+    """
+
+    def __init__(self, sample_rate_hz: int, n_channels: int, noise_psd: np.ndarray, strength: float = 1.0,
+                 max_reduction_db: float = DEHISS_MAX_REDUCTION_DB) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"hiss strength must be in [0, 1], got {strength}")
+        noise_psd = np.atleast_2d(np.asarray(noise_psd, dtype=np.float64))
+        if noise_psd.shape[0] not in (1, n_channels) or noise_psd.shape[1] < 3:
+            raise ConfigError(f"noise profile of shape {noise_psd.shape} does not fit {n_channels} channels")
+        self.n_channels = n_channels
+        self.n_fft = 2 * (noise_psd.shape[1] - 1)
+        self.hop = self.n_fft // 4
+        self.latency_frames = self.n_fft - self.hop
+        self._noise = noise_psd[:, None, :]  # broadcast over frames
+        self._alpha = 1.0 + 2.0 * strength
+        self._g_min_sq = 10.0 ** (-max_reduction_db * strength / 10.0)
+        self._window = signal.windows.hann(self.n_fft, sym=False)
+        self._norm = float((self._window ** 2).reshape(4, self.hop).sum(axis=0)[0])
+        self._in = np.zeros((n_channels, self.latency_frames))  # the virtual lead-in
+        self._tail = np.zeros((n_channels, self.n_fft - self.hop))
+        self._zi = np.zeros((n_channels, 1, self.n_fft // 2 + 1))
+        self._to_drop = self.latency_frames
+        self._n_in = 0
+        self._n_out = 0
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Take one block; return the output frames that are complete (aligned, float32)."""
+        x = _check_block(block, self.n_channels)
+        self._in = np.concatenate([self._in, x], axis=1)
+        self._n_in += x.shape[1]
+        return self._emit(self._run_frames())
+
+    def flush(self) -> np.ndarray:
+        """Finish with zeros after the end; returns the remaining aligned frames."""
+        self._in = np.concatenate([self._in, np.zeros((self.n_channels, self.n_fft))], axis=1)
+        return self._emit(self._run_frames())
+
+    def _gains(self, power: np.ndarray) -> np.ndarray:
+        smoothed, self._zi = signal.lfilter([1.0 - DEHISS_SMOOTHING], [1.0, -DEHISS_SMOOTHING], power,
+                                            axis=1, zi=self._zi)
+        ratio = self._noise / np.maximum(smoothed, 1e-30)
+        return np.sqrt(np.maximum(self._g_min_sq, 1.0 - self._alpha * ratio))
+
+    def _run_frames(self) -> np.ndarray:
+        n_frames = (self._in.shape[1] - self.n_fft) // self.hop + 1
+        if n_frames <= 0:
+            return np.zeros((self.n_channels, 0))
+        frames = np.lib.stride_tricks.sliding_window_view(self._in, self.n_fft, axis=-1)
+        frames = frames[:, ::self.hop][:, :n_frames]
+        spec = np.fft.rfft(frames * self._window, axis=-1)
+        spec *= self._gains(spec.real ** 2 + spec.imag ** 2)
+        out_frames = np.fft.irfft(spec, self.n_fft, axis=-1) * self._window
+        acc = np.zeros((self.n_channels, (n_frames + 3) * self.hop))
+        acc[:, : self.n_fft - self.hop] += self._tail
+        for r in range(4):  # overlap-add: quarter r of frame f lands at hop f + r
+            chunk = out_frames[:, :, r * self.hop:(r + 1) * self.hop]
+            acc[:, r * self.hop:(r + n_frames) * self.hop] += chunk.reshape(self.n_channels, -1)
+        self._tail = acc[:, n_frames * self.hop:]
+        self._in = self._in[:, n_frames * self.hop:]
+        return acc[:, : n_frames * self.hop] / self._norm
+
+    def _emit(self, done: np.ndarray) -> np.ndarray:
+        drop = min(self._to_drop, done.shape[1])
+        self._to_drop -= drop
+        done = done[:, drop: drop + self._n_in - self._n_out]
+        self._n_out += done.shape[1]
+        return done.astype(np.float32)
+
+
+# =====================================================================================
+# Plan, chain, file
+# =====================================================================================
+
+
+@dataclass(frozen=True)
+class ClickReport:
+    """Clicks found in the analysed sample and whether they qualify for declicking."""
+
+    n_clicks: int
+    analysed_s: float
+    rate_per_min: float
+    detected: bool
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What was found in the analysed sample and what a :class:`Restorer` will apply.
+
+    A strength of 0 switches a processor off; the detectors set it to
+    ``strength`` only where their rule found damage.
+    """
+
+    hum: HumReport
+    clicks: ClickReport
+    hiss: HissReport
+    hum_strength: float = 0.0
+    click_strength: float = 0.0
+    hiss_strength: float = 0.0
+
+    @property
+    def applied(self) -> list[str]:
+        """Names of the processors that will run, in processing order."""
+        names = ("declick", "dehum", "dehiss")
+        strengths = (self.click_strength, self.hum_strength, self.hiss_strength)
+        return [name for name, s in zip(names, strengths) if s > 0.0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the noise profile array is left out)."""
+        return {
+            "hum": {**asdict(self.hum), "strength": self.hum_strength},
+            "clicks": {**asdict(self.clicks), "strength": self.click_strength},
+            "hiss": {**self.hiss.to_dict(), "strength": self.hiss_strength},
+            "applied": self.applied,
+        }
+
+
+def _count_clicks(segments: list[np.ndarray], sample_rate_hz: int, strength: float
+                  ) -> tuple[int, list[np.ndarray]]:
+    """Run a fresh :class:`ClickRemover` over each segment: total repaired count and outputs."""
+    total, repaired = 0, []
+    for seg in segments:
+        remover = ClickRemover(sample_rate_hz, seg.shape[0], strength)
+        repaired.append(np.concatenate([remover.process(seg), remover.flush()], axis=1))
+        total += remover.n_clicks_repaired
+    return total, repaired
+
+
+def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.0) -> RestorePlan:
+    """Detect hum, clicks and hiss in ``x_sample`` and decide what to apply.
+
+    ``x_sample`` is [shape=(n_channels, n_frames)] or a list of such segments
+    (a sparse sample of a long file; segments are never joined, so their seams
+    are not mistaken for clicks). Each detector sees the sample as its
+    processor in the :class:`Restorer` chain will: hum after declicking, hiss
+    after declicking and dehumming.
+    """
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"restoration strength must be in (0, 1], got {strength}")
+    segments = _as_segments(x_sample)
+    n_clicks, declicked = _count_clicks(segments, sample_rate_hz, strength)
+    analysed_s = sum(s.shape[1] for s in segments) / sample_rate_hz
+    rate = 60.0 * n_clicks / analysed_s
+    clicks = ClickReport(n_clicks, round(analysed_s, 3), round(rate, 2),
+                         n_clicks >= CLICK_MIN_COUNT and rate >= CLICK_MIN_RATE_PER_MIN)
+    cleaned = declicked if clicks.detected else segments
+    hum = detect_hum(cleaned, sample_rate_hz)  # a click train's comb spectrum is no hum
+    if hum.fundamental_hz is not None:
+        cleaned = [_dehum(seg, sample_rate_hz, hum, strength) for seg in cleaned]
+    hiss = detect_hiss(cleaned, sample_rate_hz)
+    return RestorePlan(hum, clicks, hiss, strength if hum.fundamental_hz else 0.0,
+                       strength if clicks.detected else 0.0, strength if hiss.detected else 0.0)
+
+
+def _dehum(x: np.ndarray, sample_rate_hz: int, hum: HumReport, strength: float) -> np.ndarray:
+    remover = HumRemover(sample_rate_hz, x.shape[0], hum.fundamental_hz or 0.0, 0, strength, hum.harmonics_hz)
+    return remover.process(x).astype(np.float64)
+
+
+class Restorer:
+    """The planned processors chained: declick -> dehum -> dehiss [blocks of shape=(n_channels, n)].
+
+    Declicking comes first so that impulses are repaired before linear filters
+    smear them. ``process`` returns aligned output lagging the input by at most
+    ``latency_frames``; ``flush`` returns the rest, so the output has the
+    input's length and no time shift.
+    """
+
+    def __init__(self, sample_rate_hz: int, n_channels: int, plan: RestorePlan) -> None:
+        self.n_channels = n_channels
+        self.plan = plan
+        self._declicker = (ClickRemover(sample_rate_hz, n_channels, plan.click_strength)
+                           if plan.click_strength > 0 else None)
+        self._stages: list[Any] = [] if self._declicker is None else [self._declicker]
+        if plan.hum_strength > 0 and plan.hum.fundamental_hz is not None:
+            self._stages.append(HumRemover(sample_rate_hz, n_channels, plan.hum.fundamental_hz, 0,
+                                           plan.hum_strength, plan.hum.harmonics_hz))
+        if plan.hiss_strength > 0:
+            self._stages.append(Dehisser(sample_rate_hz, n_channels, plan.hiss.noise_psd, plan.hiss_strength))
+        self.latency_frames = sum(stage.latency_frames for stage in self._stages)
+
+    @property
+    def n_clicks_repaired(self) -> int:
+        return 0 if self._declicker is None else self._declicker.n_clicks_repaired
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Run one block through the chain; returns the aligned output ready so far (float32)."""
+        y = _check_block(block, self.n_channels)
+        for stage in self._stages:
+            y = stage.process(y)
+        return y.astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        """Flush each stage in turn, feeding its tail to the stages after it."""
+        tail = np.zeros((self.n_channels, 0), np.float32)
+        for stage in self._stages:
+            head = stage.process(tail) if tail.shape[1] else np.zeros((self.n_channels, 0), np.float32)
+            tail = np.concatenate([head, stage.flush()], axis=1)
+        return tail.astype(np.float32)
+
+
+def read_detection_sample(path: str | Path, span_s: float = DETECT_SPAN_S,
+                          n_segments: int = DETECT_N_SEGMENTS) -> list[np.ndarray]:
+    """A sample of a file for detection: all of it up to ``span_s``, else ``n_segments``
+    evenly spaced segments totalling ``span_s`` (memory stays bounded for a feature film)."""
+    info = read_info(path)
+    span_frames = int(span_s * info.sample_rate_hz)
+    if info.n_frames <= span_frames:
+        return [read_audio(path)]
+    seg_frames = span_frames // n_segments
+    starts = np.linspace(0, info.n_frames - seg_frames, n_segments).astype(int)
+    return [read_audio(path, int(s), seg_frames) for s in starts]
+
+
+def restore_file(in_path: str | Path, out_path: str | Path, plan: RestorePlan | None = None,
+                 on_progress: Progress | None = None, block_s: float = 10.0
+                 ) -> tuple[FileRecord, dict[str, Any]]:
+    """Restore ``in_path`` into ``out_path`` (float WAV/BW64), streaming in blocks.
+
+    Without a ``plan``, one is made from :func:`read_detection_sample` of the
+    file. Returns the output's record and a report: what was found and done.
+    Raises :class:`EmptyAudioError` for a file without samples.
+    """
+    info = read_info(in_path)
+    if info.n_frames == 0:
+        raise EmptyAudioError(in_path, "no samples to restore")
+    if plan is None:
+        plan = plan_restoration(read_detection_sample(in_path), info.sample_rate_hz)
+    restorer = Restorer(info.sample_rate_hz, info.n_channels, plan)
+    done = 0
+    with AudioWriter(out_path, info.sample_rate_hz, info.n_channels, "FLOAT") as writer:
+        for block in iter_blocks(in_path, max(1, int(block_s * info.sample_rate_hz))):
+            writer.write(restorer.process(block))
+            done += block.shape[1]
+            if on_progress is not None:
+                on_progress(done, info.n_frames)
+        writer.write(restorer.flush())
+        writer.close()
+    report = {**plan.to_dict(), "clicks_repaired": restorer.n_clicks_repaired,
+              "input": str(in_path), "duration_s": round(info.duration_s, 6)}
+    return FileRecord.from_writer(writer), report
+
+
+# --- stage wrapper --------------------------------------------------------------------------
+
+def _key_params(p: dict[str, Any]) -> dict[str, Any]:
+    return {"extracted": p["extracted"], "strength": p.get("strength", 1.0)}
+
+
+def run_restore(extracted: dict[str, Any], title_dir: str | Path, strength: float = 1.0,
+                on_progress: Progress | None = None) -> tuple[StageManifest, bool]:
+    """Stage 2: restore ``work/soundtrack.wav`` into ``work/restored.wav`` (resumable)."""
+    params = _key_params({"extracted": extracted, "strength": strength})
+    soundtrack = StageManifest.from_dict(extracted).file("soundtrack")
+
+    def compute() -> StageManifest:
+        sample = read_detection_sample(soundtrack.path)
+        plan = plan_restoration(sample, soundtrack.sample_rate_hz, strength)
+        record, report = restore_file(soundtrack.path, Path(title_dir) / "work" / "restored.wav", plan, on_progress)
+        return StageManifest("restore", {"restored": record}, {"strength": strength}, report)
+
+    return run_stage(title_dir, "restore", params, compute)
+
+
+@task(**task_options("restore", _key_params))
+def restore_task(extracted: dict[str, Any], title_dir: str, strength: float = 1.0) -> dict[str, Any]:
+    """Prefect wrapper: restoration with a progress artifact."""
+    manifest, reused = run_restore(extracted, title_dir, strength, progress_reporter(title_dir, "restore"))
+    log_stage("restore", manifest, reused)
+    return manifest.to_dict()

@@ -1,0 +1,53 @@
+"""Stage 3, separate: the restored soundtrack -> dialogue, music and effects stems."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from filmrestore.manifest import StageManifest
+from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
+from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
+
+
+def _key_params(p: dict[str, Any]) -> dict[str, Any]:
+    # The device is left out on purpose: CPU and GPU runs give the same stems
+    # within tolerance, so a GPU box may resume a run a CPU box started.
+    return {"restored": p["restored"], "separator": p["separator"], "checkpoint": p.get("checkpoint")}
+
+
+def run_separate(
+    restored: dict[str, Any],
+    title_dir: str | Path,
+    separator: str = "dsp",
+    device: str = "auto",
+    checkpoint: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[StageManifest, bool]:
+    """Separate ``restored`` (a restore-stage manifest) into ``work/stems/<stem>.wav``."""
+    params = {"restored": restored, "separator": separator, "device": device, "checkpoint": checkpoint}
+    source = StageManifest.from_dict(restored).file("restored")
+
+    def compute() -> StageManifest:
+        model = get_separator(separator, checkpoint)
+        torch_device = resolve_device(device)
+        out_paths = {stem: Path(title_dir) / "work" / "stems" / f"{stem}.wav" for stem in STEMS}
+        records = separate_file(model, source.path, out_paths, device=torch_device, on_progress=on_progress)
+        report = {"separator": separator, "device": str(torch_device)}
+        return StageManifest("separate", records, _key_params(params), report)
+
+    return run_stage(title_dir, "separate", _key_params(params), compute)
+
+
+@task(**task_options("separate", _key_params), tags=["gpu"])
+def separate_task(
+    restored: dict[str, Any], title_dir: str, separator: str, device: str, checkpoint: str | None = None
+) -> dict[str, Any]:
+    """Prefect wrapper: separation with a progress artifact."""
+    progress = progress_reporter(title_dir, "separate")
+    manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)
+    log_stage("separate", manifest, reused)
+    return manifest.to_dict()

@@ -1,0 +1,101 @@
+"""Bad input through the CLI: one clear line naming the file, exit code 2, no partial deliverables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from filmrestore.audio import write_audio
+from filmrestore.flows.cli import EXIT_EXPECTED_ERROR, app
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def _assert_one_clear_line(code: int, output: str, must_name: Path, problem: str) -> None:
+    assert code == EXIT_EXPECTED_ERROR, output
+    error_lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, output
+    assert str(must_name) in error_lines[0].replace("\n", "") and problem in error_lines[0], output
+    assert "Traceback" not in output
+
+
+def test_video_without_audio(tmp_path: Path) -> None:
+    video = tmp_path / "silent_film.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=24:d=1", "-c:v", "mpeg4", str(video))
+    code, output = _invoke("run", video, "--out", tmp_path / "out")
+    _assert_one_clear_line(code, output, video, "no audio stream")
+    assert not (tmp_path / "out" / "silent_film" / "bed_7.1.4.wav").exists()
+
+
+def test_corrupt_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.mov"
+    bogus.write_bytes(b"this is not a movie" * 100)
+    code, output = _invoke("run", bogus, "--out", tmp_path / "out")
+    _assert_one_clear_line(code, output, bogus, "")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    code, output = _invoke("run", tmp_path / "nowhere.mov", "--out", tmp_path / "out")
+    _assert_one_clear_line(code, output, tmp_path / "nowhere.mov", "does not exist")
+
+
+def test_silent_soundtrack_is_not_amplified(tmp_path: Path) -> None:
+    clip = tmp_path / "silence.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=24:d=4", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono",
+            "-t", "4", "-c:v", "mpeg4", "-c:a", "pcm_s24le", str(clip))
+    code, output = _invoke("run", clip, "--out", tmp_path / "out")
+    assert "silent" in output.lower(), output
+    assert code == EXIT_EXPECTED_ERROR
+    title_dir = tmp_path / "out" / "silence"
+    assert not (title_dir / "bed_7.1.4.wav").exists() and not (title_dir / "adm.wav").exists()
+
+
+def test_unwritable_output_folder(tmp_path: Path, demo_clip: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    code, output = _invoke("run", demo_clip, "--out", blocker / "out")
+    _assert_one_clear_line(code, output, blocker / "out", "cannot create output folder")
+
+
+def test_loudness_json_keys(tmp_path: Path) -> None:
+    t = np.arange(48_000 * 5) / 48_000
+    tone = (10 ** (-23 / 20) * np.sin(2 * np.pi * 997 * t)).astype(np.float32)
+    write_audio(tmp_path / "tone.wav", np.vstack([tone, tone]), 48_000)
+    code, output = _invoke("loudness", tmp_path / "tone.wav", "--json")
+    assert code == 0, output
+    report = json.loads(output)
+    assert {"integrated_lufs", "true_peak_dbtp", "lra_lu"} <= set(report)
+    assert abs(report["integrated_lufs"] - (-23.0)) < 0.1
+
+
+def test_loudness_of_silence_is_null(tmp_path: Path) -> None:
+    write_audio(tmp_path / "silence.wav", np.zeros((2, 48_000 * 3), np.float32), 48_000)
+    code, output = _invoke("loudness", tmp_path / "silence.wav", "--json")
+    assert code == 0, output
+    assert json.loads(output)["integrated_lufs"] is None
+
+
+def test_extract_and_separate_commands(tmp_path: Path, demo_clip: Path) -> None:
+    wav = tmp_path / "soundtrack.wav"
+    code, output = _invoke("extract", demo_clip, wav)
+    assert code == 0, output
+    code, output = _invoke("separate", wav, "--out", tmp_path / "stems", "--device", "cpu")
+    assert code == 0, output
+    for stem in ("dialogue", "music", "effects"):
+        assert (tmp_path / "stems" / f"{stem}.wav").is_file()

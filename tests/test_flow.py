@@ -1,0 +1,141 @@
+"""End to end: the restore_title flow on a generated clip, with real ffmpeg and a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+import pytest
+import soundfile as sf
+
+from filmrestore.audio import read_audio
+from filmrestore.flows.restore_title import run_restore_title
+from filmrestore.tasks.common import MANIFEST_DIR
+from filmrestore.upmix.layouts import BED_7_1_4
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+STAGES = ("extract", "restore", "separate", "normalize", "render")
+
+
+@pytest.fixture(scope="module")
+def restored(demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("out")
+    return run_restore_title(demo_clip, out, "clip", preset="ebu-r128", device="cpu")
+
+
+def _mtimes(title_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(title_dir)): p.stat().st_mtime_ns for p in title_dir.rglob("*") if p.is_file()
+            and not p.name.startswith("qc.")}
+
+
+def _wave_format(path: Path) -> tuple[int, int, int]:
+    """(channels, bits per sample, channel mask) from the fmt chunk."""
+    raw = path.read_bytes()[:512]
+    fmt = raw.index(b"fmt ") + 8
+    channels, bits, mask = struct.unpack("<H", raw[fmt + 2 : fmt + 4])[0], struct.unpack(
+        "<H", raw[fmt + 14 : fmt + 16])[0], struct.unpack("<I", raw[fmt + 20 : fmt + 24])[0]
+    return channels, bits, mask
+
+
+def test_deliverables_are_complete(restored: dict) -> None:
+    title_dir = Path(restored["title_dir"])
+    for name in ("bed_7.1.4.wav", "adm.wav", "stems/dialogue.wav", "stems/music.wav", "stems/effects.wav",
+                 "stems/me.wav", "foldown/stereo.wav", "foldown/5.1.wav", "qc.json", "qc.md"):
+        assert (title_dir / name).is_file(), name
+    assert _wave_format(title_dir / "bed_7.1.4.wav") == (12, 24, 0x2D63F)
+    assert not list(title_dir.rglob("*.part"))
+
+
+def test_bed_is_in_sync_and_as_long_as_the_picture(restored: dict, demo_clip: Path) -> None:
+    title_dir = Path(restored["title_dir"])
+    bed = sf.info(str(title_dir / "bed_7.1.4.wav"))
+    assert bed.samplerate == 48_000
+    assert abs(bed.frames / 48_000 - 12.0) < 0.01
+    assert sf.info(str(title_dir / "stems/dialogue.wav")).frames == bed.frames
+
+
+def test_centre_carries_the_dialogue_stem(restored: dict) -> None:
+    title_dir = Path(restored["title_dir"])
+    bed = read_audio(title_dir / "bed_7.1.4.wav").astype(np.float64)
+    dialogue = read_audio(title_dir / "stems/dialogue.wav")[0].astype(np.float64)
+    # The centre path is phase-matched to the fronts by an all-pass, so compare with a
+    # phase-blind measure: magnitude-squared coherence over the speech band, and level.
+    freqs, centre_coh = scipy.signal.coherence(bed[2], dialogue, fs=48_000, nperseg=4096)
+    _, front_coh = scipy.signal.coherence(bed[0], dialogue, fs=48_000, nperseg=4096)
+    band = (freqs >= 200) & (freqs <= 4000)
+    assert np.mean(centre_coh[band]) > 0.95
+    assert np.mean(front_coh[band]) < np.mean(centre_coh[band]) - 0.2
+    assert abs(10 * np.log10(np.sum(bed[2] ** 2) / np.sum(dialogue**2))) < 0.5
+
+
+def test_stems_sum_to_the_normalised_mix(restored: dict) -> None:
+    title_dir = Path(restored["title_dir"])
+    qc = json.loads((title_dir / "qc.json").read_text())
+    gain = 10 ** (qc["loudness"]["gain_db"] / 20)
+    stems = {k: read_audio(title_dir / f"stems/{k}.wav") for k in ("dialogue", "music", "effects", "me")}
+    mix = read_audio(title_dir / "work/restored.wav") * gain
+    assert np.max(np.abs(stems["dialogue"] + stems["music"] + stems["effects"] - mix)) < 1e-4 * max(gain, 1) + 3e-7
+    assert np.max(np.abs(stems["music"] + stems["effects"] - stems["me"])) < 3e-7
+
+
+def test_qc_reports_loudness_and_passes_the_preset(restored: dict) -> None:
+    qc = json.loads((Path(restored["title_dir"]) / "qc.json").read_text())
+    assert set(STAGES) <= set(qc["stages"])
+    for stage in STAGES:
+        assert qc["stages"][stage]["elapsed_s"] is not None
+    before, after = qc["loudness"]["before"], qc["loudness"]["after"]
+    assert {"dialogue", "music", "effects", "mix", "bed_7.1.4"} <= set(before)
+    bed_after = after["bed_7.1.4"]
+    assert abs(bed_after["integrated_lufs"] - (-23.0)) <= 1.0
+    assert bed_after["true_peak_dbtp"] <= -1.0
+    assert qc["verdict"]["pass"] is True
+    assert qc["foldown_check"]["max_abs_diff_db"] <= 1.0
+
+
+def test_rerun_reuses_every_stage(restored: dict, demo_clip: Path) -> None:
+    title_dir = Path(restored["title_dir"])
+    before = _mtimes(title_dir)
+    run_restore_title(demo_clip, title_dir.parent, "clip", preset="ebu-r128", device="cpu")
+    assert _mtimes(title_dir) == before
+
+
+def test_changed_preset_redoes_only_what_depends_on_it(restored: dict, demo_clip: Path) -> None:
+    title_dir = Path(restored["title_dir"])
+    manifests = title_dir / MANIFEST_DIR
+    before = {s: (manifests / f"{s}.json").stat().st_mtime_ns for s in STAGES}
+    run_restore_title(demo_clip, title_dir.parent, "clip", preset="atsc-a85", device="cpu")
+    after = {s: (manifests / f"{s}.json").stat().st_mtime_ns for s in STAGES}
+    assert [s for s in STAGES if after[s] != before[s]] == ["normalize", "render"]
+    qc = json.loads((title_dir / "qc.json").read_text())
+    assert qc["verdict"]["preset"] == "atsc-a85"
+    assert abs(qc["loudness"]["after"]["bed_7.1.4"]["integrated_lufs"] - (-24.0)) <= 1.0
+
+
+@pytest.mark.ear
+def test_adm_file_renders_in_the_ebu_adm_renderer(restored: dict, tmp_path: Path) -> None:
+    import ear_env
+
+    title_dir = Path(restored["title_dir"])
+    theirs = ear_env.render_in_wav_order(title_dir / "adm.wav", tmp_path / "ear.wav").astype(np.float64)
+    ours = read_audio(title_dir / "bed_7.1.4.wav").astype(np.float64)
+    assert theirs.shape == ours.shape
+    with np.errstate(divide="ignore"):
+        ours_db, theirs_db = (10 * np.log10(np.sum(x**2, axis=1)) for x in (ours, theirs))
+    for label, a, b in zip(BED_7_1_4.labels, ours_db, theirs_db):
+        assert abs(a - b) < 1.0, (label, a, b)
+
+
+def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """README's first command ends in `filmrestore demo`: run it for real, in a subprocess."""
+    cli = Path(sys.executable).with_name("filmrestore")
+    proc = subprocess.run([str(cli), "demo", "--out", str(tmp_path), "--duration", "6"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "demo_clip" / "adm.wav").is_file()
+    assert "deliverables in" in proc.stderr

@@ -1,0 +1,385 @@
+"""Loudness meter, presets, gain and true-peak limiter (tasks/loudness.py).
+
+Cases follow EBU Tech 3341 (meter) and Tech 3342 (loudness range) where they can be
+synthesised; every signal is made here at 48 kHz.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+
+from filmrestore.audio import write_audio
+from filmrestore.errors import ConfigError, SilentProgrammeError
+from filmrestore.tasks.loudness import (
+    PRESETS,
+    LoudnessMeter,
+    TruePeakLimiter,
+    channel_weights_for,
+    get_preset,
+    measure_array,
+    measure_file,
+    programme_gain,
+    programme_gain_db,
+    speech_activity,
+    verdict,
+)
+
+FS = 48_000
+RNG_SEED = 1770
+
+
+def sine(level_dbfs: float, duration_s: float, freq_hz: float = 1000.0, n_channels: int = 2,
+         phase_rad: float = 0.0) -> np.ndarray:
+    """A sine whose peak is ``level_dbfs``, on every channel. [shape=(n_channels, frames)]"""
+    t = np.arange(int(round(duration_s * FS))) / FS
+    tone = 10 ** (level_dbfs / 20) * np.sin(2 * np.pi * freq_hz * t + phase_rad)
+    return np.tile(tone, (n_channels, 1))
+
+
+def steps(*levels_and_durations: tuple[float, float]) -> np.ndarray:
+    return np.concatenate([sine(level, dur) for level, dur in levels_and_durations], axis=1)
+
+
+def db(x: float) -> float:
+    return 20 * math.log10(x)
+
+
+# ----------------------------------------------------------------------------- EBU Tech 3341
+
+@pytest.mark.parametrize("level_dbfs", [-23.0, -33.0])
+def test_tech3341_steady_sine_reads_its_level(level_dbfs: float) -> None:
+    """Tech 3341 cases 1 and 2: stereo 1 kHz at -23 / -33 dBFS -> M, S, I = level +-0.1."""
+    report = measure_array(sine(level_dbfs, 20.0), FS)
+    for value in (report.integrated_lufs, report.momentary_max_lufs, report.short_term_max_lufs):
+        assert value == pytest.approx(level_dbfs, abs=0.1)
+
+
+@pytest.mark.parametrize("segments", [
+    [(-36, 10), (-23, 60), (-36, 10)],  # case 3: relative gate removes the -36 dB parts
+    [(-72, 10), (-36, 10), (-23, 60), (-36, 10), (-72, 10)],  # case 4: absolute gate too
+    [(-26, 20), (-20, 20.1), (-26, 20)],  # case 5: -26 dB parts stay above the relative gate
+])
+def test_tech3341_gating_cases_read_minus_23(segments: list[tuple[float, float]]) -> None:
+    assert measure_array(steps(*segments), FS).integrated_lufs == pytest.approx(-23.0, abs=0.1)
+
+
+@pytest.mark.parametrize("freq_hz,phase_deg", [(12000.0, 45.0), (997.0, 10.0), (5000.0, 33.0),
+                                               (11520.0, 0.0)])
+def test_true_peak_of_sines_within_tech3341_tolerance(freq_hz: float, phase_deg: float) -> None:
+    """A sine's true peak is its amplitude. fs/4 at 45 deg has samples at -3.01 dB of it.
+
+    Tech 3341 true-peak tolerance: +0.2 / -0.4 dB.
+    """
+    x = sine(-6.0, 1.0, freq_hz, phase_rad=np.deg2rad(phase_deg))
+    report = measure_array(x, FS)
+    assert -6.4 <= report.true_peak_dbtp <= -5.8
+    if freq_hz == 12000.0:
+        assert db(np.abs(x).max()) == pytest.approx(-9.01, abs=0.01)
+
+
+def test_true_peak_of_an_inter_sample_peak() -> None:
+    """A single-sample impulse in a band-limited pair: the meter's peak is above the samples."""
+    x = np.zeros((1, FS // 10))
+    x[0, 1000], x[0, 1001] = 0.5, 0.5  # the band-limited interpolation peaks between them
+    report = measure_array(x, FS)
+    assert report.true_peak_dbtp > db(0.5) + 0.5
+
+
+# ----------------------------------------------------------------------------- EBU Tech 3342
+
+@pytest.mark.parametrize("segments,expected_lu", [
+    ([(-20, 20), (-30, 20)], 10.0),
+    ([(-20, 20), (-15, 20)], 5.0),
+    ([(-40, 20), (-20, 20)], 20.0),
+    ([(-50, 20), (-35, 20), (-20, 20), (-35, 20), (-50, 20)], 15.0),
+])
+def test_tech3342_loudness_range(segments: list[tuple[float, float]], expected_lu: float) -> None:
+    assert measure_array(steps(*segments), FS).lra_lu == pytest.approx(expected_lu, abs=1.0)
+
+
+# ----------------------------------------------------------------------------- references
+
+def test_agrees_with_pyloudnorm_on_stereo_noise() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    noise = 0.1 * rng.standard_normal((2, 10 * FS))
+    noise[:, 4 * FS:6 * FS] *= 0.1  # a quiet passage so the gates have work to do
+    ours = measure_array(noise, FS).integrated_lufs
+    theirs = pyloudnorm.Meter(FS, filter_class="DeMan").integrated_loudness(noise.T)
+    theirs_default = pyloudnorm.Meter(FS).integrated_loudness(noise.T)
+    assert ours == pytest.approx(theirs, abs=0.05)
+    assert ours == pytest.approx(theirs_default, abs=0.1)  # cookbook shelf: 0.04 LU off on noise
+
+
+def _ffmpeg_ebur128(path: Path) -> tuple[float, float]:
+    """Integrated loudness (LUFS) and true peak (dBFS) from ffmpeg's ebur128 filter."""
+    run = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af",
+                          "ebur128=peak=true", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    summary = run.stderr[run.stderr.rindex("Summary:"):]
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+    peak = float(re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary).group(1))
+    return integrated, peak
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+def test_agrees_with_ffmpeg_ebur128(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED + 1)
+    t = np.arange(12 * FS) / FS
+    envelope = 0.5 + 0.45 * np.sin(2 * np.pi * 0.3 * t)  # slow swell: gating matters
+    x = np.stack([0.08 * rng.standard_normal(len(t)) * envelope,
+                  0.2 * np.sin(2 * np.pi * 440 * t) * envelope]).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    write_audio(path, x, FS, subtype="FLOAT")
+    ffmpeg_lufs, ffmpeg_peak_dbfs = _ffmpeg_ebur128(path)
+    report = measure_file(path)
+    assert report.integrated_lufs == pytest.approx(ffmpeg_lufs, abs=0.1)
+    assert report.true_peak_dbtp == pytest.approx(ffmpeg_peak_dbfs, abs=0.3)
+
+
+# ----------------------------------------------------------------------------- channel weights
+
+def test_channel_weights_tables() -> None:
+    assert channel_weights_for(2).tolist() == [1.0, 1.0]
+    assert channel_weights_for(6).tolist() == [1.0, 1.0, 1.0, 0.0, 1.41, 1.41]
+    assert channel_weights_for(12, "7.1.4").tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.41, 1.41,
+                                                         1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="7 channels"):
+        channel_weights_for(7)
+    with pytest.raises(ConfigError, match="layout '5.1' has 6"):
+        channel_weights_for(2, "5.1")
+
+
+def _tone_in(channel: int, n_channels: int) -> np.ndarray:
+    x = np.zeros((n_channels, 5 * FS))
+    x[channel] = sine(-20.0, 5.0, n_channels=1)[0]
+    return x
+
+
+@pytest.mark.parametrize("n_channels,channel,expected_db", [
+    (6, 4, 1.5),  # 5.1 BL (+-110 deg surround)
+    (12, 6, 1.5),  # 7.1.4 SL (+-90 deg)
+    (12, 4, 0.0),  # 7.1.4 BL (+-135 deg rear)
+    (12, 8, 0.0),  # 7.1.4 TFL (height)
+])
+def test_surround_weight_is_plus_1_5_db(n_channels: int, channel: int, expected_db: float) -> None:
+    front = measure_array(_tone_in(0, n_channels), FS).integrated_lufs
+    other = measure_array(_tone_in(channel, n_channels), FS).integrated_lufs
+    assert other - front == pytest.approx(expected_db, abs=0.1)
+
+
+def test_lfe_is_excluded_but_its_true_peak_is_reported() -> None:
+    report = measure_array(_tone_in(3, 12), FS)
+    assert report.integrated_lufs == -math.inf
+    assert report.true_peak_per_channel_dbtp[3] == pytest.approx(-20.0, abs=0.2)
+    assert report.to_dict()["integrated_lufs"] is None
+
+
+# ----------------------------------------------------------------------------- silence, streaming
+
+def test_silence_gives_minus_inf_and_json_nulls() -> None:
+    report = measure_array(np.zeros((2, 3 * FS)), FS)
+    assert report.integrated_lufs == -math.inf
+    assert report.true_peak_dbtp == -math.inf
+    d = report.to_dict()
+    assert set(d) == {"integrated_lufs", "momentary_max_lufs", "short_term_max_lufs", "lra_lu",
+                      "true_peak_dbtp", "true_peak_per_channel_dbtp", "dialogue_lufs", "channels",
+                      "duration_s"}
+    assert d["integrated_lufs"] is None and d["true_peak_per_channel_dbtp"] == [None, None]
+    json.dumps(d, allow_nan=False)  # no NaN or inf reaches JSON
+
+
+def test_streaming_equals_whole_at_random_block_sizes() -> None:
+    rng = np.random.default_rng(RNG_SEED + 2)
+    x = (0.1 * rng.standard_normal((6, 12 * FS)) * np.linspace(0.01, 1, 12 * FS)).astype(np.float32)
+    whole = measure_array(x, FS)
+    meter = LoudnessMeter(FS, 6)
+    start = 0
+    while start < x.shape[1]:
+        size = int(rng.integers(1, 40_000))
+        meter.process(x[:, start:start + size])
+        start += size
+    streamed = meter.result()
+    for key, value in whole.to_dict().items():
+        assert streamed.to_dict()[key] == pytest.approx(value, abs=1e-6), key
+    assert streamed.short_term_series_lufs == pytest.approx(whole.short_term_series_lufs, abs=1e-9)
+    assert len(whole.short_term_series_s) == 10  # 3 s .. 12 s at 1 s steps
+
+
+def test_measure_file_streams_the_same_as_the_array(tmp_path: Path) -> None:
+    x = steps((-30, 4), (-20, 4)).astype(np.float32)
+    write_audio(tmp_path / "p.wav", x, FS, subtype="FLOAT")
+    calls: list[tuple[int, int]] = []
+    report = measure_file(tmp_path / "p.wav", block_frames=7777, on_progress=lambda d, t: calls.append((d, t)))
+    assert report.integrated_lufs == pytest.approx(measure_array(x, FS).integrated_lufs, abs=1e-6)
+    assert calls[-1] == (8 * FS, 8 * FS)
+    assert report.duration_s == pytest.approx(8.0)
+
+
+# ----------------------------------------------------------------------------- dialogue gating
+
+def _speech_like(rng: np.random.Generator, duration_s: float, level_dbfs: float) -> np.ndarray:
+    """Syllable-rate (4 Hz) modulated band noise in 1.5 s phrases with 1.5 s pauses. [shape=(T,)]"""
+    t = np.arange(int(duration_s * FS)) / FS
+    noise = np.convolve(rng.standard_normal(len(t)), np.hanning(24), mode="same")
+    syllables = np.abs(np.sin(2 * np.pi * 2 * t))
+    phrases = (t % 3.0) < 1.5
+    x = noise * syllables * phrases
+    return x * 10 ** (level_dbfs / 20) / np.sqrt(np.mean(x[phrases] ** 2))
+
+
+def test_speech_activity_follows_the_phrases_and_ignores_a_noise_bed() -> None:
+    rng = np.random.default_rng(RNG_SEED + 3)
+    stem = _speech_like(rng, 12.0, -25.0)
+    stem[6 * FS:] = 0.0
+    stem[6 * FS:] += 10 ** (-78 / 20) * rng.standard_normal(6 * FS)  # floor
+    stem[int(7.5 * FS):9 * FS] = 10 ** (-64 / 20) * rng.standard_normal(int(1.5 * FS))  # bleed
+    mask = speech_activity(stem[None, :], FS)
+    assert mask.shape == (120,)
+    phrase_sub_blocks = [k for k in range(60) if (k % 30) < 15]
+    assert mask[phrase_sub_blocks].mean() > 0.9  # phrases heard (energy rule)
+    assert not mask[[k for k in range(60) if 17 <= (k % 30) < 28]].any()  # pauses silent
+    assert not mask[60:].any()  # noise bleed 14 dB over the floor: silero says no speech
+
+
+def test_dialogue_gated_loudness_measures_speech_time() -> None:
+    rng = np.random.default_rng(RNG_SEED + 4)
+    dialogue = _speech_like(rng, 30.0, -24.0)
+    music = sine(-30.0, 30.0, 220.0, n_channels=1)[0]  # survives the relative gate
+    programme = np.stack([dialogue + music, dialogue + music])
+    mask = speech_activity(dialogue[None, :], FS)
+    report = measure_array(programme, FS, speech=mask)
+    phrases_only = np.concatenate([programme[:, s * FS:int((s + 1.5) * FS)] for s in range(0, 30, 3)], 1)
+    expected = measure_array(phrases_only, FS).integrated_lufs
+    assert report.dialogue_lufs == pytest.approx(expected, abs=0.5)
+    assert report.dialogue_lufs > report.integrated_lufs + 1.0  # pauses no longer dilute it
+
+
+# ----------------------------------------------------------------------------- presets, gain, verdict
+
+def test_presets_and_overrides() -> None:
+    assert (PRESETS["ebu-r128"].target_lufs, PRESETS["ebu-r128"].ceiling_dbtp) == (-23.0, -1.0)
+    assert (PRESETS["atsc-a85"].target_lufs, PRESETS["atsc-a85"].ceiling_dbtp) == (-24.0, -2.0)
+    netflix = get_preset("netflix")
+    assert (netflix.target_lufs, netflix.ceiling_dbtp, netflix.gate) == (-27.0, -2.0, "dialogue")
+    custom = get_preset("ebu-r128", target=-16, ceiling=-1.5, gate="dialogue")
+    assert (custom.target_lufs, custom.ceiling_dbtp, custom.gate) == (-16.0, -1.5, "dialogue")
+    assert get_preset("custom", target=-20).target_lufs == -20.0
+    with pytest.raises(ConfigError, match="unknown loudness preset 'bbc'"):
+        get_preset("bbc")
+    with pytest.raises(ConfigError, match="gate"):
+        get_preset("netflix", gate="music")
+
+
+def test_programme_gain_reaches_the_target() -> None:
+    x = sine(-30.0, 10.0)
+    spec = get_preset("ebu-r128")
+    gain_db = programme_gain_db(measure_array(x, FS), spec)
+    assert gain_db == pytest.approx(7.0, abs=0.1)
+    after = measure_array(x * 10 ** (gain_db / 20), FS)
+    assert after.integrated_lufs == pytest.approx(-23.0, abs=0.01)
+    assert verdict(after, spec)["pass"] is True
+    assert verdict(measure_array(x, FS), spec)["loudness_pass"] is False
+
+
+def test_dialogue_gain_and_fallback_flag() -> None:
+    report = measure_array(sine(-30.0, 10.0), FS)
+    spec = get_preset("netflix")
+    fallback = programme_gain(report, spec)
+    assert fallback.dialogue_fallback and fallback.basis == "programme"
+    report.dialogue_lufs = -25.0
+    decision = programme_gain(report, spec)
+    assert (decision.basis, decision.gain_db, decision.dialogue_fallback) == ("dialogue", -2.0, False)
+
+
+def test_silent_programme_is_never_amplified() -> None:
+    report = measure_array(np.zeros((2, 2 * FS)), FS)
+    with pytest.raises(SilentProgrammeError, match="film.wav.*silent"):
+        programme_gain_db(report, get_preset("ebu-r128"), source="film.wav")
+    assert verdict(report, get_preset("ebu-r128"))["pass"] is False
+
+
+# ----------------------------------------------------------------------------- limiter
+
+def _limit(x: np.ndarray, ceiling_dbtp: float, block_sizes: list[int] | None = None) -> np.ndarray:
+    limiter = TruePeakLimiter(FS, x.shape[0], ceiling_dbtp)
+    bounds = np.cumsum([0, *(block_sizes or [x.shape[1]])])
+    outs = [limiter.process(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    out = np.concatenate([*outs, limiter.flush()], axis=1)
+    return out[:, limiter.latency_frames:]
+
+
+@pytest.mark.parametrize("ceiling_dbtp,tone_peak_dbfs", [(-1.0, 5.0), (-6.0, 0.0), (-2.0, 4.0)])
+def test_limiter_keeps_true_peak_under_the_ceiling(ceiling_dbtp: float, tone_peak_dbfs: float) -> None:
+    x = sine(tone_peak_dbfs, 2.0, 997.0)  # +6 dB over the ceiling
+    out = _limit(x, ceiling_dbtp)
+    assert out.shape == x.shape
+    assert measure_array(out, FS).true_peak_dbtp <= ceiling_dbtp
+    assert measure_array(out, FS).true_peak_dbtp >= ceiling_dbtp - 0.5  # not over-limited
+
+
+def test_limiter_passes_a_tone_below_the_ceiling_unchanged() -> None:
+    x = sine(-3.0, 1.0, 997.0).astype(np.float32)
+    out = _limit(x, -1.0)
+    assert np.abs(out - x).max() <= np.abs(x).max() * (10 ** (0.01 / 20) - 1)
+
+
+def test_limiter_gain_is_steady_on_a_steady_tone() -> None:
+    x = sine(3.0, 2.0, 997.0)
+    out = _limit(x, -1.0)
+    settled = slice(FS // 10, x.shape[1])  # after the attack and the hold
+    cycles = 997 * 2 - 200
+    gain_db = [db(np.abs(out[0, settled][i * 48:(i + 1) * 48 + 48]).max()
+                  / np.abs(x[0, settled][i * 48:(i + 1) * 48 + 48]).max()) for i in range(0, cycles, 37)]
+    assert max(gain_db) - min(gain_db) < 0.1
+    assert np.mean(gain_db) == pytest.approx(-4.15, abs=0.3)  # about ceiling - margin - peak
+
+
+def test_limiter_blockwise_equals_whole() -> None:
+    rng = np.random.default_rng(RNG_SEED + 5)
+    x = (0.5 * rng.standard_normal((3, FS)) * np.repeat(rng.uniform(0.1, 3, 20), FS // 20)).astype(np.float32)
+    whole = _limit(x, -1.0)
+    sizes = list(rng.integers(1, 6000, size=400))
+    sizes = [*sizes[:np.searchsorted(np.cumsum(sizes), x.shape[1])], x.shape[1]]
+    sizes[-1] = x.shape[1] - sum(sizes[:-1])
+    blocked = _limit(x, -1.0, sizes)
+    np.testing.assert_allclose(blocked, whole, atol=1e-6)
+    assert measure_array(whole, FS, channel_weights=[1, 1, 1]).true_peak_dbtp <= -1.0
+
+
+def test_oversampler_skips_only_chunks_that_cannot_reach_the_floor() -> None:
+    """The chunk-skipping peak search equals the full 4x interpolation wherever it matters."""
+    from filmrestore.tasks.loudness import TruePeakOversampler
+
+    rng = np.random.default_rng(RNG_SEED + 6)
+    levels = np.repeat([[0.01, 1.0, 0.01, 0.3, 0.01, 1.0], [0.3, 0.01, 0.01, 1.0, 0.01, 0.01]], 10_000, axis=1)
+    x = (rng.standard_normal((2, 60_000)) * levels).astype(np.float32)
+    full = np.abs(TruePeakOversampler(2).process(x)).max(axis=2)
+    skipping = TruePeakOversampler(2)
+    bounds = np.cumsum([0, 5000, 1, 20_000, 34_999])
+    fast = np.concatenate([skipping.frame_peaks(x[:, a:b], 2.0) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    computed = fast > 0
+    assert 0.1 < computed.mean() < 0.9  # some chunks skipped, some not
+    np.testing.assert_array_equal(fast[computed], full[computed])
+    assert full[~computed].max() <= 2.0
+    assert (full > 2.0).any() and computed[full > 2.0].all()
+
+
+def test_measure_file_with_dialogue_stem(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED + 7)
+    dialogue = _speech_like(rng, 9.0, -24.0)[None, :].astype(np.float32)
+    programme = np.concatenate([dialogue, dialogue]) + sine(-30.0, 9.0, 220.0).astype(np.float32)
+    write_audio(tmp_path / "mix.wav", programme, FS)
+    write_audio(tmp_path / "dialogue.wav", dialogue, FS)
+    report = measure_file(tmp_path / "mix.wav", block_frames=30_000, dialogue_path=tmp_path / "dialogue.wav")
+    expected = measure_array(programme, FS, speech=speech_activity(dialogue, FS))
+    assert report.dialogue_lufs == pytest.approx(expected.dialogue_lufs, abs=1e-6)
+    assert report.to_dict()["dialogue_lufs"] == pytest.approx(report.dialogue_lufs, abs=1e-3)

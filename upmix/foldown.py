@@ -1,0 +1,92 @@
+"""Fold-down of a 7.1.4 bed to stereo and 5.1, and octave-band levels to check it.
+
+Coefficients follow ITU-R BS.775 (Table 2: centre and surrounds into the
+fronts at -3 dB, LFE omitted) extended in the usual Dolby way to the extra
+channels of 7.1.4: side and rear surrounds each at -3 dB, each height at -3 dB
+into the ear-level channel on its own side. Fold-down is a memoryless matrix,
+so block-wise and whole-signal results are identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal
+
+from filmrestore.errors import ConfigError
+from filmrestore.upmix.layouts import BED_7_1_4, Layout, Speaker, get_layout
+
+MINUS_3_DB = float(np.sqrt(0.5))  # -3.01 dB, the BS.775 downmix coefficient
+OCTAVE_CENTRES_HZ: tuple[float, ...] = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
+
+_TO_5_1: dict[str, dict[str, float]] = {
+    "M+030": {"M+030": 1.0, "U+045": MINUS_3_DB},
+    "M-030": {"M-030": 1.0, "U-045": MINUS_3_DB},
+    "M+000": {"M+000": 1.0},
+    "LFE1": {"LFE1": 1.0},
+    "M+110": {"M+090": MINUS_3_DB, "M+135": MINUS_3_DB, "U+135": MINUS_3_DB},
+    "M-110": {"M-090": MINUS_3_DB, "M-135": MINUS_3_DB, "U-135": MINUS_3_DB},
+}
+
+
+def _stereo_gains(speaker: Speaker) -> tuple[float, float]:
+    """(left, right) gains of one speaker in a stereo fold-down, BS.775 Table 2 generalised:
+    ear-level fronts up to 30 deg at 1.0 into their side, the centre at -3 dB into both,
+    every other speaker (surrounds, rears, heights) at -3 dB into its side, LFE dropped."""
+    if speaker.is_lfe:
+        return 0.0, 0.0
+    if speaker.azimuth_deg == 0.0:
+        return MINUS_3_DB, MINUS_3_DB
+    gain = 1.0 if speaker.elevation_deg == 0.0 and abs(speaker.azimuth_deg) <= 30.0 else MINUS_3_DB
+    return (gain, 0.0) if speaker.azimuth_deg > 0 else (0.0, gain)
+
+
+def fold_down_matrix(target: str = "stereo", source: Layout = BED_7_1_4) -> np.ndarray:
+    """Gains [shape=(n_target_channels, n_source_channels)] in both layouts' WAV order.
+
+    Any layout folds to stereo; 5.1 is made from the 4+7+0 bed only.
+    """
+    target_layout = get_layout(target)
+    if target_layout.name == "0+2+0":
+        return np.array([_stereo_gains(spk) for spk in source.speakers], dtype=np.float64).T
+    if source.name != "4+7+0" or target_layout.name != "0+5+0":
+        raise ConfigError(f"no fold-down from {source.name} to {target!r}; supported: any -> stereo, 4+7+0 -> 5.1")
+    rules = _TO_5_1
+    matrix = np.zeros((target_layout.n_channels, source.n_channels), dtype=np.float64)
+    for row, label in enumerate(target_layout.labels):
+        for src_label, gain in rules[label].items():
+            matrix[row, source.index(src_label)] = gain
+    return matrix
+
+
+def fold_down(bed: np.ndarray, target: str = "stereo", source: Layout = BED_7_1_4) -> np.ndarray:
+    """Fold a bed [shape=(12, n_frames)] down to stereo (2, n_frames) or 5.1 (6, n_frames)."""
+    if bed.ndim != 2 or bed.shape[0] != source.n_channels:
+        raise ValueError(f"expected a ({source.n_channels}, frames) {source.name} bed, got shape {bed.shape}")
+    matrix = fold_down_matrix(target, source).astype(np.float32)
+    return matrix @ bed.astype(np.float32, copy=False)
+
+
+def downmix_to_stereo(x: np.ndarray) -> np.ndarray:
+    """Fold a 5.1 / 7.1 / 7.1.4 signal in WAV order [shape=(6|8|12, n_frames)] to stereo (2, n_frames)."""
+    layouts = {layout.n_channels: layout for layout in (get_layout("5.1"), get_layout("7.1"), BED_7_1_4)}
+    if x.shape[0] not in layouts:
+        raise ConfigError(f"cannot fold {x.shape[0]} channels to stereo: known layouts have {sorted(layouts)}")
+    return fold_down(x, "stereo", layouts[x.shape[0]])
+
+
+def octave_band_levels_db(
+    x: np.ndarray, sample_rate_hz: int, centres_hz: tuple[float, ...] = OCTAVE_CENTRES_HZ
+) -> np.ndarray:
+    """Power per octave band (fc/sqrt2 .. fc*sqrt2), in dB, from a Welch PSD.
+
+    ``x`` is [shape=(n_channels, n_frames)] or (n_frames,); returns
+    [shape=(n_channels, n_bands)] or (n_bands,). Silence gives -inf.
+    """
+    nperseg = int(min(x.shape[-1], 8192))
+    freqs_hz, psd = scipy.signal.welch(x.astype(np.float64), fs=sample_rate_hz, nperseg=nperseg, axis=-1)
+    levels = []
+    for fc in centres_hz:
+        band = (freqs_hz >= fc / np.sqrt(2.0)) & (freqs_hz < fc * np.sqrt(2.0))
+        with np.errstate(divide="ignore"):
+            levels.append(10.0 * np.log10(np.sum(psd[..., band], axis=-1)))
+    return np.stack(levels, axis=-1)

@@ -1,0 +1,117 @@
+"""Loudspeaker layouts of ITU-R BS.2051 as small frozen data.
+
+Each :class:`Layout` lists its speakers in the order of a WAVE_FORMAT_EXTENSIBLE
+file (the order of the ``dwChannelMask`` bits), because that is the order of
+every bed file the pipeline writes. BS.2051's own table order differs (for
+``4+7+0`` it lists the sides M+090/M-090 before the rears M+135/M-135, while the
+WAV mask order puts BACK_LEFT/RIGHT before SIDE_LEFT/RIGHT); the ADM ``chna``
+chunk ties each WAV track to its speaker, so the two orders never get confused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filmrestore.errors import ConfigError
+
+# WAVE_FORMAT_EXTENSIBLE speaker-position bits (Microsoft KSAUDIO_SPEAKER_*).
+WAVE_SPEAKER_BITS: dict[str, int] = {
+    "FL": 0x1, "FR": 0x2, "FC": 0x4, "LFE": 0x8, "BL": 0x10, "BR": 0x20,
+    "FLC": 0x40, "FRC": 0x80, "BC": 0x100, "SL": 0x200, "SR": 0x400, "TC": 0x800,
+    "TFL": 0x1000, "TFC": 0x2000, "TFR": 0x4000, "TBL": 0x8000, "TBC": 0x10000,
+    "TBR": 0x20000,
+}
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One loudspeaker: BS.2051 label, nominal direction, WAV channel name."""
+
+    label: str  # BS.2051 name, e.g. "M+030", "U-135", "LFE1"
+    wave_name: str  # WAVE_FORMAT_EXTENSIBLE position, e.g. "FL", "TBR"
+    azimuth_deg: float  # counter-clockwise from the front, left positive (BS.2051)
+    elevation_deg: float
+    is_lfe: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A BS.2051 loudspeaker setup, speakers in WAV file order."""
+
+    name: str  # BS.2051 name, e.g. "4+7+0"
+    common_name: str  # e.g. "7.1.4"
+    speakers: tuple[Speaker, ...]
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.speakers)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(s.label for s in self.speakers)
+
+    @property
+    def wave_names(self) -> tuple[str, ...]:
+        return tuple(s.wave_name for s in self.speakers)
+
+    @property
+    def channel_mask(self) -> int:
+        """The WAVE_FORMAT_EXTENSIBLE ``dwChannelMask`` of this layout."""
+        mask = 0
+        for s in self.speakers:
+            mask |= WAVE_SPEAKER_BITS[s.wave_name]
+        return mask
+
+    @property
+    def lfe_indices(self) -> tuple[int, ...]:
+        return tuple(i for i, s in enumerate(self.speakers) if s.is_lfe)
+
+    def index(self, label: str) -> int:
+        """Channel index (WAV order) of the speaker with this BS.2051 label."""
+        for i, s in enumerate(self.speakers):
+            if s.label == label:
+                return i
+        raise ConfigError(f"layout {self.name} has no speaker {label!r}; it has {self.labels}")
+
+
+def _spk(label: str, wave_name: str, azimuth_deg: float, elevation_deg: float) -> Speaker:
+    return Speaker(label, wave_name, azimuth_deg, elevation_deg, is_lfe=label.startswith("LFE"))
+
+
+# Nominal positions from ITU-R BS.2051-3, Table 1 (LFE1 has no meaningful direction;
+# BS.2051 places it at elevation -30 deg, as does the BS.2094 common definition).
+_M030 = _spk("M+030", "FL", 30.0, 0.0)
+_M_030 = _spk("M-030", "FR", -30.0, 0.0)
+_M000 = _spk("M+000", "FC", 0.0, 0.0)
+_LFE1 = _spk("LFE1", "LFE", 0.0, -30.0)
+
+LAYOUTS: dict[str, Layout] = {
+    "0+2+0": Layout("0+2+0", "2.0", (_M030, _M_030)),
+    # 5.1 surrounds at +/-110 deg use the BACK_LEFT/RIGHT bits (mask 0x3F), as ffmpeg's "5.1(back)".
+    "0+5+0": Layout("0+5+0", "5.1", (
+        _M030, _M_030, _M000, _LFE1, _spk("M+110", "BL", 110.0, 0.0), _spk("M-110", "BR", -110.0, 0.0),
+    )),
+    "0+7+0": Layout("0+7+0", "7.1", (
+        _M030, _M_030, _M000, _LFE1,
+        _spk("M+135", "BL", 135.0, 0.0), _spk("M-135", "BR", -135.0, 0.0),
+        _spk("M+090", "SL", 90.0, 0.0), _spk("M-090", "SR", -90.0, 0.0),
+    )),
+    "4+7+0": Layout("4+7+0", "7.1.4", (
+        _M030, _M_030, _M000, _LFE1,
+        _spk("M+135", "BL", 135.0, 0.0), _spk("M-135", "BR", -135.0, 0.0),
+        _spk("M+090", "SL", 90.0, 0.0), _spk("M-090", "SR", -90.0, 0.0),
+        _spk("U+045", "TFL", 45.0, 30.0), _spk("U-045", "TFR", -45.0, 30.0),
+        _spk("U+135", "TBL", 135.0, 30.0), _spk("U-135", "TBR", -135.0, 30.0),
+    )),
+}
+_ALIASES = {"2.0": "0+2+0", "stereo": "0+2+0", "5.1": "0+5+0", "7.1": "0+7+0", "7.1.4": "4+7+0"}
+
+BED_7_1_4 = LAYOUTS["4+7+0"]
+
+
+def get_layout(name: str) -> Layout:
+    """Look a layout up by BS.2051 name ("4+7+0") or common name ("7.1.4", "stereo")."""
+    key = _ALIASES.get(name, name)
+    if key not in LAYOUTS:
+        raise ConfigError(f"unknown speaker layout {name!r}; known: {sorted(LAYOUTS) + sorted(_ALIASES)}")
+    return LAYOUTS[key]
