@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -92,12 +93,12 @@ def iter_aligned_blocks(paths: Mapping[str, str | Path], block_frames: int) -> I
 
 
 def hash_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """Content hash of a whole file (BLAKE2b-128, hex)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Content hash of a whole file (SHA-256, first 128 bits in hex)."""
+    h = _new_hash()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def fingerprint_source(path: str | Path, edge_bytes: int = 1 << 23) -> str:
@@ -109,14 +110,14 @@ def fingerprint_source(path: str | Path, edge_bytes: int = 1 << 23) -> str:
     """
     path = Path(path)
     size = path.stat().st_size
-    h = hashlib.blake2b(digest_size=16)
+    h = _new_hash()
     h.update(str(size).encode())
     with open(path, "rb") as f:
         h.update(f.read(edge_bytes))
         if size > 2 * edge_bytes:
             f.seek(size - edge_bytes)
             h.update(f.read(edge_bytes))
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def partial_path(path: Path) -> Path:
@@ -152,11 +153,25 @@ def _fmt_chunk(sample_rate_hz: int, n_channels: int, subtype: str, channel_mask:
     return _chunk(b"fmt ", body)
 
 
+_PCM24_FROM_INT32 = np.dtype([("low", "<u2"), ("high", "u1"), ("pad", "u1")])
+_PCM24 = np.dtype([("low", "<u2"), ("high", "u1")])
+
+
 def to_pcm24_bytes(block: np.ndarray) -> bytes:
     """Interleave and quantise [shape=(n_channels, n_frames)] float to 24-bit little-endian PCM."""
-    scaled = np.rint(np.clip(block.T, -1.0, 1.0) * _PCM24_MAX)
-    ints = np.ascontiguousarray(np.clip(scaled, -_PCM24_MAX, _PCM24_MAX - 1), dtype="<i4")
-    return ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+    scaled = np.clip(block.T * np.float32(_PCM24_MAX), -_PCM24_MAX, _PCM24_MAX - 1)
+    ints = np.ascontiguousarray(np.rint(scaled), dtype="<i4").reshape(-1)
+    # Keep the three low bytes of each little-endian int32 through a structured view:
+    # one vectorised copy, several times faster than slicing a (n, 4) byte array.
+    words = ints.view(_PCM24_FROM_INT32)
+    packed = np.empty(ints.size, dtype=_PCM24)
+    packed["low"], packed["high"] = words["low"], words["high"]
+    return packed.tobytes()
+
+
+def _new_hash() -> Any:
+    # SHA-256 runs on the CPU's SHA extensions here: about twice BLAKE2b's speed.
+    return hashlib.sha256()
 
 
 class AudioWriter:
@@ -166,7 +181,7 @@ class AudioWriter:
     ``head_chunks`` (e.g. ``chna``) go before ``data``; ``tail_chunks`` (e.g. ``axml``)
     may be given to :meth:`close`. The file appears under ``path`` only when
     :meth:`close` succeeds; on an exception inside ``with`` the partial file is removed.
-    :attr:`content_hash` is a BLAKE2b-128 hash of the sample data as written.
+    :attr:`content_hash` is a SHA-256 hash (first 128 bits) of the sample data as written.
     """
 
     def __init__(
@@ -188,7 +203,7 @@ class AudioWriter:
         self.n_frames = 0
         self.content_hash = ""
         self._large_magic = large_magic
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash = _new_hash()
         self._tmp = partial_path(self.path)
         ensure_writable_dir(self.path.parent)
         try:
@@ -203,17 +218,26 @@ class AudioWriter:
         self._f.write(header + b"data\x00\x00\x00\x00")
         self._data_start = self._f.tell()
 
-    def write(self, block: np.ndarray) -> None:
-        """Append [shape=(n_channels, n_frames)] float samples."""
+    def encode(self, block: np.ndarray) -> bytes:
+        """The file's bytes for [shape=(n_channels, n_frames)] float samples."""
         if block.ndim != 2 or block.shape[0] != self.n_channels:
             raise ValueError(f"expected ({self.n_channels}, frames) block, got {block.shape}")
         if self.subtype == "PCM_24":
-            raw = to_pcm24_bytes(block)
-        else:
-            raw = np.ascontiguousarray(block.T, dtype="<f4").tobytes()
+            return to_pcm24_bytes(block)
+        return np.ascontiguousarray(block.T, dtype="<f4").tobytes()
+
+    def write(self, block: np.ndarray) -> None:
+        """Append [shape=(n_channels, n_frames)] float samples."""
+        self.write_encoded(self.encode(block))
+
+    def write_encoded(self, raw: bytes) -> None:
+        """Append samples already encoded by :meth:`encode` (of a writer with the same format)."""
+        frame_bytes = self.n_channels * (3 if self.subtype == "PCM_24" else 4)
+        if len(raw) % frame_bytes:
+            raise ValueError(f"{len(raw)} bytes is not a whole number of {frame_bytes}-byte frames")
         self._hash.update(raw)
         self._f.write(raw)
-        self.n_frames += block.shape[1]
+        self.n_frames += len(raw) // frame_bytes
 
     def close(self, tail_chunks: Sequence[tuple[bytes, bytes]] = ()) -> Path:
         """Finish the header (ds64 when large), fsync and rename into place."""
@@ -234,7 +258,7 @@ class AudioWriter:
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self._tmp, self.path)
-        self.content_hash = self._hash.hexdigest()
+        self.content_hash = self._hash.hexdigest()[:32]
         return self.path
 
     def _write_ds64(self, riff_bytes: int, data_bytes: int) -> None:

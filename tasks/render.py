@@ -88,8 +88,9 @@ class _Deliverables:
                 **{f"foldown/{k}": w for k, w in self.foldowns.items()}}
 
     def write_bed(self, bed: np.ndarray) -> None:
-        self.bed.write(bed)
-        self.adm.write(bed)
+        raw = self.bed.encode(bed)  # the same PCM goes into the plain bed and the ADM file
+        self.bed.write_encoded(raw)
+        self.adm.writer.write_encoded(raw)
         self.foldowns["stereo"].write(fold_down(bed, "stereo"))
         self.foldowns["5.1"].write(fold_down(bed, "5.1"))
 
