@@ -56,3 +56,7 @@ class PlanError(FilmrestoreError):
 
 class ConfigError(FilmrestoreError):
     """A parameter (preset, device, separator name, ...) is invalid."""
+
+
+class CatalogError(ConfigError):
+    """A catalogue (batch manifest) or one of its rows cannot be used; the message names the row."""

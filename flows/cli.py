@@ -89,6 +89,7 @@ def run(
     target: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
     ceiling: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
     gate: Annotated[Optional[Gate], typer.Option("--gate", help="Custom gating: programme or dialogue.")] = None,
+    adm_profile: Annotated[str, typer.Option("--adm-profile", help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
     from filmrestore.flows.restore_title import run_restore_title
@@ -96,7 +97,7 @@ def run(
     result = run_restore_title(
         source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
         checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
-        gate=gate.value if gate else None,
+        gate=gate.value if gate else None, adm_profile=adm_profile,
     )
     print_deliverables(result)
 
@@ -160,11 +161,12 @@ def loudness(
     file: Annotated[Path, typer.Argument(help="WAV/RF64 file to measure.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     layout: Annotated[Optional[str], typer.Option("--layout", help="Channel layout: mono, stereo, 5.1, 7.1.4.")] = None,
+    no_dialogue: Annotated[bool, typer.Option("--no-dialogue", help="Skip dialogue gating (silero-vad on the programme).")] = False,
 ) -> None:
-    """Measure BS.1770-4 loudness, loudness range and true peak."""
+    """Measure BS.1770-4 loudness, loudness range, true peak and dialogue-gated loudness."""
     from filmrestore.tasks.loudness import measure_file
 
-    report = measure_file(file, layout=layout).to_dict()
+    report = measure_file(file, layout=layout, dialogue_from_programme=not no_dialogue).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -182,9 +184,15 @@ def print_deliverables(result: dict[str, Any]) -> None:
     console.print(f"loudness ({verdict.get('preset', '?')}): {status} {verdict.get('summary', '')}")
 
 
+from filmrestore.flows import cli_upmix  # noqa: E402,F401  (registers commands)
+
+
 def main() -> None:
     app()
 
+
+from filmrestore.flows import cli_separation  # noqa: E402,F401  (registers make-dataset, train, evaluate)
+from filmrestore.flows import cli_orchestration  # noqa: E402,F401  (registers catalog, server, worker)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,7 +29,7 @@ def title_from_source(source: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "title"
 
 
-@flow(name="restore-title", flow_run_name="restore {title}", log_prints=False)
+@flow(name="restore-title", flow_run_name="restore {title}", log_prints=False, result_serializer="json")
 def restore_title(
     source: str,
     out: str,
@@ -42,6 +42,7 @@ def restore_title(
     target_lufs: float | None = None,
     ceiling_dbtp: float | None = None,
     gate: str | None = None,
+    adm_profile: str = "ebu",
 ) -> dict[str, Any]:
     """Restore one title; returns the deliverables' paths and the QC verdict."""
     title_dir = str(Path(out) / title)
@@ -49,7 +50,7 @@ def restore_title(
     restored = restore_task(extracted, title_dir)
     stems = separate_task(restored, title_dir, separator, device, checkpoint)
     loudness = normalize_task(restored, stems, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-    rendered = render_task(stems, loudness, title_dir)
+    rendered = render_task(stems, loudness, title_dir, adm_profile)
     return report_task(source, title_dir, [extracted, restored, stems, loudness, rendered])
 
 

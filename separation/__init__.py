@@ -13,14 +13,16 @@ from filmrestore.separation.engine import resolve_device, separate_array, separa
 
 __all__ = ["STEMS", "Separator", "get_separator", "resolve_device", "separate_array", "separate_file"]
 
-SEPARATOR_NAMES = ("dsp",)
+SEPARATOR_NAMES = ("dsp", "neural")
 
 
 def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator:
-    """Build a separator by name. Only ``"dsp"`` (no weights) exists so far.
+    """Build a separator by name: ``"dsp"`` (no weights) or ``"neural"`` (needs ``checkpoint``,
+    a ``.safetensors`` file with its ``.json`` config beside it).
 
-    Raises :class:`ConfigError` for an unknown name, or a checkpoint given to
-    a separator that takes none.
+    Raises :class:`ConfigError` for an unknown name, a checkpoint given to a separator
+    that takes none, or none given to ``"neural"``; :class:`CheckpointError` for a
+    missing, truncated or mismatched checkpoint.
     """
     if name == "dsp":
         if checkpoint is not None:
@@ -28,5 +30,10 @@ def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator
         from filmrestore.separation.dsp import DSPSeparator
 
         return DSPSeparator()
-    raise ConfigError(f"unknown separator {name!r}: available are {', '.join(SEPARATOR_NAMES)} "
-                      "(a neural separator will be added later)")
+    if name == "neural":
+        if checkpoint is None:
+            raise ConfigError("the 'neural' separator needs a checkpoint (--checkpoint PATH.safetensors)")
+        from filmrestore.separation.neural import NeuralSeparator
+
+        return NeuralSeparator.from_checkpoint(checkpoint)
+    raise ConfigError(f"unknown separator {name!r}: available are {', '.join(SEPARATOR_NAMES)}")

@@ -29,8 +29,8 @@ STAGE_VERSIONS = {
     "extract": 1,
     "restore": 1,
     "separate": 1,
-    "normalize": 1,
-    "render": 1,
+    "normalize": 2,
+    "render": 2,
     "report": 1,
 }
 
@@ -113,7 +113,9 @@ def prefect_cache_key(stage: str, key_params: Callable[[dict[str, Any]], dict[st
         if manifest is None:
             return None
         outputs = sorted(rec.content_hash for rec in manifest.files.values())
-        return hashlib.blake2b(f"{key}:{outputs}".encode(), digest_size=16).hexdigest()
+        # The title folder too: results persist across sessions, and a manifest names its own paths.
+        where = str(Path(parameters["title_dir"]).resolve())
+        return hashlib.blake2b(f"{key}:{outputs}:{where}".encode(), digest_size=16).hexdigest()
 
     return cache_key_fn
 

@@ -5,8 +5,10 @@ speech-activity mask for dialogue-gated loudness, delivery presets, the
 programme gain, a streaming look-ahead true-peak limiter and a pass/fail verdict.
 
 Arrays are float ``(n_channels, n_frames)``. The meter keeps one float64 per
-100 ms sub-block (0.6 MB for a two-hour film) plus filter state, so memory does
-not depend on the block size and is tiny compared with the audio.
+10 ms (5.8 MB for a two-hour film) plus filter state, so memory does not depend
+on the block size and is tiny compared with the audio. Its per-sample work (K
+filter, squares, true peak) runs in numba kernels, two channel groups on two
+threads; ``true_peak=False`` skips the true peak for callers that only need loudness.
 
 Streaming dialogue gating: feed the programme with :meth:`LoudnessMeter.process`
 and, independently, the speech mask with :meth:`LoudnessMeter.process_speech`.
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import scipy.signal
 from pyloudnorm.iirfilter import IIRfilter
@@ -31,7 +36,8 @@ from pyloudnorm.iirfilter import IIRfilter
 from filmrestore.audio import iter_blocks, read_info
 from filmrestore.errors import AudioFormatError, ConfigError, SilentProgrammeError
 
-SUB_BLOCK_S = 0.1  # 100 ms: the common step of momentary and short-term (Tech 3341 §2.3)
+SUB_BLOCK_S = 0.1  # 100 ms: the step of the gating blocks and of LRA's short-term values (Tech 3341 §2.3)
+FINE_BLOCKS_PER_SUB_BLOCK = 10  # the meter keeps 10 ms powers: M and S maxima slide in 10 ms steps
 MOMENTARY_SUB_BLOCKS = 4  # 400 ms gating block, 75 % overlap (BS.1770-4 §2.8 eq. 3)
 SHORT_TERM_SUB_BLOCKS = 30  # 3 s window (EBU Tech 3341 §2.2)
 ABSOLUTE_GATE_LUFS = -70.0  # BS.1770-4 §2.8, Γa
@@ -57,9 +63,7 @@ OVERSAMPLING = 4
 # Interleaved prototype h[4k + p] = tap k of phase p, as scipy.signal.upfirdn expects.
 _TRUE_PEAK_FIR = _TRUE_PEAK_TAPS.reshape(-1).astype(np.float32)
 _FIR_HISTORY_FRAMES = _TRUE_PEAK_TAPS.shape[0] - 1
-_TRUE_PEAK_GAIN_BOUND = float(np.abs(_TRUE_PEAK_TAPS).sum(axis=0).max()) * 1.001  # float32 slack
-_PEAK_CHUNK_FRAMES = 4096
-_CHUNKS_PER_CALL = 128  # 128 x 4096 x 4 float32 = 8 MiB of oversampled signal at a time
+_TRUE_PEAK_GAIN_BOUND = float(np.abs(_TRUE_PEAK_TAPS).sum(axis=0).max()) * 1.001  # rounding slack
 # Phase p of input frame n estimates the signal at n - 5.875 + p / 4 (group delay 23.5 / 4).
 TRUE_PEAK_DELAY_FRAMES = 6
 
@@ -124,94 +128,237 @@ def k_weighting_sos(sample_rate_hz: float) -> np.ndarray:
     return np.array([np.concatenate([s.b, s.a]) for s in stages])
 
 
+# ----------------------------------------------------------------------------- compiled kernels
+#
+# The meter and the limiter spend their time in per-sample work: two biquads, a square and a
+# sum per sample, and the 48-tap interpolation wherever a true peak may hide. numpy needs
+# several passes over a block for that (each a memory round trip); these numba kernels make
+# one pass per channel, keep the filter state in float64 whatever the input's dtype, and
+# release the GIL so that channel groups run on both cores.
+
+_TAPS_F64 = np.ascontiguousarray(_TRUE_PEAK_TAPS, dtype=np.float64)  # [k, phase]: y_p[n] = sum_k h[k,p] x[n-k]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def _hot_frames_from_history(history: np.ndarray, c: int, floor: float, bound: float) -> int:
+    """How many first frames of the next block see a history sample that may reach ``floor``."""
+    hot = 0
+    for j in range(history.shape[1]):  # history[c, j] is the sample at time j - 11
+        if abs(history[c, j]) * bound > floor:
+            hot = j + 1
+    return hot
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolated_peak(x: np.ndarray, history: np.ndarray, c: int, n: int, taps: np.ndarray) -> float:
+    """max over the 4 phases of |BS.1770-4 Annex 2 interpolation| at frame ``n`` of channel ``c``."""
+    n_taps, n_phases = taps.shape
+    best = 0.0
+    if n >= n_taps - 1:  # all 12 inputs in this block: no branch in the inner loop
+        for p in range(n_phases):
+            s = 0.0
+            for k in range(n_taps):
+                s += taps[k, p] * x[c, n - k]
+            best = max(best, abs(s))
+        return best
+    n_hist = history.shape[1]
+    for p in range(n_phases):
+        s = 0.0
+        for k in range(n_taps):
+            j = n - k
+            s += taps[k, p] * (x[c, j] if j >= 0 else history[c, n_hist + j])
+        best = max(best, abs(s))
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _push_history(x: np.ndarray, history: np.ndarray, c: int) -> None:
+    """history[c] <- the last 11 samples of (history[c], x[c])."""
+    n_hist, n = history.shape[1], x.shape[1]
+    if n >= n_hist:
+        for j in range(n_hist):
+            history[c, j] = x[c, n - n_hist + j]
+    else:
+        for j in range(n_hist - n):
+            history[c, j] = history[c, j + n]
+        for j in range(n):
+            history[c, n_hist - n + j] = x[c, j]
+
+
+_GROUP = 4  # channels filtered together: four independent recursions keep the pipeline busy
+
+
+@numba.njit(cache=True, nogil=True)
+def _k_weighted_squares(x: np.ndarray, c0: int, c1: int, sos: np.ndarray, zi: np.ndarray, sub_frames: int,
+                        n_partial: int, partial: np.ndarray, out_ms: np.ndarray) -> None:
+    """K-weight channels c0..c1-1, square and sum into 100 ms sub-blocks, four channels at a time.
+
+    ``zi`` [shape=(C, 2, 2)] biquad states (transposed direct form II, float64), ``partial``
+    [shape=(C,)] the running sums of the unfinished sub-block (``n_partial`` frames in it),
+    ``out_ms`` [shape=(C, K)] receives the mean squares of the K sub-blocks this block completes.
+    A group short of four channels repeats its last one (computed, not stored).
+    """
+    b10, b11, b12, a11, a12 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b20, b21, b22, a21, a22 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
+    n_frames = x.shape[1]
+    s10, s11 = np.empty(_GROUP), np.empty(_GROUP)
+    s20, s21 = np.empty(_GROUP), np.empty(_GROUP)
+    acc, rows = np.empty(_GROUP), np.empty(_GROUP, np.int64)
+    for c in range(c0, c1, _GROUP):
+        for g in range(_GROUP):
+            rows[g] = min(c + g, c1 - 1)
+            s10[g], s11[g] = zi[rows[g], 0, 0], zi[rows[g], 0, 1]
+            s20[g], s21[g] = zi[rows[g], 1, 0], zi[rows[g], 1, 1]
+            acc[g] = partial[rows[g]]
+        count, k = n_partial, 0
+        for n in range(n_frames):
+            for g in range(_GROUP):
+                v = float(x[rows[g], n])
+                y = b10 * v + s10[g]
+                s10[g] = b11 * v - a11 * y + s11[g]
+                s11[g] = b12 * v - a12 * y
+                w = b20 * y + s20[g]
+                s20[g] = b21 * y - a21 * w + s21[g]
+                s21[g] = b22 * y - a22 * w
+                acc[g] += w * w
+            count += 1
+            if count == sub_frames:
+                for g in range(_GROUP):
+                    out_ms[rows[g], k] = acc[g] / sub_frames
+                    acc[g] = 0.0
+                k += 1
+                count = 0
+        for g in range(min(_GROUP, c1 - c)):
+            zi[c + g, 0, 0], zi[c + g, 0, 1] = s10[g], s11[g]
+            zi[c + g, 1, 0], zi[c + g, 1, 1] = s20[g], s21[g]
+            partial[c + g] = acc[g]
+
+
+@numba.njit(cache=True, nogil=True)
+def _channel_true_peaks(x: np.ndarray, c0: int, c1: int, taps: np.ndarray, bound: float,
+                        history: np.ndarray, peak: np.ndarray) -> None:
+    """Running per-channel true peak ``peak`` (never below the sample peak), channels c0..c1-1.
+
+    Frame n's 4 interpolated values are computed only when one of x[n-11..n] exceeds
+    ``peak / bound`` (each phase gains at most ``bound``, so otherwise they cannot exceed it).
+    """
+    for c in range(c0, c1):
+        pk = peak[c]
+        hot = _hot_frames_from_history(history, c, pk, bound)
+        level = pk / bound
+        for n in range(x.shape[1]):
+            a = abs(float(x[c, n]))
+            if a > level:  # rare once the peak is known
+                if a > pk:
+                    pk = a
+                    level = pk / bound
+                hot = 12  # frames n .. n+11 interpolate with x[n]
+            if hot > 0:
+                hot -= 1
+                ip = _interpolated_peak(x, history, c, n, taps)
+                if ip > pk:
+                    pk = ip
+                    level = pk / bound
+        peak[c] = pk
+        _push_history(x, history, c)
+
+
+@numba.njit(cache=True, nogil=True)
+def _meter_kernel(x: np.ndarray, c0: int, c1: int, sos: np.ndarray, zi: np.ndarray, sub_frames: int,
+                  n_partial: int, partial: np.ndarray, out_ms: np.ndarray, true_peak: bool,
+                  taps: np.ndarray, bound: float, history: np.ndarray, peak: np.ndarray) -> None:
+    """One block of the meter for channels c0..c1-1: sub-block powers, and the true peak."""
+    _k_weighted_squares(x, c0, c1, sos, zi, sub_frames, n_partial, partial, out_ms)
+    if true_peak:
+        _channel_true_peaks(x, c0, c1, taps, bound, history, peak)
+
+
+@numba.njit(cache=True, nogil=True)
+def _frame_peak_kernel(x: np.ndarray, c0: int, c1: int, taps: np.ndarray, bound: float,
+                       floor: np.ndarray, history: np.ndarray, out: np.ndarray) -> None:
+    """out[row, n] = max(out[row, n], interpolated peak of frame n) where it may exceed floor[c].
+
+    ``out`` has one row per channel, or one row for all (the max over channels).
+    """
+    per_channel = out.shape[0] > 1
+    for c in range(c0, c1):
+        row = c if per_channel else 0
+        fl = floor[c]
+        hot = _hot_frames_from_history(history, c, fl, bound)
+        for n in range(x.shape[1]):
+            if abs(x[c, n]) * bound > fl:
+                hot = 12
+            if hot > 0:
+                hot -= 1
+                ip = _interpolated_peak(x, history, c, n, taps)
+                if ip > out[row, n]:
+                    out[row, n] = ip
+        _push_history(x, history, c)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_MIN_PARALLEL_SAMPLES = 200_000  # below this a thread hand-off costs more than it saves
+
+
+def _run_over_channels(kernel: Callable[..., None], x: np.ndarray, *args: Any) -> None:
+    """Run ``kernel(x, c0, c1, *args)`` over all channels, in two threads when worthwhile."""
+    global _POOL
+    n_channels = x.shape[0]
+    if n_channels < 2 or x.size < _MIN_PARALLEL_SAMPLES or (os.cpu_count() or 1) < 2:
+        kernel(x, 0, n_channels, *args)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loudness")
+    half = n_channels // 2
+    future = _POOL.submit(kernel, x, half, n_channels, *args)
+    kernel(x, 0, half, *args)
+    future.result()
+
+
+def _as_kernel_input(block: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 or float64 (no copy when it already is one)."""
+    dtype = block.dtype if block.dtype in (np.float32, np.float64) else np.float64
+    return np.ascontiguousarray(block, dtype=dtype)
+
+
 class TruePeakOversampler:
     """Streaming 4x interpolation with the BS.1770-4 Annex 2 FIR; state carried across blocks.
 
-    Runs in float32 (2.3x faster than float64 in upfirdn; 1e-7 relative error on a peak).
+    :meth:`process` gives every interpolated value (scipy ``upfirdn``, float32), for
+    references and the end-of-stream tail. :meth:`frame_peaks` and :meth:`channel_peaks`
+    compute (in float64, compiled) only the frames whose 12 inputs can reach a floor.
     """
 
     def __init__(self, n_channels: int) -> None:
         self.n_channels = n_channels
-        self._history = np.zeros((n_channels, _FIR_HISTORY_FRAMES), dtype=np.float32)
+        self._history = np.zeros((n_channels, _FIR_HISTORY_FRAMES), dtype=np.float64)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """[shape=(C, T)] -> oversampled [shape=(C, T, 4)]; phase p of frame n uses x[n-11..n]."""
         n_frames = block.shape[1]
-        extended = np.concatenate([self._history, block.astype(np.float32)], axis=1)
-        self._history = extended[:, extended.shape[1] - _FIR_HISTORY_FRAMES:]
+        extended = np.concatenate([self._history.astype(np.float32), block.astype(np.float32)], axis=1)
+        self._history = extended[:, extended.shape[1] - _FIR_HISTORY_FRAMES:].astype(np.float64)
         upsampled = scipy.signal.upfirdn(_TRUE_PEAK_FIR, extended, up=OVERSAMPLING, axis=-1)
         start = _FIR_HISTORY_FRAMES * OVERSAMPLING  # first output whose 12 taps all see input
         steady = upsampled[:, start:start + OVERSAMPLING * n_frames]
         return steady.reshape(self.n_channels, n_frames, OVERSAMPLING)
 
-    def frame_peaks(self, block: np.ndarray, floor: np.ndarray | float) -> np.ndarray:
-        """Per-frame max |oversampled| over the 4 phases. [shape=(C, T)] float32
+    def frame_peaks(self, block: np.ndarray, floor: np.ndarray | float, per_channel: bool = True
+                    ) -> np.ndarray:
+        """Per-frame max |oversampled| over the 4 phases. [shape=(C, T)], or (1, T) max over channels.
 
         Exact wherever it can exceed ``floor`` (per channel or scalar); elsewhere 0.
         """
-        n_channels, n_frames = block.shape
-        n_chunks = -(-n_frames // _PEAK_CHUNK_FRAMES)
-        peaks = np.zeros((n_channels, n_chunks, _PEAK_CHUNK_FRAMES), np.float32)
-        for rows, chunks, steady in self._iter_upsampled(block, floor):
-            phases = [steady[:, p::OVERSAMPLING] for p in range(OVERSAMPLING)]
-            peaks[rows, chunks] = np.maximum(np.maximum.reduce(phases), -np.minimum.reduce(phases))
-        return peaks.reshape(n_channels, -1)[:, :n_frames]
+        x = _as_kernel_input(block)
+        out = np.zeros((self.n_channels if per_channel else 1, x.shape[1]))
+        floors = np.broadcast_to(np.asarray(floor, dtype=np.float64), (self.n_channels,)).copy()
+        _run_over_channels(_frame_peak_kernel, x, _TAPS_F64, _TRUE_PEAK_GAIN_BOUND, floors,
+                           self._history, out)
+        return out
 
     def channel_peaks(self, block: np.ndarray, floor: np.ndarray | float) -> np.ndarray:
         """Per-channel max |oversampled| of the block, exact where above ``floor``, else 0. [shape=(C,)]"""
-        peaks = np.zeros(block.shape[0])
-        for rows, _, steady in self._iter_upsampled(block, floor):
-            np.maximum.at(peaks, rows, np.maximum(steady.max(axis=1), -steady.min(axis=1)))
-        return peaks
-
-    def _iter_upsampled(self, block: np.ndarray, floor: np.ndarray | float
-                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(channels, chunk indices, oversampled chunks) in groups that bound the memory."""
-        padded, rows, chunks = self._advance(block, floor)
-        for i in range(0, len(rows), _CHUNKS_PER_CALL):
-            group = slice(i, i + _CHUNKS_PER_CALL)
-            yield rows[group], chunks[group], self._upsample_chunks(padded, rows[group], chunks[group],
-                                                                    block.shape[1])
-
-    def _advance(self, block: np.ndarray, floor: np.ndarray | float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Take the block into the history; return it padded and the chunks that need work.
-
-        Each phase's output is at most sum_k |h_k| (= 2.02) times the largest of its 12 inputs,
-        so a chunk whose inputs all lie below floor / 2.02 cannot reach ``floor`` and is
-        skipped: on programme material most of a film is, so the meter runs several times
-        faster with an unchanged result.
-        """
-        n_channels, n_frames = block.shape
-        n_chunks = -(-n_frames // _PEAK_CHUNK_FRAMES)
-        padded = np.zeros((n_channels, _FIR_HISTORY_FRAMES + n_chunks * _PEAK_CHUNK_FRAMES), np.float32)
-        padded[:, :_FIR_HISTORY_FRAMES] = self._history
-        padded[:, _FIR_HISTORY_FRAMES:_FIR_HISTORY_FRAMES + n_frames] = block
-        self._history = padded[:, n_frames:n_frames + _FIR_HISTORY_FRAMES].copy()
-        chunk_max = np.abs(padded[:, _FIR_HISTORY_FRAMES:]).reshape(n_channels, n_chunks, -1).max(axis=2)
-        history_max = np.abs(padded[:, :_FIR_HISTORY_FRAMES]).max(axis=1, initial=0.0)
-        # Inputs of chunk i: its own frames and the 11 before them (in chunk i-1 or the history).
-        inputs_max = np.maximum(chunk_max, np.concatenate([history_max[:, None], chunk_max[:, :-1]], 1))
-        needed = _TRUE_PEAK_GAIN_BOUND * inputs_max > np.reshape(floor, (-1, 1))
-        rows, chunks = np.nonzero(needed)
-        return padded, rows, chunks
-
-    @staticmethod
-    def _upsample_chunks(padded: np.ndarray, rows: np.ndarray, chunks: np.ndarray,
-                         n_frames: int) -> np.ndarray:
-        """Oversampled steady-state output of the (channel, chunk) pairs. [shape=(K, 4 * chunk)]
-
-        Outputs of the zero padding past the block's ``n_frames`` are set to 0 (the stream
-        goes on with other samples there, so they must not count).
-        """
-        offsets = np.arange(_PEAK_CHUNK_FRAMES + _FIR_HISTORY_FRAMES)
-        segments = padded[rows[:, None], chunks[:, None] * _PEAK_CHUNK_FRAMES + offsets]
-        upsampled = scipy.signal.upfirdn(_TRUE_PEAK_FIR, segments, up=OVERSAMPLING, axis=-1)
-        start = _FIR_HISTORY_FRAMES * OVERSAMPLING
-        steady = upsampled[:, start:start + OVERSAMPLING * _PEAK_CHUNK_FRAMES]
-        last_chunk, n_valid = divmod(n_frames, _PEAK_CHUNK_FRAMES)
-        steady[chunks == last_chunk, OVERSAMPLING * n_valid:] = 0.0
-        return steady
+        return self.frame_peaks(block, floor).max(axis=1, initial=0.0)
 
     def tail_peak(self) -> np.ndarray:
         """Per-channel peak of the interpolation past the last frame (as if zeros followed)."""
@@ -334,10 +481,12 @@ class LoudnessMeter:
     Feed ``process(block)`` with consecutive [shape=(n_channels, T)] blocks of any size,
     optionally ``process_speech(mask)`` with a per-100 ms speech mask (see module doc),
     then call ``result()`` (it may be called at any time; the meter keeps running).
+    ``true_peak=False`` skips the 4x-oversampled peak (the report's true peaks are then NaN,
+    JSON null): about 1.5-4x faster where only the loudness is needed.
     """
 
     def __init__(self, sample_rate_hz: int, n_channels: int,
-                 channel_weights: np.ndarray | list[float] | None = None) -> None:
+                 channel_weights: np.ndarray | list[float] | None = None, *, true_peak: bool = True) -> None:
         if sample_rate_hz <= 0 or n_channels <= 0:
             raise ConfigError(f"meter needs a positive rate and channel count, "
                               f"got {sample_rate_hz} Hz, {n_channels} channels")
@@ -347,15 +496,18 @@ class LoudnessMeter:
             raise ConfigError(f"{len(self.weights)} channel weights for {n_channels} channels")
         self.sample_rate_hz = sample_rate_hz
         self.n_channels = n_channels
+        self.true_peak = true_peak
         self.sub_block_frames = int(round(SUB_BLOCK_S * sample_rate_hz))
-        self._sos = k_weighting_sos(sample_rate_hz)
-        self._zi = np.zeros((self._sos.shape[0], n_channels, 2))
+        self._fine_frames = max(1, int(round(SUB_BLOCK_S * sample_rate_hz / FINE_BLOCKS_PER_SUB_BLOCK)))
+        sos = k_weighting_sos(sample_rate_hz)
+        self._sos = np.ascontiguousarray(sos / sos[:, 3:4])  # a0 = 1
+        self._zi = np.zeros((n_channels, self._sos.shape[0], 2))
         self._partial_sum = np.zeros(n_channels)
         self._partial_frames = 0
-        self._sub_power: list[np.ndarray] = []  # weighted sum_i G_i z_i per sub-block
+        self._fine_power: list[np.ndarray] = []  # weighted sum_i G_i z_i per 10 ms
         self._speech: list[np.ndarray] = []
         self._speech_given = False
-        self._oversampler = TruePeakOversampler(n_channels)
+        self._tp_history = np.zeros((n_channels, _FIR_HISTORY_FRAMES))
         self._peak = np.zeros(n_channels)
         self.n_frames = 0
 
@@ -365,10 +517,15 @@ class LoudnessMeter:
             raise ValueError(f"meter expects ({self.n_channels}, frames) blocks, got {block.shape}")
         if block.shape[1] == 0:
             return
-        x = np.asarray(block, dtype=np.float64)
-        self._update_peak(x)
-        weighted, self._zi = scipy.signal.sosfilt(self._sos, x, axis=-1, zi=self._zi)
-        self._accumulate(weighted * weighted)
+        x = _as_kernel_input(block)
+        n_complete = (self._partial_frames + x.shape[1]) // self._fine_frames
+        mean_squares = np.empty((self.n_channels, n_complete))
+        _run_over_channels(_meter_kernel, x, self._sos, self._zi, self._fine_frames,
+                           self._partial_frames, self._partial_sum, mean_squares, self.true_peak,
+                           _TAPS_F64, _TRUE_PEAK_GAIN_BOUND, self._tp_history, self._peak)
+        self._partial_frames = (self._partial_frames + x.shape[1]) % self._fine_frames
+        if n_complete:
+            self._fine_power.append(self.weights @ mean_squares)  # BS.1770-4 eq. 4: sum_i G_i z_i
         self.n_frames += block.shape[1]
 
     def process_speech(self, speech: np.ndarray) -> None:
@@ -376,59 +533,49 @@ class LoudnessMeter:
         self._speech.append(np.asarray(speech, dtype=bool).reshape(-1))
         self._speech_given = True
 
-    def _update_peak(self, x: np.ndarray) -> None:
-        # BS.1770-4 Annex 2: 4x oversampled absolute peak; never below the sample peak.
-        self._peak = np.maximum(self._peak, np.abs(x).max(axis=1))
-        oversampled = self._oversampler.channel_peaks(x, self._peak)
-        self._peak = np.maximum(self._peak, oversampled)
-
-    def _accumulate(self, squares: np.ndarray) -> None:
-        """Split squared K-weighted samples [shape=(C, T)] into 100 ms sub-block powers."""
-        frames = self.sub_block_frames
-        first = min(frames - self._partial_frames, squares.shape[1])
-        self._partial_sum += squares[:, :first].sum(axis=1)
-        self._partial_frames += first
-        if self._partial_frames == frames:
-            self._emit(self._partial_sum[:, None] / frames)
-            self._partial_sum = np.zeros(self.n_channels)
-            self._partial_frames = 0
-        rest = squares[:, first:]
-        n_full = rest.shape[1] // frames
-        if n_full:
-            full = rest[:, :n_full * frames].reshape(self.n_channels, n_full, frames)
-            self._emit(full.sum(axis=2) / frames)
-        remainder = rest[:, n_full * frames:]
-        if remainder.shape[1]:
-            self._partial_sum += remainder.sum(axis=1)
-            self._partial_frames += remainder.shape[1]
-
-    def _emit(self, mean_squares: np.ndarray) -> None:
-        """Store sum_i G_i z_i (BS.1770-4 eq. 4) for sub-blocks [shape=(C, k)]."""
-        self._sub_power.append(self.weights @ mean_squares)
+    def fine_block_power(self) -> np.ndarray:
+        """Weighted power of every complete 10 ms block so far. [shape=(n_fine_blocks,)]"""
+        return np.concatenate(self._fine_power) if self._fine_power else np.zeros(0)
 
     def sub_block_power(self) -> np.ndarray:
         """Weighted power of every complete 100 ms sub-block so far. [shape=(n_sub_blocks,)]"""
-        return np.concatenate(self._sub_power) if self._sub_power else np.zeros(0)
+        fine = self.fine_block_power()
+        n_sub = len(fine) // FINE_BLOCKS_PER_SUB_BLOCK
+        return fine[:n_sub * FINE_BLOCKS_PER_SUB_BLOCK].reshape(n_sub, -1).mean(axis=1)
+
+    def loudness_series(self, window_s: float) -> np.ndarray:
+        """Loudness (LUFS) of every ``window_s`` window ending on a 10 ms step: 0.4 s is the
+        momentary, 3 s the short-term loudness of EBU Tech 3341. [shape=(n_windows,)]"""
+        n_fine = int(round(window_s / SUB_BLOCK_S * FINE_BLOCKS_PER_SUB_BLOCK))
+        return _loudness(_window_means(self.fine_block_power(), n_fine))
 
     def true_peak_per_channel_dbtp(self) -> np.ndarray:
-        """True peak per channel so far, including the interpolation tail, in dBTP."""
-        peak = np.maximum(self._peak, self._oversampler.tail_peak())
+        """True peak per channel so far, including the interpolation tail, in dBTP (NaN if not metered)."""
+        if not self.true_peak:
+            return np.full(self.n_channels, np.nan)
+        tail = TruePeakOversampler(self.n_channels)
+        tail._history = self._tp_history.copy()
+        peak = np.maximum(self._peak, tail.tail_peak())
         with np.errstate(divide="ignore"):
             return 20.0 * np.log10(peak)
 
     def result(self) -> LoudnessReport:
         """The report over everything processed so far."""
+        fine = self.fine_block_power()
         sub_power = self.sub_block_power()
-        momentary = _window_means(sub_power, MOMENTARY_SUB_BLOCKS)
-        short_term = _window_means(sub_power, SHORT_TERM_SUB_BLOCKS)
+        momentary = _window_means(sub_power, MOMENTARY_SUB_BLOCKS)  # BS.1770 gating blocks
+        short_term = _window_means(sub_power, SHORT_TERM_SUB_BLOCKS)  # Tech 3342: 10 Hz
         peaks_dbtp = self.true_peak_per_channel_dbtp()
         times_s, series = self._short_term_series(short_term)
+        # Maxima slide in 10 ms steps, so a burst off the 100 ms grid still reads its level.
+        fine_momentary = _window_means(fine, MOMENTARY_SUB_BLOCKS * FINE_BLOCKS_PER_SUB_BLOCK)
+        fine_short_term = _window_means(fine, SHORT_TERM_SUB_BLOCKS * FINE_BLOCKS_PER_SUB_BLOCK)
         return LoudnessReport(
             integrated_lufs=gated_loudness(momentary),
-            momentary_max_lufs=_max_loudness(momentary),
-            short_term_max_lufs=_max_loudness(short_term),
+            momentary_max_lufs=_max_loudness(fine_momentary),
+            short_term_max_lufs=_max_loudness(fine_short_term),
             lra_lu=loudness_range(short_term),
-            true_peak_dbtp=float(peaks_dbtp.max()),
+            true_peak_dbtp=float(np.max(peaks_dbtp)),
             true_peak_per_channel_dbtp=[float(v) for v in peaks_dbtp],
             channels=self.n_channels,
             duration_s=self.n_frames / self.sample_rate_hz,
@@ -458,12 +605,72 @@ class LoudnessMeter:
 
 # ----------------------------------------------------------------------------- speech activity
 
-@functools.lru_cache(maxsize=1)
-def _vad_model() -> Any:
-    """The silero-vad model shipped in its wheel (loaded once; no download)."""
-    from silero_vad import load_silero_vad
+# silero-vad's own get_speech_timestamps defaults, applied to the vectorised model's output.
+VAD_THRESHOLD = 0.5  # speech starts at p >= 0.5 ...
+VAD_NEG_THRESHOLD = 0.35  # ... and ends after p < 0.35 for at least
+VAD_MIN_SILENCE_S = 0.1
+VAD_MIN_SPEECH_S = 0.25  # shorter segments are dropped
+VAD_PAD_S = 0.03  # segments widened by 30 ms either side
 
-    return load_silero_vad()
+
+@functools.lru_cache(maxsize=1)
+def _vad_models() -> tuple[Any, Any]:
+    """(SileroVAD, Decimate3) of separation/vad.py, loaded once from the silero-vad wheel.
+
+    The vectorised model runs every 32 ms chunk's encoder at once and the LSTM in one call
+    (about 12x faster than silero's per-chunk loop) and never imports ``silero_vad``, whose
+    import sets torch to one thread for the whole process.
+    """
+    from filmrestore.separation.vad import Decimate3, SileroVAD
+
+    return SileroVAD().eval(), Decimate3().eval()
+
+
+def vad_probabilities(mono: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, float]:
+    """silero-vad speech probability of each 32 ms chunk of a mono signal [shape=(T,)].
+
+    Returns (probabilities [shape=(ceil(T_16k / 512),)], chunk duration in s).
+    """
+    import torch
+
+    from filmrestore.separation.vad import VAD_CHUNK_FRAMES, VAD_RATE_HZ
+
+    vad, decimate = _vad_models()
+    with torch.inference_mode():
+        if sample_rate_hz == 3 * VAD_RATE_HZ:
+            mono16k = decimate(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))[None])
+        else:
+            g = math.gcd(VAD_RATE_HZ, sample_rate_hz)
+            resampled = scipy.signal.resample_poly(mono, VAD_RATE_HZ // g, sample_rate_hz // g)
+            mono16k = torch.from_numpy(resampled.astype(np.float32))[None]
+        if mono16k.shape[1] == 0:
+            return np.zeros(0), VAD_CHUNK_FRAMES / VAD_RATE_HZ
+        probs = vad(mono16k)[0].numpy().astype(np.float64)
+    return probs, VAD_CHUNK_FRAMES / VAD_RATE_HZ
+
+
+def vad_segments(probs: np.ndarray, chunk_s: float) -> list[tuple[float, float]]:
+    """Speech segments (start_s, end_s) from chunk probabilities, with silero's hysteresis rules."""
+    segments: list[tuple[float, float]] = []
+    start: int | None = None
+    quiet_since: int | None = None
+    min_quiet = max(1, int(math.ceil(VAD_MIN_SILENCE_S / chunk_s)))
+
+    def close(end: int) -> None:
+        if start is not None and (end - start) * chunk_s >= VAD_MIN_SPEECH_S:
+            segments.append((max(0.0, start * chunk_s - VAD_PAD_S), end * chunk_s + VAD_PAD_S))
+
+    for i, p in enumerate(probs):
+        if p >= VAD_THRESHOLD:
+            quiet_since = None
+            start = i if start is None else start
+        elif start is not None and p < VAD_NEG_THRESHOLD:
+            quiet_since = i if quiet_since is None else quiet_since
+            if i + 1 - quiet_since >= min_quiet:
+                close(quiet_since)
+                start = quiet_since = None
+    close(len(probs))
+    return segments
 
 
 def _sub_block_levels_dbfs(dialogue: np.ndarray, sub_block_frames: int) -> np.ndarray:
@@ -474,37 +681,48 @@ def _sub_block_levels_dbfs(dialogue: np.ndarray, sub_block_frames: int) -> np.nd
     return _to_db(power)
 
 
-def _vad_sub_blocks(dialogue: np.ndarray, sample_rate_hz: int, sub_block_frames: int) -> np.ndarray:
-    """Sub-blocks that overlap a silero-vad speech segment (mono downmix at 16 kHz)."""
-    import torch
+def _vad_sub_blocks(audio: np.ndarray, sample_rate_hz: int, sub_block_frames: int) -> np.ndarray:
+    """Sub-blocks that overlap a silero-vad speech segment (mono downmix). [shape=(T // sub,)] bool"""
+    probs, chunk_s = vad_probabilities(audio.astype(np.float64).mean(axis=0), sample_rate_hz)
+    n_sub = audio.shape[1] // sub_block_frames
+    return mask_from_segments(vad_segments(probs, chunk_s), n_sub)
 
-    vad_rate_hz = 16000
-    g = math.gcd(vad_rate_hz, sample_rate_hz)
-    mono = dialogue.astype(np.float64).mean(axis=0)
-    mono16k = scipy.signal.resample_poly(mono, vad_rate_hz // g, sample_rate_hz // g)
-    segments = _speech_segments(torch.from_numpy(mono16k.astype(np.float32)), vad_rate_hz)
-    n_sub = dialogue.shape[1] // sub_block_frames
-    mask = np.zeros(n_sub, dtype=bool)
-    for start, end in segments:
-        first = int(start / vad_rate_hz / SUB_BLOCK_S)
-        last = int(math.ceil(end / vad_rate_hz / SUB_BLOCK_S))
+
+def speech_segments(mask: np.ndarray) -> list[list[float]]:
+    """Compact JSON form of a per-100 ms speech mask: ``[[start_s, end_s], ...]`` of its runs.
+
+    :func:`mask_from_segments` turns it back into the same mask, so a stage can keep the
+    speech activity in its manifest and another reuse it without running the VAD again.
+    """
+    mask = np.asarray(mask, dtype=bool).reshape(-1)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [[round(float(a) * SUB_BLOCK_S, 1), round(float(b) * SUB_BLOCK_S, 1)]
+            for a, b in zip(edges[::2], edges[1::2])]
+
+
+def mask_from_segments(segments: list[list[float]] | list[tuple[float, float]], n_sub_blocks: int
+                       ) -> np.ndarray:
+    """Per-100 ms mask [shape=(n_sub_blocks,)] bool: sub-blocks that overlap a (start_s, end_s) segment."""
+    mask = np.zeros(n_sub_blocks, dtype=bool)
+    for start_s, end_s in segments:
+        first = max(0, int(math.floor(start_s / SUB_BLOCK_S + 1e-9)))
+        last = min(n_sub_blocks, int(math.ceil(end_s / SUB_BLOCK_S - 1e-9)))
         mask[first:last] = True
     return mask
 
 
-def _speech_segments(audio16k: Any, vad_rate_hz: int) -> list[tuple[int, int]]:
-    from silero_vad import get_speech_timestamps
-
-    stamps = get_speech_timestamps(audio16k, _vad_model(), sampling_rate=vad_rate_hz)
-    return [(int(s["start"]), int(s["end"])) for s in stamps]
+SpeechSource = Literal["stem", "programme"]
 
 
-def speech_activity(dialogue: np.ndarray, sample_rate_hz: int, *, clear_margin_db: float = 20.0,
-                    vad_margin_db: float = 10.0, floor_cap_dbfs: float = -50.0,
-                    min_level_dbfs: float = -70.0) -> np.ndarray:
+def speech_activity(dialogue: np.ndarray, sample_rate_hz: int, *, source: SpeechSource = "stem",
+                    clear_margin_db: float = 20.0, vad_margin_db: float = 10.0,
+                    floor_cap_dbfs: float = -50.0, min_level_dbfs: float = -70.0) -> np.ndarray:
     """Per-100 ms speech mask of a dialogue stem block. [shape=(T // sub_block_frames,)] bool
 
-    ``dialogue`` [shape=(C, T)]. The rule, per sub-block of level L (dBFS, mean over channels):
+    ``dialogue`` [shape=(C, T)]. With ``source="programme"`` (a full mix, no stem) the mask is
+    silero-vad's speech segments alone, above ``min_level_dbfs``: level says nothing about
+    speech in a mix. With ``source="stem"`` the rule, per sub-block of level L (dBFS, mean
+    over channels), is:
 
     - floor F = min(10th percentile of the non-silent sub-block levels, ``floor_cap_dbfs``):
       the stem's residual between lines, capped so that a stem without pauses still has one;
@@ -521,6 +739,10 @@ def speech_activity(dialogue: np.ndarray, sample_rate_hz: int, *, clear_margin_d
     audible = levels > min_level_dbfs
     if not audible.any():
         return np.zeros(len(levels), dtype=bool)
+    if source == "programme":
+        return _vad_sub_blocks(dialogue, sample_rate_hz, sub_block_frames) & audible
+    if source != "stem":
+        raise ConfigError(f"speech source must be 'stem' or 'programme', got {source!r}")
     floor_db = min(float(np.percentile(levels[np.isfinite(levels)], 10)), floor_cap_dbfs)
     clear = levels >= floor_db + clear_margin_db
     uncertain = (levels >= floor_db + vad_margin_db) & ~clear
@@ -529,20 +751,23 @@ def speech_activity(dialogue: np.ndarray, sample_rate_hz: int, *, clear_margin_d
     return (clear | uncertain) & audible
 
 
-def iter_speech_activity(path: str | Path, block_s: float = 60.0) -> Iterator[np.ndarray]:
-    """Speech masks of a dialogue stem file, block by block on the 100 ms grid."""
+def iter_speech_activity(path: str | Path, block_s: float = 60.0, source: SpeechSource = "stem"
+                         ) -> Iterator[np.ndarray]:
+    """Speech masks of a dialogue stem file (or a programme, see :func:`speech_activity`),
+    block by block on the 100 ms grid."""
     info = read_info(path)
     sub_block_frames = int(round(SUB_BLOCK_S * info.sample_rate_hz))
     block_frames = max(1, int(block_s / SUB_BLOCK_S)) * sub_block_frames
     for block in iter_blocks(path, block_frames):
-        yield speech_activity(block, info.sample_rate_hz)
+        yield speech_activity(block, info.sample_rate_hz, source=source)
 
 
 # ----------------------------------------------------------------------------- measuring
 
 def measure_array(x: np.ndarray, sample_rate_hz: int, layout: str | None = None,
                   speech: np.ndarray | None = None,
-                  channel_weights: np.ndarray | list[float] | None = None) -> LoudnessReport:
+                  channel_weights: np.ndarray | list[float] | None = None,
+                  true_peak: bool = True) -> LoudnessReport:
     """Measure a whole [shape=(C, T)] array (``speech``: optional per-100 ms mask).
 
     Weights come from ``channel_weights`` if given, else from ``layout`` / the channel count.
@@ -550,7 +775,7 @@ def measure_array(x: np.ndarray, sample_rate_hz: int, layout: str | None = None,
     x = np.atleast_2d(x)
     if channel_weights is None:
         channel_weights = channel_weights_for(x.shape[0], layout)
-    meter = LoudnessMeter(sample_rate_hz, x.shape[0], channel_weights)
+    meter = LoudnessMeter(sample_rate_hz, x.shape[0], channel_weights, true_peak=true_peak)
     meter.process(x)
     if speech is not None:
         meter.process_speech(speech)
@@ -559,16 +784,21 @@ def measure_array(x: np.ndarray, sample_rate_hz: int, layout: str | None = None,
 
 def measure_file(path: str | Path, block_frames: int = 480_000, layout: str | None = None,
                  dialogue_path: str | Path | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> LoudnessReport:
-    """Stream a WAV/BW64 file through the meter; with ``dialogue_path``, also dialogue-gate.
+                 on_progress: Callable[[int, int], None] | None = None, *,
+                 dialogue_from_programme: bool = False, true_peak: bool = True) -> LoudnessReport:
+    """Stream a WAV/BW64 file through the meter and report it.
 
+    Dialogue gating: with ``dialogue_path`` (a dialogue stem of the same length) speech is
+    found in the stem (:func:`speech_activity`, ``source="stem"``); else with
+    ``dialogue_from_programme`` silero-vad listens to the programme itself
+    (``source="programme"``, a second read of the file); else ``dialogue_lufs`` is None.
     ``on_progress(done_frames, total_frames)`` is called after each block.
     """
     info = read_info(path)
     if info.n_frames == 0:
         raise AudioFormatError(path, "has no samples to measure")
     meter = LoudnessMeter(info.sample_rate_hz, info.n_channels,
-                          channel_weights_for(info.n_channels, layout))
+                          channel_weights_for(info.n_channels, layout), true_peak=true_peak)
     for block in iter_blocks(path, block_frames):
         meter.process(block)
         if on_progress is not None:
@@ -576,6 +806,9 @@ def measure_file(path: str | Path, block_frames: int = 480_000, layout: str | No
     if dialogue_path is not None:
         _check_same_rate(info.sample_rate_hz, dialogue_path)
         for mask in iter_speech_activity(dialogue_path):
+            meter.process_speech(mask)
+    elif dialogue_from_programme:
+        for mask in iter_speech_activity(path, source="programme"):
             meter.process_speech(mask)
     return meter.result()
 
@@ -688,10 +921,10 @@ def verdict(report_after: LoudnessReport, spec: DeliverySpec) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- limiter
 
 class _Delay:
-    """A streaming delay line of ``n_frames`` along the last axis."""
+    """A streaming delay line of ``n_frames`` along the last axis (float32)."""
 
     def __init__(self, shape: tuple[int, ...], n_frames: int) -> None:
-        self._buffer = np.zeros((*shape, n_frames))
+        self._buffer = np.zeros((*shape, n_frames), np.float32)
         self._n_frames = n_frames
 
     def process(self, x: np.ndarray) -> np.ndarray:
@@ -700,55 +933,79 @@ class _Delay:
         return extended[..., :x.shape[-1]]
 
 
-class _SlidingMax:
-    """Causal max over the last ``n_frames`` values (O(n) per block via scipy.ndimage)."""
-
-    def __init__(self, n_frames: int) -> None:
-        self._n_frames = n_frames
-        self._history = np.zeros(n_frames - 1)
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        from scipy.ndimage import maximum_filter1d
-
-        extended = np.concatenate([self._history, x])
-        self._history = extended[len(extended) - (self._n_frames - 1):]
-        # origin shifts the centred window so that out[i] = max(extended[i - n + 1 .. i]).
-        out = maximum_filter1d(extended, self._n_frames, origin=(self._n_frames - 1) // 2)
-        return out[self._n_frames - 1:]
-
-
-class _SlidingMean:
-    """Causal mean over the last ``n_frames`` values, state carried across blocks."""
-
-    def __init__(self, n_frames: int) -> None:
-        self._n_frames = n_frames
-        self._history = np.zeros(n_frames - 1)
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        extended = np.concatenate([self._history, x])
-        self._history = extended[len(extended) - (self._n_frames - 1):]
-        csum = np.concatenate([[0.0], np.cumsum(extended)])
-        return (csum[self._n_frames:] - csum[:-self._n_frames]) / self._n_frames
+@numba.njit(cache=True, nogil=True)
+def _limiter_detect_kernel(x: np.ndarray, c0: int, c1: int, taps: np.ndarray, bound: float,
+                           floor: float, history: np.ndarray, split: int,
+                           os_peak: np.ndarray, sample_peak: np.ndarray) -> None:
+    """Per frame, max over channels c0..c1-1 of |x| (``sample_peak``) and of the interpolated
+    peak where it may exceed ``floor`` (``os_peak``, else 0). Row 0 for channels below
+    ``split``, row 1 from it (the two threads of :func:`_run_over_channels`)."""
+    for c in range(c0, c1):
+        row = 0 if c < split else 1
+        for n in range(x.shape[1]):  # vectorisable: no state
+            sample_peak[row, n] = max(sample_peak[row, n], abs(float(x[c, n])))
+        hot = _hot_frames_from_history(history, c, floor, bound)
+        level = floor / bound
+        for n in range(x.shape[1]):
+            if abs(x[c, n]) > level:  # rarely taken on programme below the ceiling
+                hot = 12
+            if hot > 0:
+                hot -= 1
+                ip = _interpolated_peak(x, history, c, n, taps)
+                if ip > os_peak[row, n]:
+                    os_peak[row, n] = ip
+        _push_history(x, history, c)
 
 
-class _Release:
-    """att[n] = max(hold[n], c * att[n-1]): instant attack, exponential release in dB."""
+@numba.njit(cache=True, nogil=True)
+def _limiter_gain_kernel(os_peak: np.ndarray, sample_peak: np.ndarray, threshold_db: float,
+                         threshold_lin: float, release_coef: float, state: np.ndarray, sample_delay: np.ndarray,
+                         hold_values: np.ndarray, hold_times: np.ndarray, smooth_ring: np.ndarray,
+                         gain: np.ndarray) -> None:
+    """The limiter's per-frame gain (linear) from its detector, state carried in the arrays.
 
-    def __init__(self, release_frames: float) -> None:
-        self._log_c = -1.0 / release_frames
-        self._last = 0.0
-
-    def process(self, hold: np.ndarray) -> np.ndarray:
-        # Closed form, vectorised: att[n] = max(c^(n+1) last, max_k<=n hold[k] c^(n-k)).
-        n = np.arange(len(hold))
-        with np.errstate(divide="ignore"):
-            scaled = np.log(hold) - n * self._log_c
-            carried = np.log(self._last) + self._log_c if self._last > 0 else -np.inf
-        best = np.maximum.accumulate(scaled)
-        out = np.exp(np.maximum(best + n * self._log_c, carried + n * self._log_c))
-        if len(out):
-            self._last = float(out[-1])
-        return out
+    req[n] = max(0, 20 log10 max(os[n], os[n-1], |x|[n-6]) - threshold); hold = max of req over
+    the last L frames (monotonic queue ``hold_values``/``hold_times``, L = len(smooth_ring));
+    att[n] = max(hold[n], release_coef * att[n-1]); gain = 10^(-mean(att[n-L+1..n]) / 20).
+    ``state`` = [previous os peak, att, running sum of the ring, frame counter, queue head,
+    queue length, ring position, sample-delay position].
+    """
+    lookahead = smooth_ring.shape[0]
+    prev_os, att, ring_sum = state[0], state[1], state[2]
+    t, head, size, ring_pos, delay_pos = int(state[3]), int(state[4]), int(state[5]), int(state[6]), int(state[7])
+    capacity = hold_values.shape[0]
+    n_delay = sample_delay.shape[0]
+    for n in range(os_peak.shape[0]):
+        delayed = sample_delay[delay_pos]
+        sample_delay[delay_pos] = sample_peak[n]
+        delay_pos = (delay_pos + 1) % n_delay
+        peak = max(os_peak[n], prev_os, delayed)
+        prev_os = os_peak[n]
+        req = 20.0 * math.log10(peak) - threshold_db if peak > threshold_lin else 0.0
+        # sliding max over the last `lookahead` frames: drop expired, then dominated entries
+        while size > 0 and hold_times[head] <= t - lookahead:
+            head = (head + 1) % capacity
+            size -= 1
+        while size > 0 and hold_values[(head + size - 1) % capacity] <= req:
+            size -= 1
+        hold_values[(head + size) % capacity] = req
+        hold_times[(head + size) % capacity] = t
+        size += 1
+        hold = hold_values[head]
+        att = max(hold, release_coef * att)
+        if att < 1e-12:
+            att = 0.0
+        ring_sum += att - smooth_ring[ring_pos]
+        smooth_ring[ring_pos] = att
+        ring_pos = (ring_pos + 1) % lookahead
+        if ring_pos == 0:  # once per window, re-sum exactly (no drift over a feature film)
+            ring_sum = 0.0
+            for i in range(lookahead):
+                ring_sum += smooth_ring[i]
+        gain[n] = 10.0 ** (-ring_sum / lookahead / 20.0) if ring_sum > 0.0 else 1.0
+        t += 1
+    state[0], state[1], state[2], state[3] = prev_os, att, ring_sum, t
+    state[4], state[5], state[6], state[7] = head, size, ring_pos, delay_pos
 
 
 class TruePeakLimiter:
@@ -760,6 +1017,10 @@ class TruePeakLimiter:
     smoothed by a moving average as long as the look-ahead, so the gain is down before
     the peak arrives and never above the requirement of any frame. Output is delayed by
     :attr:`latency_frames`; call :meth:`flush` at the end for the last frames.
+
+    The detector and the gain run as compiled kernels (one pass per channel, the two halves
+    of the channels on two threads); the interpolation runs only where a frame's 12 inputs
+    can reach the threshold, so programme well below the ceiling costs little.
     """
 
     SAFETY_MARGIN_DB = 0.15
@@ -775,27 +1036,32 @@ class TruePeakLimiter:
         self.latency_frames = TRUE_PEAK_DELAY_FRAMES + self.lookahead_frames - 1
         self._threshold_db = ceiling_dbtp - self.SAFETY_MARGIN_DB
         self._threshold_lin = 10.0 ** (self._threshold_db / 20.0)
-        self._oversampler = TruePeakOversampler(n_channels)
-        self._previous_os_peak = _Delay((), 1)
-        self._sample_peak = _Delay((), TRUE_PEAK_DELAY_FRAMES)
+        self._release_coef = math.exp(-1.0 / (release_ms * sample_rate_hz / 1000))
+        self._history = np.zeros((n_channels, _FIR_HISTORY_FRAMES))
+        self._state = np.zeros(8)
+        self._sample_delay = np.zeros(TRUE_PEAK_DELAY_FRAMES)
+        self._hold_values = np.zeros(self.lookahead_frames + 1)
+        self._hold_times = np.zeros(self.lookahead_frames + 1, np.int64)
+        self._smooth_ring = np.zeros(self.lookahead_frames)
         self._audio = _Delay((n_channels,), self.latency_frames)
-        self._hold = _SlidingMax(self.lookahead_frames)
-        self._release = _Release(release_ms * sample_rate_hz / 1000)
-        self._smooth = _SlidingMean(self.lookahead_frames)
 
-    def _required_attenuation_db(self, x: np.ndarray) -> np.ndarray:
-        """Per frame n: attenuation needed by sample x[n - 6] and its two inter-sample spans."""
-        os_peak = self._oversampler.frame_peaks(x, self._threshold_lin).max(axis=0).astype(np.float64)
-        peak = np.maximum(os_peak, self._previous_os_peak.process(os_peak))
-        peak = np.maximum(peak, self._sample_peak.process(np.abs(x).max(axis=0)))
-        with np.errstate(divide="ignore"):
-            return np.maximum(20.0 * np.log10(peak) - self._threshold_db, 0.0)
+    def gain(self, x: np.ndarray) -> np.ndarray:
+        """Advance the detector by [shape=(C, T)]; the linear gain of the delayed frames. [shape=(T,)]"""
+        n_frames = x.shape[1]
+        os_peak = np.zeros((2, n_frames))
+        sample_peak = np.zeros((2, n_frames))
+        _run_over_channels(_limiter_detect_kernel, x, _TAPS_F64, _TRUE_PEAK_GAIN_BOUND,
+                           self._threshold_lin, self._history, self.n_channels // 2, os_peak, sample_peak)
+        gain = np.empty(n_frames)
+        _limiter_gain_kernel(os_peak.max(axis=0), sample_peak.max(axis=0), self._threshold_db,
+                             self._threshold_lin, self._release_coef, self._state, self._sample_delay, self._hold_values,
+                             self._hold_times, self._smooth_ring, gain)
+        return gain
 
     def gain_db(self, x: np.ndarray) -> np.ndarray:
-        """Advance the detector by [shape=(C, T)] and return the gain for the delayed frames."""
-        attenuation_db = self._smooth.process(self._release.process(
-            self._hold.process(self._required_attenuation_db(x))))
-        return -attenuation_db
+        """As :meth:`gain`, in dB."""
+        with np.errstate(divide="ignore"):
+            return 20.0 * np.log10(self.gain(_as_kernel_input(x)))
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Limit [shape=(C, T)] -> [shape=(C, T)] float32, delayed by ``latency_frames``."""
@@ -803,10 +1069,12 @@ class TruePeakLimiter:
             raise ValueError(f"limiter expects ({self.n_channels}, frames) blocks, got {block.shape}")
         if block.shape[1] == 0:
             return np.zeros((self.n_channels, 0), np.float32)
-        x = np.asarray(block, dtype=np.float64)
-        gain = 10.0 ** (self.gain_db(x) / 20.0)
-        return (self._audio.process(x) * gain).astype(np.float32)
+        x = _as_kernel_input(block)
+        gain = self.gain(x).astype(np.float32)
+        delayed = self._audio.process(x.astype(np.float32, copy=False))
+        delayed *= gain  # a fresh array: the delay line keeps its own copy
+        return delayed
 
     def flush(self) -> np.ndarray:
         """The last ``latency_frames`` frames of output. [shape=(C, latency_frames)]"""
-        return self.process(np.zeros((self.n_channels, self.latency_frames)))
+        return self.process(np.zeros((self.n_channels, self.latency_frames), np.float32))

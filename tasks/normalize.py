@@ -2,9 +2,13 @@
 
 BS.1770 loudness is measured where the delivery spec measures it: on the final
 7.1.4 render (channel weights, LFE excluded), gated on dialogue when the spec
-asks. The bed is rendered here once, only to be measured, and again by the
-render stage with the gain and the limiter: rendering costs far less than
-keeping a 12-channel float intermediate of a whole film on disk.
+asks. One pass over the stems feeds every meter, the (fast, float32) scene
+renderer with the static default plan, and the image analysis the placement
+plan needs (the effects' interchannel level difference per 0.5 s). Only the
+integrated loudness decides the gain, so the stem and bed meters skip true
+peak; the restored mix keeps it (it is the "before" figure a person compares).
+The speech mask is computed once here and stored as segments in the report, so
+the render stage gates its after-measurement without running the VAD again.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from filmrestore.audio import iter_aligned_blocks
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import STEMS
 from filmrestore.tasks.common import log_stage, run_stage, task_options
-from filmrestore.tasks.loudness import LoudnessMeter, get_preset, iter_speech_activity, programme_gain
+from filmrestore.tasks.loudness import (LoudnessMeter, get_preset, iter_speech_activity, programme_gain,
+                                        speech_segments)
 from filmrestore.upmix.foldown import downmix_to_stereo
-from filmrestore.upmix.render import BedRenderer
+from filmrestore.upmix.plan import ImageAnalysis, make_plan
+from filmrestore.upmix.render import SceneRenderer
 
 BLOCK_FRAMES = 480_000  # 10 s at 48 kHz: large enough for numpy, small enough for flat memory
+ILD_STEP_DB = 0.5  # the stored ILD series is rounded to this and run-length encoded
 
 
 def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
@@ -33,25 +40,50 @@ def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
 
 
 def render_input(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Stems as the bed renderer takes them: mono or stereo (a 5.1/7.1 source is folded to stereo)."""
+    """Stems as the renderer takes them: mono or stereo (a 5.1/7.1 source is folded to stereo)."""
     return {name: x if x.shape[0] <= 2 else downmix_to_stereo(x) for name, x in blocks.items()}
 
 
+def run_length(values: list[float], step: float = ILD_STEP_DB) -> list[list[float]]:
+    """``[[value, count], ...]`` of values rounded to ``step``: a title's ILD series in a few entries."""
+    runs: list[list[float]] = []
+    for v in values:
+        q = round(round(v / step) * step, 3)
+        if runs and runs[-1][0] == q:
+            runs[-1][1] += 1
+        else:
+            runs.append([q, 1])
+    return runs
+
+
+def expand_runs(runs: list[list[float]]) -> list[float]:
+    """Inverse of :func:`run_length`."""
+    return [float(v) for v, n in runs for _ in range(int(n))]
+
+
 def measure_programme(stems: dict[str, Any], sample_rate_hz: int, n_channels: int) -> dict[str, Any]:
-    """Loudness of each stem, of their sum (the restored mix) and of the unnormalised 7.1.4 render."""
+    """Loudness of each stem, of their sum (the restored mix) and of the unnormalised 7.1.4 render,
+    plus the speech mask and the effects' ILD series."""
     paths = stem_paths(stems)
-    meters = {name: LoudnessMeter(sample_rate_hz, n_channels) for name in (*STEMS, "mix")}
-    meters["bed_7.1.4"] = LoudnessMeter(sample_rate_hz, 12)
-    renderer = BedRenderer(sample_rate_hz, min(n_channels, 2))
+    n_frames = StageManifest.from_dict(stems).file("dialogue").n_frames
+    meters = {name: LoudnessMeter(sample_rate_hz, n_channels, true_peak=False) for name in STEMS}
+    meters["mix"] = LoudnessMeter(sample_rate_hz, n_channels)
+    meters["bed_7.1.4"] = LoudnessMeter(sample_rate_hz, 12, true_peak=False)
+    renderer = SceneRenderer(sample_rate_hz, min(n_channels, 2), make_plan(sample_rate_hz, n_frames))
+    image = ImageAnalysis(sample_rate_hz)
     for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
         for name, block in blocks.items():
             meters[name].process(block)
         meters["mix"].process(sum(blocks.values()))
-        meters["bed_7.1.4"].process(renderer.process(render_input(blocks)))
-    for speech in iter_speech_activity(paths["dialogue"]):
-        for meter in meters.values():
-            meter.process_speech(speech)
-    return {name: meter.result() for name, meter in meters.items()}
+        stems_in = render_input(blocks)
+        image.process(stems_in["effects"])
+        meters["bed_7.1.4"].process(renderer.process(stems_in).mix)
+    speech = np.concatenate([np.zeros(0, bool), *iter_speech_activity(paths["dialogue"])])
+    for meter in meters.values():
+        meter.process_speech(speech)
+    return {"reports": {name: meter.result() for name, meter in meters.items()},
+            "speech": {"segments": speech_segments(speech), "n_sub_blocks": int(speech.size)},
+            "effects_ild_db": run_length(image.ild_db())}
 
 
 def run_normalize(
@@ -69,7 +101,8 @@ def run_normalize(
     source = StageManifest.from_dict(restored).file("restored")
 
     def compute() -> StageManifest:
-        reports = measure_programme(stems, source.sample_rate_hz, source.n_channels)
+        measured = measure_programme(stems, source.sample_rate_hz, source.n_channels)
+        reports = measured["reports"]
         decision = programme_gain(reports["bed_7.1.4"], spec, source=source.path)
         report = {
             "spec": {"name": spec.name, "target_lufs": spec.target_lufs, "ceiling_dbtp": spec.ceiling_dbtp,
@@ -79,6 +112,8 @@ def run_normalize(
             "basis": decision.basis,
             "dialogue_fallback": decision.dialogue_fallback,
             "before": {name: r.to_dict() for name, r in reports.items()},
+            "speech": measured["speech"],
+            "effects_ild_db": measured["effects_ild_db"],
         }
         return StageManifest("normalize", {}, {k: v for k, v in params.items() if k != "stems"}, report)
 

@@ -1,9 +1,16 @@
-"""Stage 5, render: stems + programme gain -> 7.1.4 bed, ADM BWF, stem deliverables, fold-downs.
+"""Stage 5, render: stems + programme gain + plan -> 7.1.4 bed, ADM BWF, stem deliverables, fold-downs.
 
-One streaming pass writes every deliverable: the bed goes through the
-true-peak limiter (its look-ahead delay is compensated, so the bed stays in
-sync with the stems), the stems get the programme gain only, so music +
-effects is exactly the M&E of the delivered mix before limiting.
+The placement plan is ``plan.json`` in the title folder: made from the
+normalize stage's image analysis the first time, kept afterwards (an engineer
+may edit it; a re-run then re-renders with it, since this stage's cache key
+includes the plan's content, while separation's does not). A plan that does not
+fit the ADM profile fails here, before any file is written.
+
+One streaming pass writes every deliverable. The true-peak limiter's gain is
+computed on the 7.1.4 mix and applied, delay-compensated, to the mix and to
+every ADM track alike (it is linked across channels), so the ADM renderer's
+render of ``adm.wav`` is the limited bed. The stems get the programme gain only,
+so music + effects is exactly the M&E of the delivered mix before limiting.
 """
 
 from __future__ import annotations
@@ -16,32 +23,47 @@ import numpy as np
 from prefect import task
 
 from filmrestore.audio import AudioWriter, iter_aligned_blocks
-from filmrestore.manifest import FileRecord, StageManifest
+from filmrestore.errors import FilmrestoreError, PlanError
+from filmrestore.manifest import FileRecord, StageManifest, write_json
+from filmrestore.separation import STEMS
 from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
-from filmrestore.tasks.loudness import LoudnessMeter, TruePeakLimiter, get_preset, iter_speech_activity, verdict
-from filmrestore.tasks.normalize import BLOCK_FRAMES, render_input, stem_paths
-from filmrestore.upmix.adm import AdmBedWriter
+from filmrestore.tasks.loudness import (LoudnessMeter, TruePeakLimiter, get_preset, iter_speech_activity,
+                                        mask_from_segments, verdict)
+from filmrestore.tasks.normalize import BLOCK_FRAMES, expand_runs, render_input, stem_paths
+from filmrestore.upmix.adm import AdmScene, AdmSceneWriter, get_profile, scene_for
 from filmrestore.upmix.foldown import fold_down, octave_band_levels_db
 from filmrestore.upmix.layouts import BED_7_1_4
-from filmrestore.upmix.render import BedRenderer
+from filmrestore.upmix.plan import Plan, is_edited, load_plan, make_plan
+from filmrestore.upmix.render import SceneRenderer
 
 FOLDOWN_TOLERANCE_DB = 1.0  # per octave band, stereo fold-down vs the input mix (DESIGN.md)
+PLAN_FILE = "plan.json"
 
 
-class _DelayCompensated:
-    """Drop a processor's first ``latency`` output frames and add its flushed tail, so output aligns with input."""
+class _LinkedLimiter:
+    """The true-peak limiter's gain, from the mix, applied to the mix and to extra tracks; output aligned with input."""
 
-    def __init__(self, process: Callable[[np.ndarray], np.ndarray], flush: Callable[[], np.ndarray], latency: int):
-        self._process, self._flush, self._to_drop = process, flush, latency
+    def __init__(self, sample_rate_hz: int, n_mix: int, n_extra: int, ceiling_dbtp: float) -> None:
+        self._limiter = TruePeakLimiter(sample_rate_hz, n_mix, ceiling_dbtp)
+        self._n_mix = n_mix
+        self._delay = np.zeros((n_mix + n_extra, self._limiter.latency_frames), np.float32)
+        self._to_drop = self._limiter.latency_frames
 
-    def process(self, block: np.ndarray) -> np.ndarray:
-        out = self._process(block)
-        drop = min(self._to_drop, out.shape[1])
+    def process(self, mix: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mix [shape=(n_mix, n)], extra [shape=(n_extra, n)]) -> both limited, delay compensated."""
+        n = mix.shape[1]
+        gain = self._limiter.gain(np.ascontiguousarray(mix, dtype=np.float32)).astype(np.float32)
+        stacked = np.concatenate([self._delay, np.vstack([mix, extra])], axis=1)
+        out, self._delay = stacked[:, :n] * gain, stacked[:, n:].copy()
+        drop = min(self._to_drop, n)
         self._to_drop -= drop
-        return out[:, drop:]
+        return out[:self._n_mix, drop:], out[self._n_mix:, drop:]
 
-    def flush(self) -> np.ndarray:
-        return self._flush()[:, self._to_drop :]
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames still in the delay line."""
+        n = self._delay.shape[1]
+        return self.process(np.zeros((self._n_mix, n), np.float32),
+                            np.zeros((self._delay.shape[0] - self._n_mix, n), np.float32))
 
 
 class _BandEnergy:
@@ -71,106 +93,155 @@ def foldown_check(mix: _BandEnergy, stereo: _BandEnergy) -> dict[str, Any]:
             "pass": worst <= FOLDOWN_TOLERANCE_DB}
 
 
+# ----------------------------------------------------------------------------- the plan
+
+def _stem_hashes(stems: dict[str, Any]) -> dict[str, str]:
+    files = StageManifest.from_dict(stems).files
+    return {name: files[name].content_hash for name in STEMS}
+
+
+def resolve_plan(title_dir: str | Path, stems: dict[str, Any], norm_report: dict[str, Any]) -> tuple[Plan, bool]:
+    """The plan this title renders with, and whether ``plan.json`` must be (re)written.
+
+    An existing plan is kept if it was made for these stems or an engineer edited
+    it (then it must still fit the programme's length); an unedited plan made for
+    other stems is replaced by a fresh one.
+    """
+    dialogue = StageManifest.from_dict(stems).file("dialogue")
+    hashes = _stem_hashes(stems)
+    fresh = make_plan(dialogue.sample_rate_hz, dialogue.n_frames, STEMS,
+                      expand_runs(norm_report.get("effects_ild_db", [])), generated={"stems": hashes})
+    path = Path(title_dir) / PLAN_FILE
+    if not path.is_file():
+        return fresh, True
+    current = load_plan(path)
+    if current.generated.get("stems") == hashes or is_edited(current):
+        if (current.n_frames, current.sample_rate_hz) != (dialogue.n_frames, dialogue.sample_rate_hz):
+            raise PlanError(f"{path}: made for {current.n_frames} frames at {current.sample_rate_hz} Hz, "
+                            f"but the stems have {dialogue.n_frames} at {dialogue.sample_rate_hz} Hz")
+        return current, False
+    return fresh, True
+
+
+# ----------------------------------------------------------------------------- deliverables
+
 class _Deliverables:
     """The writers of every file the render stage produces."""
 
-    def __init__(self, title_dir: Path, title: str, n_channels: int, sample_rate_hz: int) -> None:
+    def __init__(self, title_dir: Path, title: str, n_channels: int, sample_rate_hz: int, scene: AdmScene) -> None:
         sr = sample_rate_hz
         self.bed = AudioWriter(title_dir / "bed_7.1.4.wav", sr, 12, "PCM_24", BED_7_1_4.channel_mask)
-        self.adm = AdmBedWriter(title_dir / "adm.wav", BED_7_1_4, sr, title)
+        self.adm = AdmSceneWriter(title_dir / "adm.wav", scene, title)
         self.stems = {name: AudioWriter(title_dir / "stems" / f"{name}.wav", sr, n_channels, "PCM_24")
                       for name in ("dialogue", "music", "effects", "me")}
         self.foldowns = {name: AudioWriter(title_dir / "foldown" / f"{name}.wav", sr, n, "PCM_24")
                          for name, n in (("stereo", 2), ("5.1", 6))}
 
-    def all(self) -> dict[str, Any]:
-        return {"bed_7.1.4": self.bed, "adm": self.adm, **{f"stems/{k}": w for k, w in self.stems.items()},
+    def writers(self) -> dict[str, AudioWriter]:
+        return {"bed_7.1.4": self.bed, "adm": self.adm.writer, **{f"stems/{k}": w for k, w in self.stems.items()},
                 **{f"foldown/{k}": w for k, w in self.foldowns.items()}}
 
-    def write_bed(self, bed: np.ndarray) -> None:
-        raw = self.bed.encode(bed)  # the same PCM goes into the plain bed and the ADM file
-        self.bed.write_encoded(raw)
-        self.adm.writer.write_encoded(raw)
-        self.foldowns["stereo"].write(fold_down(bed, "stereo"))
-        self.foldowns["5.1"].write(fold_down(bed, "5.1"))
+    def write_bed(self, mix: np.ndarray, tracks: np.ndarray) -> None:
+        self.bed.write(mix)
+        self.adm.write_tracks(tracks)
+        self.foldowns["stereo"].write(fold_down(mix, "stereo"))
+        self.foldowns["5.1"].write(fold_down(mix, "5.1"))
 
     def close(self) -> dict[str, FileRecord]:
+        self.adm.close()
         records = {}
-        for name, writer in self.all().items():
-            writer.close()
-            inner = writer.writer if isinstance(writer, AdmBedWriter) else writer
-            records[name] = FileRecord.from_writer(inner)
+        for name, writer in self.writers().items():
+            if name != "adm":
+                writer.close()
+            records[name] = FileRecord.from_writer(writer)
         return records
 
     def abort(self) -> None:
-        for writer in self.all().values():
-            (writer.writer if isinstance(writer, AdmBedWriter) else writer).abort()
+        for writer in self.writers().values():
+            writer.abort()
 
 
 def render_deliverables(
-    stems: dict[str, Any], gain_db: float, ceiling_dbtp: float, title_dir: Path, title: str,
-    n_channels: int, sample_rate_hz: int, on_progress: Callable[[int, int], None] | None = None,
+    stems: dict[str, Any], gain_db: float, ceiling_dbtp: float, title_dir: Path, title: str, plan: Plan,
+    scene: AdmScene, speech: np.ndarray | None = None, on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, FileRecord], dict[str, Any]]:
     """Stream the stems once into every deliverable; returns their records and the after-measurements."""
-    gain = 10.0 ** (gain_db / 20.0)
+    gain = np.float32(10.0 ** (gain_db / 20.0))
     paths = stem_paths(stems)
-    total = StageManifest.from_dict(stems).file("dialogue").n_frames
-    renderer = BedRenderer(sample_rate_hz, min(n_channels, 2))
-    lim = TruePeakLimiter(sample_rate_hz, 12, ceiling_dbtp)
-    limiter = _DelayCompensated(lim.process, lim.flush, lim.latency_frames)
-    meter = LoudnessMeter(sample_rate_hz, 12)
-    mix_bands, stereo_bands = _BandEnergy(sample_rate_hz), _BandEnergy(sample_rate_hz)
-    out = _Deliverables(title_dir, title, n_channels, sample_rate_hz)
+    dialogue = StageManifest.from_dict(stems).file("dialogue")
+    renderer = SceneRenderer(dialogue.sample_rate_hz, min(dialogue.n_channels, 2), plan)
+    limiter = _LinkedLimiter(dialogue.sample_rate_hz, 12, scene.n_tracks, ceiling_dbtp)
+    meter = LoudnessMeter(dialogue.sample_rate_hz, 12)
+    mix_bands, stereo_bands = _BandEnergy(dialogue.sample_rate_hz), _BandEnergy(dialogue.sample_rate_hz)
+    out = _Deliverables(title_dir, title, dialogue.n_channels, dialogue.sample_rate_hz, scene)
+    rows = list(scene.track_rows)
     try:
         done = 0
         for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
-            scaled = {name: (x * gain).astype(np.float32) for name, x in blocks.items()}
+            scaled = {name: x * gain for name, x in blocks.items()}
             for name, x in scaled.items():
                 out.stems[name].write(x)
             out.stems["me"].write(scaled["music"] + scaled["effects"])
-            mix_bands.add(sum(render_input(scaled).values()))
-            bed = limiter.process(renderer.process(render_input(scaled)))
-            out.write_bed(bed)
-            meter.process(bed)
-            stereo_bands.add(fold_down(bed, "stereo"))
+            stems_in = render_input(scaled)
+            mix_bands.add(sum(stems_in.values()))
+            rendered = renderer.process(stems_in)
+            mix, tracks = limiter.process(rendered.mix, np.vstack([rendered.bed, rendered.feeds])[rows])
+            _write(out, meter, stereo_bands, mix, tracks)
             done += next(iter(blocks.values())).shape[1]
             if on_progress:
-                on_progress(done, total)
-        tail = limiter.flush()
-        out.write_bed(tail)
-        meter.process(tail)
+                on_progress(done, dialogue.n_frames)
+        _write(out, meter, stereo_bands, *limiter.flush())
         records = out.close()
     except BaseException:
         out.abort()
         raise
-    for speech in iter_speech_activity(paths["dialogue"]):
-        meter.process_speech(speech)
+    masks = [speech] if speech is not None else iter_speech_activity(paths["dialogue"])
+    for mask in masks:
+        meter.process_speech(mask)
     return records, {"bed": meter.result(), "foldown_check": foldown_check(mix_bands, stereo_bands)}
 
 
+def _write(out: _Deliverables, meter: LoudnessMeter, stereo_bands: _BandEnergy, mix: np.ndarray,
+           tracks: np.ndarray) -> None:
+    out.write_bed(mix, tracks)
+    meter.process(mix)
+    stereo_bands.add(fold_down(mix, "stereo"))
+
+
+def _speech_mask(norm: dict[str, Any]) -> np.ndarray | None:
+    speech = norm.get("speech")
+    return mask_from_segments(speech["segments"], speech["n_sub_blocks"]) if speech else None
+
+
 def run_render(
-    stems: dict[str, Any], loudness: dict[str, Any], title_dir: str | Path,
+    stems: dict[str, Any], loudness: dict[str, Any], title_dir: str | Path, adm_profile: str = "ebu",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[StageManifest, bool]:
-    """Render the deliverables of a title with the gain the normalize stage chose."""
+    """Render the deliverables of a title with the gain the normalize stage chose and the title's plan."""
     title_dir = Path(title_dir)
     norm = StageManifest.from_dict(loudness).report
     spec_d = norm["spec"]
-    params = {"stems": stems, "gain_db": norm["gain_db"], "spec": spec_d}
+    plan, write_plan = resolve_plan(title_dir, stems, norm)
+    scene = scene_for(plan, get_profile(adm_profile))  # a plan that does not fit fails before any output
+    if write_plan:
+        write_json(title_dir / PLAN_FILE, plan.to_dict())
+    params = _key_params({"stems": stems, "loudness": loudness, "title_dir": title_dir, "adm_profile": adm_profile})
 
     def compute() -> StageManifest:
         spec = get_preset(spec_d["name"], spec_d["target_lufs"], spec_d["ceiling_dbtp"], spec_d["gate"])
-        dialogue = StageManifest.from_dict(stems).file("dialogue")
         records, after = render_deliverables(
-            stems, norm["gain_db"], spec.ceiling_dbtp, title_dir, title_dir.name,
-            dialogue.n_channels, dialogue.sample_rate_hz, on_progress,
-        )
+            stems, norm["gain_db"], spec.ceiling_dbtp, title_dir, title_dir.name, plan, scene,
+            _speech_mask(norm), on_progress)
         result = verdict(after["bed"], spec)
         result["preset"] = spec.name
         result["summary"] = _summary(after["bed"].to_dict(), spec_d)
         report = {"after": {"bed_7.1.4": after["bed"].to_dict()}, "verdict": result,
-                  "foldown_check": after["foldown_check"]}
-        return StageManifest("render", records, {"gain_db": norm["gain_db"], "spec": spec_d}, report)
+                  "foldown_check": after["foldown_check"],
+                  "plan": {"path": str(title_dir / PLAN_FILE), "objects": len(plan.objects),
+                           "moving_objects": sum(not o.is_static for o in plan.objects),
+                           "edited": is_edited(plan), "adm_profile": adm_profile,
+                           "adm_tracks": scene.n_tracks}}
+        return StageManifest("render", records, {k: v for k, v in params.items() if k != "stems"}, report)
 
     return run_stage(title_dir, "render", params, compute)
 
@@ -183,14 +254,21 @@ def _summary(after: dict[str, Any], spec: dict[str, Any]) -> str:
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
-    norm = p["loudness"]["report"]
-    return {"stems": p["stems"], "gain_db": norm["gain_db"], "spec": norm["spec"]}
+    """The render's cache key: stems, gain, spec, ADM profile and the plan's content (as it would render)."""
+    norm = StageManifest.from_dict(p["loudness"]).report
+    try:
+        digest = resolve_plan(p["title_dir"], p["stems"], norm)[0].content_digest()
+    except FilmrestoreError:
+        digest = "invalid"  # no cache hit; the stage itself then reports the plan's problem
+    return {"stems": p["stems"], "gain_db": norm["gain_db"], "spec": norm["spec"],
+            "adm_profile": p.get("adm_profile", "ebu"), "plan": digest}
 
 
 @task(**task_options("render", _key_params))
-def render_task(stems: dict[str, Any], loudness: dict[str, Any], title_dir: str) -> dict[str, Any]:
+def render_task(stems: dict[str, Any], loudness: dict[str, Any], title_dir: str, adm_profile: str = "ebu"
+                ) -> dict[str, Any]:
     """Prefect wrapper: render the bed, the ADM file, the stem deliverables and the fold-downs."""
     progress = progress_reporter(title_dir, "render")
-    manifest, reused = run_render(stems, loudness, title_dir, progress)
+    manifest, reused = run_render(stems, loudness, title_dir, adm_profile, progress)
     log_stage("render", manifest, reused)
     return manifest.to_dict()

@@ -35,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 from prefect import task
 from scipy import linalg, ndimage, signal
@@ -51,6 +52,7 @@ Sample = np.ndarray | Sequence[np.ndarray]
 HUM_MAINS_HZ = (50.0, 60.0)
 HUM_MAX_DRIFT_HZ = 0.5  # the fundamental may sit anywhere within +-0.5 Hz of nominal
 HUM_MAX_HARMONICS = 8
+HUM_CONSISTENCY_HZ = 0.05  # harmonic k's peak / k agrees with the series' fundamental within this
 HUM_MIN_LEVEL_DB = 10.0  # peak above the neighbouring floor, at f0 or at >= 2 harmonics
 HUM_NOTCH_BANDWIDTH_HZ = 1.5  # -3 dB width of each notch section (two sections per harmonic)
 CLICK_MIN_COUNT = 3  # apply the declicker when >= 3 clicks and >= 6 per minute were found
@@ -147,11 +149,47 @@ def _harmonic_candidates(freqs: np.ndarray, psd_db: np.ndarray, nominal_hz: floa
     return out
 
 
+def _consistent(found: list[tuple[int, float, float, float]]) -> list[tuple[int, float, float, float]]:
+    """The candidates whose peaks sit on one harmonic series: peak_k / k within
+    ``HUM_CONSISTENCY_HZ`` of the median of peak_k / k. Mains hum is exactly periodic, so its
+    harmonics agree to a few hundredths of a Hz; musical notes that happen to fall within
+    +-0.5 Hz of a multiple of 50 or 60 Hz do not."""
+    if len(found) < 2:
+        return found
+    f0 = float(np.median([c[1] / c[0] for c in found]))
+    return [c for c in found if abs(c[1] / c[0] - f0) <= HUM_CONSISTENCY_HZ]
+
+
+def _stationary(found: list[tuple[int, float, float, float]], x: Sample, sample_rate_hz: int
+                ) -> list[tuple[int, float, float, float]]:
+    """The harmonics that stand >= ``HUM_MIN_LEVEL_DB - 3`` dB above the floor in each third
+    of the sample too (mains hum lasts; a held note or a drone in the music rarely does),
+    and whose series' fundamental lies within +-0.5 Hz of the nominal frequency."""
+    if not found:
+        return found
+    f0 = float(np.median([c[1] / c[0] for c in found]))
+    if all(abs(f0 - nominal) > HUM_MAX_DRIFT_HZ for nominal in HUM_MAINS_HZ):
+        return []
+    thirds = [[seg[:, i * seg.shape[1] // 3:(i + 1) * seg.shape[1] // 3] for seg in _as_segments(x)]
+              for i in range(3)]
+    kept = list(found)
+    for part in thirds:
+        spectrum = long_term_spectrum(part, sample_rate_hz)
+        if spectrum is None:
+            return found  # too short to split: keep the whole-sample decision
+        freqs, psd = spectrum
+        psd_db = 10.0 * np.log10(psd + 1e-30)
+        candidates = {c[0]: c for c in _harmonic_candidates(freqs, psd_db, round(f0 / 10) * 10.0)}
+        kept = [c for c in kept if c[0] in candidates and candidates[c[0]][2] >= HUM_MIN_LEVEL_DB - 3.0]
+    return kept
+
+
 def detect_hum(x: Sample, sample_rate_hz: int) -> HumReport:
     """Detect mains hum in ``x`` [shape=(n_channels, n_frames)] (or a list of such segments).
 
     Rule: a harmonic is detected when its peak stands >= 10 dB above the
-    neighbouring spectrum floor; hum at a nominal frequency (50 or 60 Hz) is
+    neighbouring spectrum floor and lies on the series of the others (peak / k
+    within 0.05 Hz of their median, see :func:`_consistent`); hum at a nominal frequency (50 or 60 Hz) is
     present when the fundamental or at least two harmonics are detected. When
     both qualify, the one with the larger summed peak heights wins. The exact
     fundamental is the median of ``peak_k / k`` over the detected harmonics.
@@ -163,11 +201,16 @@ def detect_hum(x: Sample, sample_rate_hz: int) -> HumReport:
     psd_db = 10.0 * np.log10(psd + 1e-30)
     best: tuple[float, list[tuple[int, float, float, float]]] | None = None
     for nominal in HUM_MAINS_HZ:
-        found = [c for c in _harmonic_candidates(freqs, psd_db, nominal) if c[2] >= HUM_MIN_LEVEL_DB]
+        found = _consistent(
+            [c for c in _harmonic_candidates(freqs, psd_db, nominal) if c[2] >= HUM_MIN_LEVEL_DB])
         qualifies = any(k == 1 for k, *_ in found) or len(found) >= 2
         score = sum(c[2] for c in found)
         if qualifies and (best is None or score > sum(c[2] for c in best[1])):
             best = (nominal, found)
+    if best is not None:
+        best = (best[0], _stationary(best[1], x, sample_rate_hz))
+        if not (any(k == 1 for k, *_ in best[1]) or len(best[1]) >= 2):
+            best = None
     if best is None:
         return HumReport(None)
     nominal, found = best
@@ -270,14 +313,26 @@ def _hann(n: int) -> np.ndarray:
     return signal.windows.hann(n, sym=False)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """r[k] = sum_n x[n] x[n + k] for k = 0..max_lag. [shape=(max_lag + 1,)]"""
+    r = np.zeros(max_lag + 1)
+    n = len(x)
+    for k in range(max_lag + 1):
+        acc = 0.0
+        for i in range(n - k):
+            acc += x[i] * x[i + k]
+        r[k] = acc
+    return r
+
+
 def fit_ar(x: np.ndarray, order: int) -> np.ndarray | None:
     """AR coefficients ``a`` [shape=(order,)] with ``x[n] ~ sum_k a[k] x[n-1-k]``.
 
     Autocorrelation (Yule-Walker) method on a Hann-windowed frame, solved by
     Levinson recursion; None for a frame without energy.
     """
-    xw = x * _hann(len(x))
-    r = np.array([xw[: len(x) - k] @ xw[k:] for k in range(order + 1)])
+    r = _autocorrelation(x * _hann(len(x)), order)
     if r[0] <= 1e-20:
         return None
     r[0] *= 1.0 + 1e-9  # white-noise correction keeps the Toeplitz system well conditioned
@@ -289,7 +344,9 @@ def _running_level(e: np.ndarray) -> np.ndarray:
     the largest of each block and its two neighbours, floored at -120 dBFS."""
     n_blocks = -(-len(e) // CLICK_LEVEL_BLOCK_FRAMES)
     padded = np.pad(np.abs(e), (0, n_blocks * CLICK_LEVEL_BLOCK_FRAMES - len(e)), mode="edge")
-    med = 1.4826 * np.median(padded.reshape(n_blocks, -1), axis=1)
+    half = CLICK_LEVEL_BLOCK_FRAMES // 2  # even block: the median is the mean of the middle two
+    middle = np.partition(padded.reshape(n_blocks, -1), (half - 1, half), axis=1)[:, half - 1:half + 1]
+    med = 1.4826 * middle.mean(axis=1)
     med = ndimage.maximum_filter1d(med, 3, mode="nearest")
     return np.maximum(np.repeat(med, CLICK_LEVEL_BLOCK_FRAMES)[: len(e)], CLICK_LEVEL_FLOOR)
 
@@ -299,11 +356,24 @@ def _residuals(x: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray] | Non
     a = fit_ar(x, order)
     if a is None:
         return None
-    inverse = np.r_[1.0, -a]
-    ef = signal.lfilter(inverse, 1.0, x)
-    eb = signal.lfilter(inverse, 1.0, x[::-1])[::-1]
-    ef[:order] = 0.0  # no history there
-    eb[-order:] = 0.0
+    return _prediction_errors(np.ascontiguousarray(x, dtype=np.float64), a)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _prediction_errors(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ef[n] = x[n] - sum_k a[k] x[n-1-k], eb[n] = x[n] - sum_k a[k] x[n+1+k]; 0 where undefined."""
+    n, order = len(x), len(a)
+    ef, eb = np.zeros(n), np.zeros(n)
+    for i in range(order, n):
+        acc = x[i]
+        for k in range(order):
+            acc -= a[k] * x[i - 1 - k]
+        ef[i] = acc
+    for i in range(n - order):
+        acc = x[i]
+        for k in range(order):
+            acc -= a[k] * x[i + 1 + k]
+        eb[i] = acc
     return ef, eb
 
 
@@ -356,10 +426,13 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
     starts, stops = low[np.r_[0, split + 1]], low[np.r_[split, len(low) - 1]] + 1
     n_fwd = np.add.reduceat(fwd.astype(np.int32), starts)  # outliers lie inside groups only
     n_bwd = np.add.reduceat(bwd.astype(np.int32), starts)
+    both = (n_fwd > 0) & (n_bwd > 0)
+    if not both.any():
+        return []
     peaks = ndimage.maximum_filter1d(np.abs(ef), 2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1)
     lags = np.arange(*(int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S))
     gaps = []
-    for lo, hi in zip(starts[(n_fwd > 0) & (n_bwd > 0)], stops[(n_fwd > 0) & (n_bwd > 0)]):
+    for lo, hi in zip(starts[both], stops[both]):
         m = lo + int(np.argmax(np.abs(ef[lo:hi]) * fwd[lo:hi]))
         if not _is_periodic(peaks, m, abs(ef[m]), lags):
             gaps.append((max(int(lo) - 2, 0), min(int(hi) + 2, len(x))))
@@ -410,7 +483,10 @@ def lsar_interpolate(x: np.ndarray, bad: np.ndarray, gap: tuple[int, int], order
     mat = _toeplitz_inverse_filter(a, s1 - s0)
     seg = x[s0:s1]
     rhs = -mat[:, ~unknown] @ seg[~unknown]
-    est = np.linalg.lstsq(mat[:, unknown], rhs, rcond=None)[0]
+    a_unknown = mat[:, unknown]
+    gram = a_unknown.T @ a_unknown  # normal equations: well conditioned for an AR inverse filter
+    gram[np.diag_indices_from(gram)] += 1e-12 * np.trace(gram) / len(gram)
+    est = linalg.solve(gram, a_unknown.T @ rhs, assume_a="pos", check_finite=False)
     filled = seg.copy()
     filled[unknown] = est
     x[g0:g1] = filled[g0 - s0: g1 - s0]

@@ -42,12 +42,24 @@ def run_separate(
     return run_stage(title_dir, "separate", _key_params(params), compute)
 
 
+GPU_LIMIT = "gpu"  # Prefect global concurrency limit: as many slots as separations a site may run at once
+GPU_LEASE_S = 60.0  # the server's minimum; renewed every 45 s while the stage runs
+
+
 @task(**task_options("separate", _key_params), tags=["gpu"])
 def separate_task(
     restored: dict[str, Any], title_dir: str, separator: str, device: str, checkpoint: str | None = None
 ) -> dict[str, Any]:
-    """Prefect wrapper: separation with a progress artifact."""
-    progress = progress_reporter(title_dir, "separate")
-    manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)
+    """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit.
+
+    Without a ``gpu`` global concurrency limit on the server the stage runs unlimited
+    (``strict=False``: Prefect logs a warning). The slot's lease is renewed while the
+    stage runs; a killed worker's slot comes back when its lease expires.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False):
+        progress = progress_reporter(title_dir, "separate")  # created once the slot is held
+        manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)
     log_stage("separate", manifest, reused)
     return manifest.to_dict()

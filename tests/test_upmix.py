@@ -1,14 +1,21 @@
-"""7.1.4 bed: layouts, placement, LFE crossover, streaming, fold-down compatibility."""
+"""Upmix: layouts, panner, plan, scene renderer (placement, LFE, streaming, fold-down, moving objects)."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from filmrestore.errors import ConfigError
+from filmrestore.errors import ConfigError, PlanError
 from filmrestore.upmix.foldown import fold_down, fold_down_matrix, octave_band_levels_db
-from filmrestore.upmix.layouts import BED_7_1_4, get_layout
-from filmrestore.upmix.render import BedRenderer, UpmixParams
+from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS, get_layout
+from filmrestore.upmix.panner import cart, panner_for, point_source_gains
+from filmrestore.upmix.plan import (Block, ImageAnalysis, ObjectPlan, load_plan, make_plan, moving_pair_blocks,
+                                    validate_plan)
+from filmrestore.upmix.render import INPUTS, SceneRenderer, object_segments, render_bed
 
 FS = 48_000
 
@@ -29,7 +36,6 @@ def _energy(x: np.ndarray) -> float:
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Zero-lag normalised correlation of two signals."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     return float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
 
@@ -40,73 +46,200 @@ def _mix(stems: dict[str, np.ndarray]) -> np.ndarray:
     return np.sum(pairs, axis=0)
 
 
-def test_layouts_data() -> None:
+# ----------------------------------------------------------------------------- layouts and panner
+
+def test_7_1_4_layout_data() -> None:
     bed = get_layout("7.1.4")
-    assert bed is BED_7_1_4 and bed.n_channels == 12
-    assert bed.channel_mask == 0x2D63F
+    assert bed is BED_7_1_4 and bed.n_channels == 12 and bed.channel_mask == 0x2D63F
     assert bed.labels == ("M+030", "M-030", "M+000", "LFE1", "M+135", "M-135", "M+090", "M-090",
                           "U+045", "U-045", "U+135", "U-135")
     assert bed.wave_names == ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR", "TFL", "TFR", "TBL", "TBR")
-    assert bed.lfe_indices == (3,)
-    assert bed.speakers[bed.index("U-135")].elevation_deg == 30.0
-    assert get_layout("stereo").channel_mask == 0x3 and get_layout("5.1").channel_mask == 0x3F
-    with pytest.raises(ConfigError, match="9\\+10\\+3"):
-        get_layout("9+10+3")
+    assert get_layout("5.1.2").channel_mask == 0x503F and get_layout("5.1.4").channel_mask == 0x2D03F
+    assert get_layout("22.2").channel_mask is None and get_layout("22.2").n_channels == 24
+    with pytest.raises(ConfigError, match="unknown speaker layout"):
+        get_layout("3+7+0")
 
 
-def test_fold_down_matrices_follow_bs775() -> None:
-    stereo = fold_down_matrix("stereo")
-    left = dict(zip(BED_7_1_4.labels, stereo[0]))
-    assert left["M+030"] == 1.0 and left["M-030"] == 0.0 and left["LFE1"] == 0.0
-    for label in ("M+000", "M+090", "M+135", "U+045", "U+135"):
-        assert left[label] == pytest.approx(10 ** (-3.0103 / 20), abs=1e-4)
-    five_one = fold_down_matrix("5.1")
-    assert five_one.shape == (6, 12) and five_one[3, 3] == 1.0  # LFE kept in 5.1
-    assert fold_down(np.ones((12, 5), np.float32), "5.1").shape == (6, 5)
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_layout_is_consistent(name: str) -> None:
+    layout = get_layout(name)
+    assert len(set(layout.labels)) == layout.n_channels
+    for spk in layout.speakers:  # BS.2051 labels encode the nominal direction
+        if not spk.is_lfe and spk.label[1:].lstrip("+-").isdigit():
+            assert abs(spk.azimuth_deg) == float(spk.label[2:]) or spk.label == "T+000"
 
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_panner_puts_a_source_at_a_speaker_on_that_speaker(name: str) -> None:
+    layout = get_layout(name)
+    for i, spk in enumerate(layout.speakers):
+        if spk.is_lfe or name == "0+2+0":
+            continue
+        gains = point_source_gains(layout, spk.azimuth_deg, spk.elevation_deg)
+        assert gains[i] == pytest.approx(1.0, abs=1e-9), spk.label
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_panner_gains_are_power_normalised_and_cover_the_sphere(name: str) -> None:
+    rng = np.random.default_rng(5)
+    azimuths, elevations = rng.uniform(-180, 180, 200), np.degrees(np.arcsin(rng.uniform(-1, 1, 200)))
+    panner = panner_for(name)
+    for az, el in zip(azimuths, elevations):
+        gains = panner.gains(cart(az, el))
+        assert np.all(gains >= 0)
+        if name != "0+2+0":  # the stereo panner falls to -3 dB towards the back by design
+            assert np.linalg.norm(gains) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_panner_velocity_vector_points_at_the_source() -> None:
+    """VBAP's defining property inside a triangle: the gain-weighted speaker vectors point at the source."""
+    layout = BED_7_1_4
+    positions = cart(np.array([s.azimuth_deg for s in layout.non_lfe]), np.array([s.elevation_deg for s in layout.non_lfe]))
+    for az, el in ((15.0, 0.0), (-60.0, 10.0), (100.0, 20.0), (170.0, 5.0)):
+        gains = panner_for("4+7+0").gains(cart(az, el))
+        direction = gains @ positions
+        assert np.dot(direction / np.linalg.norm(direction), cart(az, el)) > 0.99
+
+
+# ----------------------------------------------------------------------------- plan
+
+def test_default_plan_places_dialogue_music_effects() -> None:
+    plan = make_plan(FS, 10 * FS)
+    by_feed = {o.feed: o for o in plan.objects}
+    assert set(by_feed) == set(INPUTS)
+    assert by_feed["dialogue"].blocks[0].azimuth_deg == 0.0
+    assert (by_feed["music.L"].blocks[0].azimuth_deg, by_feed["music.R"].blocks[0].azimuth_deg) == (30.0, -30.0)
+    assert all(o.is_static for o in plan.objects)  # no ILD analysis: nothing moves
+    validate_plan(plan)
+
+
+def test_effects_pair_follows_the_interchannel_level_difference() -> None:
+    n = 8 * FS
+    rng = np.random.default_rng(2)
+    pan = np.clip(np.linspace(-0.25, 1.25, n), 0, 1)  # hard left -> hard right
+    effects = (0.1 * rng.standard_normal(n) * np.vstack([np.cos(pan * np.pi / 2), np.sin(pan * np.pi / 2)]))
+    analysis = ImageAnalysis(FS)
+    for start in range(0, n, 33_333):  # odd block sizes: the analysis streams
+        analysis.process(effects[:, start:start + 33_333])
+    plan = make_plan(FS, n, effects_ild_db=analysis.ild_db())
+    left = next(o for o in plan.objects if o.feed == "effects.L")
+    azimuths = [b.azimuth_deg for b in left.blocks]
+    assert azimuths[0] > 40 and azimuths[-1] < 20  # pushed out while panned left, back in as it goes right
+    assert np.all(np.diff(azimuths) <= 0) and not left.is_static
+    assert left.blocks[-1].end_s == pytest.approx(8.0) and any(b.jump for b in left.blocks)
+    validate_plan(plan)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["objects"][0].update(feed="choir"), "feed 'choir'"),
+    (lambda d: d.update(stems=["dialogue", "music"]), "effects stem, which this title does not have"),
+    (lambda d: d["objects"][0]["blocks"][0].update(azimuth_deg=float("nan")), "azimuth_deg = nan"),
+    (lambda d: d["objects"][1]["blocks"][0].update(elevation_deg=95.0), "elevation_deg = 95.0 is outside"),
+    (lambda d: d["objects"][2]["blocks"][0].update(duration_s=1.0), "blocks end at 1.00000 s"),
+    (lambda d: d["objects"][0].update(name="Music L"), "object names repeat"),
+])
+def test_bad_plans_fail_with_one_clear_error(tmp_path: Path, edit, message: str) -> None:
+    d = make_plan(FS, 4 * FS).to_dict()
+    edit(d)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(PlanError, match=message) as err:
+        load_plan(path)
+    assert str(path) in str(err.value)
+
+
+def test_too_many_objects_is_refused() -> None:
+    plan = make_plan(FS, FS)
+    many = replace(plan, objects=tuple(replace(plan.objects[0], name=f"o{i}") for i in range(120)))
+    with pytest.raises(PlanError, match="120 objects, more than the 118 allowed"):
+        validate_plan(many, max_objects=118)
+
+
+def test_plan_round_trips_through_json(tmp_path: Path) -> None:
+    n = 3 * FS
+    plan = make_plan(FS, n, effects_ild_db=[12.0, 12.0, 0.0, -12.0, -12.0, -12.0])
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_dict()))
+    again = load_plan(path)
+    assert again.content_digest() == plan.content_digest() and again.to_dict() == plan.to_dict()
+
+
+# ----------------------------------------------------------------------------- renderer
 
 def test_dialogue_lands_in_centre() -> None:
     speech = _pink(1, FS, seed=1)
-    renderer = BedRenderer(FS, 1)
+    renderer = SceneRenderer(FS, 1)
     # The centre path is an all-pass (phase-matched to the fronts): render its ring-out too.
-    bed = np.hstack([renderer.process({"dialogue": speech}),
-                     renderer.process({"dialogue": np.zeros_like(speech)})])
+    bed = np.hstack([renderer.process({"dialogue": speech}).mix,
+                     renderer.process({"dialogue": np.zeros_like(speech)}).mix])
     centre = _energy(bed[BED_7_1_4.index("M+000")])
-    assert centre / _energy(bed) > 0.95
+    assert centre / _energy(bed) > 0.99
     assert centre == pytest.approx(_energy(speech), rel=1e-3)
 
 
 @pytest.mark.parametrize("tone_hz, expect_lfe", [(1000.0, False), (40.0, True)])
-def test_lfe_carries_only_low_band(tone_hz: float, expect_lfe: bool) -> None:
+@pytest.mark.parametrize("stem", ["music", "effects"])
+def test_lfe_carries_only_the_low_band_of_music_and_effects(tone_hz: float, expect_lfe: bool, stem: str) -> None:
     t_s = np.arange(FS) / FS
     tone = (0.5 * np.sin(2 * np.pi * tone_hz * t_s)).astype(np.float32)[None, :]
-    bed = BedRenderer(FS, 1).process({"effects": tone})
+    bed = SceneRenderer(FS, 1).process({stem: tone}).mix
     steady = slice(FS // 4, None)  # past the filters' onset
     lfe_rel_db = 10 * np.log10(_energy(bed[3, steady]) / _energy(tone[0, steady]))
     if expect_lfe:
-        assert lfe_rel_db > -13.0  # the -10 dB LFE send of an in-band tone
+        assert -13.0 < lfe_rel_db < -7.0  # the -10 dB LFE send of an in-band tone
     else:
         assert lfe_rel_db < -40.0
+
+
+def _moving_plan(n_frames: int) -> object:
+    """Dialogue static; effects L sweeping round the left with ramps and a jump."""
+    plan = make_plan(FS, n_frames)
+    duration_s = n_frames / FS
+    third = round(duration_s / 3, 2)
+    sweep = ObjectPlan("Effects L", "effects.L", (
+        Block(0.0, third, 30.0, 0.0), Block(third, third, 110.0, 20.0),
+        Block(2 * third, round(duration_s - 2 * third, 5), -150.0, 0.0, 0.7, jump=True)))
+    return replace(plan, objects=tuple(sweep if o.feed == "effects.L" else o for o in plan.objects))
 
 
 @pytest.mark.parametrize("n_input_channels", [1, 2])
 def test_block_wise_equals_whole(n_input_channels: int) -> None:
     rng = np.random.default_rng(7)
-    n_frames = FS // 2
+    n_frames = FS
     stems = {name: _pink(n_input_channels, n_frames, seed=i) for i, name in enumerate(("dialogue", "music", "effects"))}
-    whole = BedRenderer(FS, n_input_channels).process(stems)
-    renderer = BedRenderer(FS, n_input_channels)
-    blocks, start = [], 0
+    plan = _moving_plan(n_frames)
+    whole = SceneRenderer(FS, n_input_channels, plan).process(stems)
+    renderer = SceneRenderer(FS, n_input_channels, plan)
+    parts, start = [], 0
     while start < n_frames:
-        size = int(rng.integers(1, 6000))
-        blocks.append(renderer.process({k: v[:, start:start + size] for k, v in stems.items()}))
+        size = int(rng.integers(1, 20_000))
+        parts.append(renderer.process({k: v[:, start:start + size] for k, v in stems.items()}))
         start += size
-    blocks.append(renderer.flush())
-    np.testing.assert_allclose(np.concatenate(blocks, axis=1), whole, atol=1e-6)
+    for field in ("mix", "bed", "feeds"):
+        blocks = np.concatenate([getattr(p, field) for p in parts], axis=1)
+        np.testing.assert_allclose(blocks, getattr(whole, field), atol=2e-6)
+
+
+def test_moving_object_gains_follow_the_adm_timing_rules() -> None:
+    """Block 2 ramps from block 1's gains over its whole duration; block 3 jumps at its start."""
+    obj = _moving_plan(3 * FS).objects[3]
+    segments = object_segments(obj, BED_7_1_4, FS)
+    assert [(s.first, s.last, s.gains_from is not None) for s in segments] == [
+        (0, FS, False), (FS, 2 * FS, True), (2 * FS, 3 * FS, False)]
+    feed = np.ones(3 * FS, np.float32)
+    mix = np.zeros((12, 3 * FS), np.float32)
+    from filmrestore.upmix.render import _ObjectPanner
+
+    _ObjectPanner(obj, BED_7_1_4, FS).add(feed, 0, mix)
+    at_start, mid_ramp, after_jump = mix[:, 10], mix[:, FS + FS // 2], mix[:, 2 * FS + 1]
+    assert at_start[BED_7_1_4.index("M+030")] == pytest.approx(1.0)
+    expected = 0.5 * (point_source_gains(BED_7_1_4, 30, 0) + point_source_gains(BED_7_1_4, 110, 20))
+    np.testing.assert_allclose(mid_ramp, expected, atol=1e-4)
+    np.testing.assert_allclose(after_jump, 0.7 * point_source_gains(BED_7_1_4, -150, 0), atol=1e-6)
 
 
 @pytest.mark.parametrize("n_input_channels", [1, 2])
-def test_stereo_fold_down_matches_mix_per_octave(n_input_channels: int) -> None:
+def test_stereo_and_5_1_fold_down_match_mix_per_octave(n_input_channels: int) -> None:
     n_frames = 6 * FS
     stems = {
         "dialogue": _pink(1, n_frames, seed=11),
@@ -115,28 +248,50 @@ def test_stereo_fold_down_matches_mix_per_octave(n_input_channels: int) -> None:
     }
     if n_input_channels == 2:  # a centre-panned dialogue in a stereo programme
         stems["dialogue"] = np.vstack([stems["dialogue"]] * 2) * np.float32(np.sqrt(0.5))
-    bed = BedRenderer(FS, n_input_channels).process(stems)
-    deviation_db = octave_band_levels_db(fold_down(bed), FS) - octave_band_levels_db(_mix(stems), FS)
+    bed = render_bed(stems, FS)
+    mix_db = octave_band_levels_db(_mix(stems), FS)
+    deviation_db = octave_band_levels_db(fold_down(bed), FS) - mix_db
+    assert np.max(np.abs(deviation_db)) < 1.0, deviation_db
+    # 5.1 (LFE left out), folded on to stereo with BS.775: the same programme within 1 dB per band.
+    five = fold_down(bed, "5.1")
+    five[3] = 0.0
+    stereo_via_5_1 = fold_down(five, "stereo", get_layout("5.1"))
+    deviation_db = octave_band_levels_db(stereo_via_5_1, FS) - mix_db
     assert np.max(np.abs(deviation_db)) < 1.0, deviation_db
 
 
 @pytest.mark.parametrize("stem", ["music", "effects"])
 def test_ambience_is_decorrelated_from_front(stem: str) -> None:
-    bed = BedRenderer(FS, 1).process({stem: _pink(1, 4 * FS, seed=21)})
+    bed = SceneRenderer(FS, 1).process({stem: _pink(1, 4 * FS, seed=21)}).mix
     front = BED_7_1_4.index("M+030")
-    ambience = ["M+090", "M+135", "U+045", "U+135"] if stem == "music" else ["M+090", "M+135"]
+    ambience = ["M+090", "M+135", "U+045", "U+135"] if stem == "music" else ["M+090", "M+135", "U+135"]
     for label in ambience:
         index = BED_7_1_4.index(label)
         assert _energy(bed[index]) > 0.01 * _energy(bed[front])  # the send is really there
         assert abs(_corr(bed[front], bed[index])) < 0.3, (label, _corr(bed[front], bed[index]))
-    # Left and right ambience differ too (mono source, independent decorrelators).
     assert abs(_corr(bed[BED_7_1_4.index("M+090")], bed[BED_7_1_4.index("M-090")])) < 0.3
 
 
-def test_params_and_inputs_are_validated() -> None:
-    with pytest.raises(ConfigError, match="music_ambience_gain_db"):
-        UpmixParams(music_ambience_gain_db=0.0)
+def test_fold_down_matrices_follow_bs775() -> None:
+    left = dict(zip(BED_7_1_4.labels, fold_down_matrix("stereo")[0]))
+    assert left["M+030"] == 1.0 and left["M-030"] == 0.0 and left["LFE1"] == 0.0
+    for label in ("M+000", "M+090", "M+135", "U+045", "U+135"):
+        assert left[label] == pytest.approx(10 ** (-3.0103 / 20), abs=1e-4)
+    assert fold_down_matrix("5.1").shape == (6, 12) and fold_down_matrix("5.1")[3, 3] == 1.0
+
+
+def test_inputs_are_validated() -> None:
     with pytest.raises(ConfigError, match="3 channels"):
-        BedRenderer(FS, 3)
+        SceneRenderer(FS, 3)
     with pytest.raises(ValueError, match="one length"):
-        BedRenderer(FS, 1).process({"music": np.zeros((1, 10)), "effects": np.zeros((1, 11))})
+        SceneRenderer(FS, 1).process({"music": np.zeros((1, 10)), "effects": np.zeros((1, 11))})
+    with pytest.raises(ConfigError, match="music_ambience_gain_db"):
+        from filmrestore.upmix.plan import BedRules
+
+        BedRules(music_ambience_gain_db=0.0)
+
+
+def test_moving_pair_blocks_cover_the_programme() -> None:
+    blocks = moving_pair_blocks([20.0] * 3 + [-20.0] * 3, 2.9, "R")
+    assert blocks[0].start_s == 0.0 and blocks[-1].end_s == pytest.approx(2.9)
+    assert all(abs(a.end_s - b.start_s) < 1e-9 for a, b in zip(blocks, blocks[1:]))

@@ -1,11 +1,15 @@
-"""filmrestore.upmix: BS.2051 layouts, the 7.1.4 bed renderer, fold-down and ADM BWF export."""
+"""filmrestore.upmix: BS.2051 layouts, placement plans, object panning, the 7.1.4 renderer, fold-down, ADM BWF."""
 
-from filmrestore.upmix.adm import bed_adm_chunks, open_adm_writer, write_adm_bwf
+from filmrestore.upmix.adm import AdmProfile, AdmSceneWriter, check_adm_file, get_profile
 from filmrestore.upmix.foldown import fold_down, fold_down_matrix, octave_band_levels_db
-from filmrestore.upmix.layouts import BED_7_1_4, Layout, Speaker, get_layout
-from filmrestore.upmix.render import BedRenderer, UpmixParams
+from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS, Layout, Speaker, get_layout
+from filmrestore.upmix.panner import PointSourcePanner, panner_for, point_source_gains
+from filmrestore.upmix.plan import BedRules, Block, ImageAnalysis, ObjectPlan, Plan, load_plan, make_plan
+from filmrestore.upmix.render import RenderedBlock, SceneRenderer, render_bed
 
 __all__ = [
-    "BED_7_1_4", "BedRenderer", "Layout", "Speaker", "UpmixParams", "bed_adm_chunks", "fold_down",
-    "fold_down_matrix", "get_layout", "octave_band_levels_db", "open_adm_writer", "write_adm_bwf",
+    "BED_7_1_4", "LAYOUTS", "AdmProfile", "AdmSceneWriter", "BedRules", "Block", "ImageAnalysis", "Layout",
+    "ObjectPlan", "Plan", "PointSourcePanner", "RenderedBlock", "SceneRenderer", "Speaker", "check_adm_file",
+    "fold_down", "fold_down_matrix", "get_layout", "get_profile", "load_plan", "make_plan",
+    "octave_band_levels_db", "panner_for", "point_source_gains", "render_bed",
 ]

@@ -28,7 +28,7 @@ class Speaker:
     """One loudspeaker: BS.2051 label, nominal direction, WAV channel name."""
 
     label: str  # BS.2051 name, e.g. "M+030", "U-135", "LFE1"
-    wave_name: str  # WAVE_FORMAT_EXTENSIBLE position, e.g. "FL", "TBR"
+    wave_name: str | None  # WAVE_FORMAT_EXTENSIBLE position, e.g. "FL", "TBR"; None where there is none
     azimuth_deg: float  # counter-clockwise from the front, left positive (BS.2051)
     elevation_deg: float
     is_lfe: bool = False
@@ -51,16 +51,31 @@ class Layout:
         return tuple(s.label for s in self.speakers)
 
     @property
-    def wave_names(self) -> tuple[str, ...]:
+    def wave_names(self) -> tuple[str | None, ...]:
         return tuple(s.wave_name for s in self.speakers)
 
     @property
-    def channel_mask(self) -> int:
-        """The WAVE_FORMAT_EXTENSIBLE ``dwChannelMask`` of this layout."""
+    def channel_mask(self) -> int | None:
+        """The WAVE_FORMAT_EXTENSIBLE ``dwChannelMask`` of this layout; None when a speaker has no bit.
+
+        A mask only describes a file whose channels follow the bit order, so a
+        layout whose WAV names are not in ascending bit order has no mask either.
+        """
+        names = self.wave_names
+        if any(n is None for n in names):
+            return None
+        bits = [WAVE_SPEAKER_BITS[n] for n in names]  # type: ignore[index]
+        if bits != sorted(bits):
+            return None
         mask = 0
-        for s in self.speakers:
-            mask |= WAVE_SPEAKER_BITS[s.wave_name]
+        for bit in bits:
+            mask |= bit
         return mask
+
+    @property
+    def non_lfe(self) -> tuple[Speaker, ...]:
+        """The speakers an object panner feeds (LFE excluded), in WAV order."""
+        return tuple(s for s in self.speakers if not s.is_lfe)
 
     @property
     def lfe_indices(self) -> tuple[int, ...]:
@@ -74,7 +89,7 @@ class Layout:
         raise ConfigError(f"layout {self.name} has no speaker {label!r}; it has {self.labels}")
 
 
-def _spk(label: str, wave_name: str, azimuth_deg: float, elevation_deg: float) -> Speaker:
+def _spk(label: str, wave_name: str | None, azimuth_deg: float, elevation_deg: float) -> Speaker:
     return Speaker(label, wave_name, azimuth_deg, elevation_deg, is_lfe=label.startswith("LFE"))
 
 
@@ -84,12 +99,34 @@ _M030 = _spk("M+030", "FL", 30.0, 0.0)
 _M_030 = _spk("M-030", "FR", -30.0, 0.0)
 _M000 = _spk("M+000", "FC", 0.0, 0.0)
 _LFE1 = _spk("LFE1", "LFE", 0.0, -30.0)
+_M110 = _spk("M+110", "BL", 110.0, 0.0)
+_M_110 = _spk("M-110", "BR", -110.0, 0.0)
+_U030 = _spk("U+030", "TFL", 30.0, 30.0)
+_U_030 = _spk("U-030", "TFR", -30.0, 30.0)
+
+
+def _no_mask(label: str, azimuth_deg: float, elevation_deg: float) -> Speaker:
+    return _spk(label, None, azimuth_deg, elevation_deg)
+
+
+# 22.2 (BS.2051 system H): 24 channels, more than WAVE_FORMAT_EXTENSIBLE has bits for;
+# listed in BS.2051 table order (that of the BS.2094 pack AP_00010009).
+_LAYOUT_9_10_3 = tuple(_no_mask(label, az, el) for label, az, el in (
+    ("M+060", 60, 0), ("M-060", -60, 0), ("M+000", 0, 0), ("LFE1", 45, -30), ("M+135", 135, 0),
+    ("M-135", -135, 0), ("M+030", 30, 0), ("M-030", -30, 0), ("M+180", 180, 0), ("LFE2", -45, -30),
+    ("M+090", 90, 0), ("M-090", -90, 0), ("U+045", 45, 30), ("U-045", -45, 30), ("U+000", 0, 30),
+    ("T+000", 0, 90), ("U+135", 135, 30), ("U-135", -135, 30), ("U+090", 90, 30), ("U-090", -90, 30),
+    ("U+180", 180, 30), ("B+000", 0, -30), ("B+045", 45, -30), ("B-045", -45, -30),
+))
 
 LAYOUTS: dict[str, Layout] = {
     "0+2+0": Layout("0+2+0", "2.0", (_M030, _M_030)),
     # 5.1 surrounds at +/-110 deg use the BACK_LEFT/RIGHT bits (mask 0x3F), as ffmpeg's "5.1(back)".
-    "0+5+0": Layout("0+5+0", "5.1", (
-        _M030, _M_030, _M000, _LFE1, _spk("M+110", "BL", 110.0, 0.0), _spk("M-110", "BR", -110.0, 0.0),
+    "0+5+0": Layout("0+5+0", "5.1", (_M030, _M_030, _M000, _LFE1, _M110, _M_110)),
+    "2+5+0": Layout("2+5+0", "5.1.2", (_M030, _M_030, _M000, _LFE1, _M110, _M_110, _U030, _U_030)),
+    "4+5+0": Layout("4+5+0", "5.1.4", (
+        _M030, _M_030, _M000, _LFE1, _M110, _M_110, _U030, _U_030,
+        _spk("U+110", "TBL", 110.0, 30.0), _spk("U-110", "TBR", -110.0, 30.0),
     )),
     "0+7+0": Layout("0+7+0", "7.1", (
         _M030, _M_030, _M000, _LFE1,
@@ -103,8 +140,10 @@ LAYOUTS: dict[str, Layout] = {
         _spk("U+045", "TFL", 45.0, 30.0), _spk("U-045", "TFR", -45.0, 30.0),
         _spk("U+135", "TBL", 135.0, 30.0), _spk("U-135", "TBR", -135.0, 30.0),
     )),
+    "9+10+3": Layout("9+10+3", "22.2", _LAYOUT_9_10_3),
 }
-_ALIASES = {"2.0": "0+2+0", "stereo": "0+2+0", "5.1": "0+5+0", "7.1": "0+7+0", "7.1.4": "4+7+0"}
+_ALIASES = {"2.0": "0+2+0", "stereo": "0+2+0", "5.1": "0+5+0", "5.1.2": "2+5+0", "5.1.4": "4+5+0",
+            "7.1": "0+7+0", "7.1.4": "4+7+0", "22.2": "9+10+3"}
 
 BED_7_1_4 = LAYOUTS["4+7+0"]
 

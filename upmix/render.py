@@ -1,63 +1,56 @@
-"""Streaming 7.1.4 bed renderer for dialogue / music / effects stems.
+"""Streaming scene renderer: stems + plan -> feeds, DirectSpeakers bed, panned objects, 7.1.4 mix.
 
-Placement (first form, all gains in :class:`UpmixParams`):
+Per block of stems it computes, in one batched FFT pass (float32):
 
-- dialogue -> centre M+000 (a stereo stem is summed at -3 dB per side, which
-  gives back a centre-panned source at its original level), through the same
-  LR4 all-pass as the fronts so that all dry paths stay in phase;
-- music -> front M+030/M-030 (a mono stem at -3 dB each side), plus decorrelated
-  ambience into sides, rears and heights of the same side;
-- effects -> front M+030/M-030, plus decorrelated ambience into sides and rears,
-  plus an LFE send: the effects' low band through a 4th-order Linkwitz-Riley
-  low-pass (two cascaded 2nd-order Butterworth sections).
+- the *feeds* that objects play (see :mod:`filmrestore.upmix.plan`): the
+  dialogue through the LR4 all-pass of the ambience crossover (so every dry
+  path has the same phase as the fronts, which get ``LP + g HP`` of that pair;
+  separated stems are coherent pieces of one mix and must not partly cancel
+  where they sum), and the front part of each side of music and effects;
+- the *bed* (DirectSpeakers, the layout's WAV order): decorrelated ambience of
+  music into sides, rears and heights and of effects into sides, rears and
+  rear heights, all above the ambience crossover, jointly designed to fold
+  down flat (:mod:`filmrestore.upmix.decorrelate`); and LFE1 from the low band
+  of music + effects through an LR4 low-pass;
+- the *mix*: the bed plus every object panned with the EBU ADM renderer's
+  point-source panner (:mod:`filmrestore.upmix.panner`), its gains
+  interpolated over time exactly as BS.2127 does (a block without
+  jumpPosition ramps from the previous block's gains over its duration; with
+  jumpPosition over its interpolationLength; the first block does not ramp).
 
-Fold-down compatibility. A decorrelated copy added to a dry signal interferes
-with it; with a ~20 ms decorrelator there are too few independent frequency
-bins per low octave for the interference to average out, so a naive random-
-phase design misses the stereo fold-down by several dB in some octaves. So:
-
-1. ambience is sent only above ``ambience_crossover_hz`` (an LR4 high-pass;
-   below it a 20 ms filter cannot decorrelate anyway), and the front carries
-   ``LP + g * HP`` of the same LR4 pair (LP and HP are in phase and sum to an
-   all-pass, so the front stays flat below the crossover);
-2. the decorrelators of one side are designed *jointly* (see
-   :func:`design_side_decorrelators`): each has a flat magnitude, and together
-   with the front they fold down (with the coefficients of
-   :mod:`filmrestore.upmix.foldown`) to a flat response, ``|F(f)| = 1``.
-
-All filters keep their state between calls (``sosfilt`` with ``zi``, FFT
-overlap-add with a carried tail), so the renderer has zero latency and
-block-wise output equals whole-signal output up to float rounding.
+Every filter is an FIR (the LR4 IIRs truncated where they have decayed below
+float32 precision) applied by overlap-add with a carried tail, so the renderer
+has zero latency and block-wise output equals whole-signal output.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
-import scipy.optimize
-import scipy.signal
+import scipy.fft
 
 from filmrestore.errors import ConfigError
+from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response
 from filmrestore.upmix.foldown import fold_down_matrix
-from filmrestore.upmix.layouts import BED_7_1_4
+from filmrestore.upmix.layouts import BED_7_1_4, Layout
+from filmrestore.upmix.panner import point_source_gains
+from filmrestore.upmix.plan import FEEDS, STEM_NAMES, BedRules, ObjectPlan, Plan, make_plan
 
-STEM_NAMES: tuple[str, ...] = ("dialogue", "music", "effects")
 MINUS_3_DB = float(np.sqrt(0.5))
-# Weight of the band-averaged correlation terms against the fold-down/flatness terms
-# in the decorrelator design; tuned so that both stay within ~0.3 (corr) / ~0.7 dB.
-_DECORRELATION_WEIGHT = 0.3
-
-# Sends per side: (front label, ambience labels).
-_MUSIC_SENDS = {
-    "L": ("M+030", ("M+090", "M+135", "U+045", "U+135")),
-    "R": ("M-030", ("M-090", "M-135", "U-045", "U-135")),
+INPUTS: tuple[str, ...] = ("dialogue", "music.L", "music.R", "effects.L", "effects.R")
+# Ambience sends per stem and side: (label, level relative to the stem's ambience gain, dB).
+_AMBIENCE_SENDS = {
+    "music": {"L": (("M+090", 0.0), ("M+135", 0.0), ("U+045", 0.0), ("U+135", 0.0)),
+              "R": (("M-090", 0.0), ("M-135", 0.0), ("U-045", 0.0), ("U-135", 0.0))},
+    "effects": {"L": (("M+090", 0.0), ("M+135", 0.0), ("U+135", -3.0)),
+                "R": (("M-090", 0.0), ("M-135", 0.0), ("U-135", -3.0))},
 }
-_EFFECTS_SENDS = {
-    "L": ("M+030", ("M+090", "M+135")),
-    "R": ("M-030", ("M-090", "M-135")),
-}
+_LR4_TAPS = 2048
+_FFT_SIZE = 16384
+_ADM_TICKS_PER_S = 100_000
 
 
 def db_to_gain(level_db: float) -> float:
@@ -65,271 +58,231 @@ def db_to_gain(level_db: float) -> float:
     return float(10.0 ** (level_db / 20.0))
 
 
+class FirMatrix:
+    """A fixed MIMO FIR filter over consecutive blocks: ``y_o = sum_i h_oi * x_i``.
+
+    Batched FFT overlap-add in float32: each block is cut into hops of
+    ``n_fft - n_taps + 1`` frames, all hops of all inputs go through one rfft,
+    the products are summed per output and one irfft gives every output; the
+    last ``n_taps - 1`` frames carry over to the next block.
+    """
+
+    def __init__(self, taps: list[tuple[int, int, np.ndarray]], n_inputs: int, n_outputs: int,
+                 n_fft: int = _FFT_SIZE, workers: int = 1, same_as: dict[int, int] | None = None) -> None:
+        """``taps``: (output, input, FIR) triples; paths with one FIR from several inputs share a product.
+
+        ``same_as`` maps an input to another one known to carry the same signal (a mono stem's
+        two sides), so that its spectrum is computed once.
+        """
+        n_taps = max(len(h) for _, _, h in taps)
+        if 2 * n_taps - 2 > n_fft:
+            raise ConfigError(f"FIR of {n_taps} taps is too long for an FFT of {n_fft}")
+        self.n_inputs, self.n_outputs, self.n_fft, self.workers = n_inputs, n_outputs, n_fft, workers
+        self.hop = n_fft - n_taps + 1
+        same_as = same_as or {}
+        self._used_inputs = sorted({same_as.get(i, i) for _, i, _ in taps})
+        self._used_outputs = sorted({o for o, _, _ in taps})
+        grouped: dict[tuple[int, bytes], tuple[np.ndarray, list[int]]] = {}
+        for o, i, h in taps:  # inputs that reach one output through the same FIR are summed first
+            key = (o, np.asarray(h, np.float64).tobytes())
+            grouped.setdefault(key, (h, []))[1].append(self._used_inputs.index(same_as.get(i, i)))
+        self._paths = [(self._used_outputs.index(o), ins, scipy.fft.rfft(h, n_fft).astype(np.complex64))
+                       for (o, _), (h, ins) in grouped.items()]
+        self._tail = np.zeros((len(self._used_outputs), n_taps - 1), np.float32)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """x [shape=(n_inputs, n_frames)] -> [shape=(n_outputs, n_frames)] float32."""
+        n_frames = x.shape[1]
+        n_hops = max(1, math.ceil(n_frames / self.hop))
+        hops = np.zeros((len(self._used_inputs), n_hops * self.hop), np.float32)
+        hops[:, :n_frames] = x[self._used_inputs]
+        spectra = scipy.fft.rfft(hops.reshape(len(self._used_inputs), n_hops, self.hop), self.n_fft,
+                                 axis=-1, workers=self.workers)
+        out_spectra = np.zeros((len(self._used_outputs), n_hops, spectra.shape[-1]), np.complex64)
+        product = np.empty_like(spectra[0])
+        for o, ins, h in self._paths:
+            source = spectra[ins[0]] if len(ins) == 1 else spectra[ins].sum(axis=0)
+            np.multiply(source, h, out=product)
+            out_spectra[o] += product
+        y = scipy.fft.irfft(out_spectra, self.n_fft, axis=-1, workers=self.workers)
+        used = self._overlap_add(y, n_frames)
+        out = np.zeros((self.n_outputs, n_frames), np.float32)
+        out[self._used_outputs] = used
+        return out
+
+    def _overlap_add(self, y: np.ndarray, n_frames: int) -> np.ndarray:
+        n_out, n_hops, hop, n_tail = y.shape[0], y.shape[1], self.hop, self._tail.shape[1]
+        out = np.zeros((n_out, (n_hops + 1) * hop), np.float32)
+        out[:, :n_hops * hop] = y[:, :, :hop].reshape(n_out, -1)
+        body = out[:, hop:].reshape(n_out, n_hops, hop)  # a view: hop k's tail lands at the start of hop k+1
+        body[:, :, :n_tail] += y[:, :, hop:hop + n_tail]
+        out[:, :n_tail] += self._tail
+        self._tail = out[:, n_frames:n_frames + n_tail].copy()
+        return out[:, :n_frames]
+
+
 @dataclass(frozen=True)
-class UpmixParams:
-    """Placement rules of the bed renderer. Levels in dB relative to the stem."""
+class _Segment:
+    """Frames [first, last) of an object with fixed gains, or a ramp from ``start`` (sample time) to ``target``."""
 
-    dialogue_gain_db: float = 0.0
-    music_ambience_gain_db: float = -9.0  # per side/rear/height channel
-    effects_surround_gain_db: float = -6.0  # per side/rear channel
-    ambience_crossover_hz: float = 200.0  # ambience is sent only above this
-    lfe_crossover_hz: float = 120.0  # LR4 low-pass feeding LFE1
-    # LFE1 is reproduced with +10 dB in-band gain (ITU-R BS.775, SMPTE RP 200), so a
-    # -10 dB send reaches the room at the level of the effects' own bass.
-    lfe_gain_db: float = -10.0
-    decorrelator_length_s: float = 0.02
-    seed: int = 2051
-
-    def __post_init__(self) -> None:
-        for name in ("ambience_crossover_hz", "lfe_crossover_hz", "decorrelator_length_s"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ConfigError(f"UpmixParams.{name} must be positive, got {value!r}")
-        for name in ("music_ambience_gain_db", "effects_surround_gain_db"):
-            if getattr(self, name) > -3.0:
-                raise ConfigError(
-                    f"UpmixParams.{name} = {getattr(self, name)} dB leaves no room for the front "
-                    "in a power-preserving fold-down; use -3 dB or less"
-                )
+    first: int
+    last: int
+    gains_to: np.ndarray
+    gains_from: np.ndarray | None = None
+    start: float = 0.0
+    target: float = 0.0
 
 
-def lr4_sos(cutoff_hz: float, sample_rate_hz: int, btype: str) -> np.ndarray:
-    """4th-order Linkwitz-Riley section pair: a 2nd-order Butterworth applied twice."""
-    if not 0 < cutoff_hz < sample_rate_hz / 2:
-        raise ConfigError(f"crossover {cutoff_hz} Hz is outside (0, {sample_rate_hz / 2}) Hz")
-    butter = scipy.signal.butter(2, cutoff_hz, btype=btype, fs=sample_rate_hz, output="sos")
-    return np.vstack([butter, butter])
+def _sample_time(t_s: float, sample_rate_hz: int) -> Fraction:
+    """A plan time on the ADM 10 us grid, in samples (exact, as the ADM renderer reads it)."""
+    return Fraction(round(t_s * _ADM_TICKS_PER_S), _ADM_TICKS_PER_S) * sample_rate_hz
 
 
-def _lr4_responses(cutoff_hz: float, sample_rate_hz: int, freqs_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    _, low = scipy.signal.sosfreqz(lr4_sos(cutoff_hz, sample_rate_hz, "lowpass"), worN=freqs_hz, fs=sample_rate_hz)
-    _, high = scipy.signal.sosfreqz(lr4_sos(cutoff_hz, sample_rate_hz, "highpass"), worN=freqs_hz, fs=sample_rate_hz)
-    return low, high
+def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> list[_Segment]:
+    """The gain segments of an object over time (BS.2127 s7.3.3 interpretation of block timing)."""
+    segments: list[_Segment] = []
+    previous: tuple[Fraction, np.ndarray] | None = None
+    for block in obj.blocks:
+        start = _sample_time(block.start_s, sample_rate_hz)
+        end = _sample_time(block.start_s + block.duration_s, sample_rate_hz)
+        gains = block.gain * point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
+        ramp_s = block.interpolation_s if block.jump else block.duration_s
+        target = _sample_time(block.start_s + ramp_s, sample_rate_hz) if ramp_s else start
+        if previous is not None and previous[0] == start and target != start:
+            segments.append(_Segment(math.ceil(start), math.ceil(target), gains, previous[1],
+                                     float(start), float(target)))
+        else:
+            target = start
+        if target != end:
+            segments.append(_Segment(math.ceil(target), math.ceil(end), gains))
+        previous = (end, gains)
+    return [s for s in segments if s.last > s.first]
 
 
-def _random_phase_firs(rng: np.random.Generator, n_filters: int, n_taps: int) -> np.ndarray:
-    """Flat-magnitude FIRs with independent random phase per bin. [shape=(n_filters, n_taps)]"""
-    spectrum = np.exp(1j * rng.uniform(-np.pi, np.pi, (n_filters, n_taps // 2 + 1)))
-    spectrum[:, 0] = 1.0
-    spectrum[:, -1] = 1.0
-    return np.fft.irfft(spectrum, n_taps, axis=1)
+class _ObjectPanner:
+    """Adds one object's feed, panned with its gains over time, into a mix."""
+
+    def __init__(self, obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> None:
+        self.feed = obj.feed
+        self._segments = object_segments(obj, layout, sample_rate_hz)
+        self._next = 0
+
+    def add(self, feed: np.ndarray, first_frame: int, mix: np.ndarray) -> None:
+        """Add ``feed`` [shape=(n,)] (frames from ``first_frame``) panned into ``mix`` [shape=(C, n)]."""
+        end_frame = first_frame + feed.shape[0]
+        while self._next < len(self._segments) and self._segments[self._next].last <= first_frame:
+            self._next += 1
+        for seg in self._segments[self._next:]:
+            if seg.first >= end_frame:
+                break
+            lo, hi = max(seg.first, first_frame), min(seg.last, end_frame)
+            x = feed[lo - first_frame:hi - first_frame]
+            out = mix[:, lo - first_frame:hi - first_frame]
+            if seg.gains_from is None:
+                for ch in np.flatnonzero(seg.gains_to):
+                    out[ch] += np.float32(seg.gains_to[ch]) * x
+                continue
+            ramp = ((np.arange(lo, hi) - seg.start) / (seg.target - seg.start)).astype(np.float32)
+            for ch in np.flatnonzero((seg.gains_to != 0) | (seg.gains_from != 0)):
+                g0, dg = np.float32(seg.gains_from[ch]), np.float32(seg.gains_to[ch] - seg.gains_from[ch])
+                out[ch] += (g0 + dg * ramp) * x
 
 
-def _band_averager(freqs_hz: np.ndarray, low_hz: float, bands_per_octave: int = 3) -> np.ndarray:
-    """Rows that average a spectrum over fractional-octave bands from ``low_hz`` up. [shape=(n_bands, n_bins)]"""
-    edges_hz = low_hz * 2.0 ** (np.arange(0, 12 * bands_per_octave) / bands_per_octave)
-    edges_hz = edges_hz[edges_hz < freqs_hz[-1]]
-    rows = [((freqs_hz >= lo) & (freqs_hz < hi)).astype(float) for lo, hi in zip(edges_hz[:-1], edges_hz[1:])]
-    rows = [r / r.sum() for r in rows if r.sum() > 0]
-    return np.array(rows)
+@dataclass
+class RenderedBlock:
+    """One block of a rendered scene; arrays float32 [shape=(channels, n_frames)].
 
-
-def _decorrelator_cost(taps: np.ndarray, shape: tuple[int, int], terms: dict) -> tuple[float, np.ndarray]:
-    """Cost and gradient of a decorrelator set on a frequency grid; see :func:`design_side_decorrelators`.
-
-    With ``J = sum_f u(H_f)`` and the complex gradient ``G_f = dJ/dRe H + i dJ/dIm H``,
-    ``dJ/dh[t] = Re sum_f G_f e^{i w_f t}``, which one irfft gives.
-    """
-    n_taps = shape[1]
-    n_fft, w, low, high, g, b, bands = (terms[k] for k in ("n_fft", "w", "low", "high", "g", "b", "bands"))
-    spectra = np.fft.rfft(taps.reshape(shape), n_fft, axis=1)
-    fold = low + high * (g + b @ spectra)
-    fold_err = np.abs(fold) ** 2 - 1.0
-    flat_err = np.abs(spectra) ** 2 - 1.0
-    cost = 10.0 * np.sum(w * fold_err**2) + np.sum(w * flat_err**2)
-    grad = 40.0 * (w * fold_err * fold * np.conj(high))[None, :] * b[:, None] + 4.0 * w * flat_err * spectra
-    # Band-averaged correlation with the dry front (Re H_k) and between channels.
-    with_front = bands @ spectra.real.T  # (n_bands, K)
-    cost += _DECORRELATION_WEIGHT * np.sum(with_front**2)
-    grad += 2.0 * _DECORRELATION_WEIGHT * (with_front.T @ bands)
-    for k in range(shape[0]):
-        for m in range(k + 1, shape[0]):
-            cross = bands @ np.real(spectra[k] * np.conj(spectra[m]))
-            cost += _DECORRELATION_WEIGHT * np.sum(cross**2)
-            weight = 2.0 * _DECORRELATION_WEIGHT * (cross @ bands)
-            grad[k] += weight * spectra[m]
-            grad[m] += weight * spectra[k]
-    grad[:, 1:-1] /= 2.0  # one-sided spectrum: interior bins count twice in irfft
-    taps_grad = n_fft * np.fft.irfft(grad, n_fft, axis=1)[:, :n_taps]
-    return float(1e3 * cost), 1e3 * taps_grad.ravel()
-
-
-@functools.lru_cache(maxsize=32)
-def design_side_decorrelators(
-    fold_gains: tuple[float, ...], sample_rate_hz: int, n_taps: int, crossover_hz: float, seed: int
-) -> tuple[np.ndarray, float]:
-    """Jointly design the decorrelators of one side so that its fold-down is flat.
-
-    ``fold_gains[k]`` is send gain times fold-down coefficient of ambience channel k.
-    Returns ``(firs [shape=(n_filters, n_taps)], front_gain)`` where
-    ``front_gain = sqrt(1 - sum b_k^2)`` scales the front above the crossover.
-    Start: independent random-phase FIRs (flat magnitude). Then L-BFGS, on a 2x
-    oversampled grid weighted 1/f (every octave counts alike), pulls the
-    fold-down ``|LP + HP (g + sum_k b_k H_k)|^2`` to 1 and each ``|H_k|^2`` to 1,
-    while keeping third-octave averages of ``Re H_k`` (correlation with the dry
-    front) and ``Re H_k conj H_m`` (between ambience channels) near 0.
-    """
-    b = np.asarray(fold_gains, dtype=np.float64)
-    g = float(np.sqrt(1.0 - np.sum(b**2)))
-    n_fft = 2 * n_taps
-    freqs_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
-    low, high = _lr4_responses(crossover_hz, sample_rate_hz, freqs_hz)
-    w = np.where(freqs_hz > 20.0, 1.0 / np.maximum(freqs_hz, 1.0), 0.0)
-    terms = {"n_fft": n_fft, "w": w / w.sum(), "low": low, "high": high, "g": g, "b": b,
-             "bands": _band_averager(freqs_hz, crossover_hz)}
-    start = _random_phase_firs(np.random.default_rng(seed), len(b), n_taps)
-    result = scipy.optimize.minimize(
-        _decorrelator_cost, start.ravel(), args=(start.shape, terms), jac=True,
-        method="L-BFGS-B", options={"maxiter": 300},
-    )
-    firs = result.x.reshape(start.shape)
-    firs.setflags(write=False)
-    return firs, _refit_front_gain(firs, b, high, n_fft)
-
-
-def _refit_front_gain(firs: np.ndarray, b: np.ndarray, high: np.ndarray, n_fft: int) -> float:
-    """Front gain g that makes the fold-down's mean power above the crossover exactly 1.
-
-    Solves ``mean |g + S|^2 = g^2 + 2 g mean(Re S) + mean |S|^2 = 1`` (weighted by
-    the high-pass power), ``S = sum_k b_k H_k``, which removes any overall bias the
-    optimiser's trade-offs left.
-    """
-    sends = b @ np.fft.rfft(firs, n_fft, axis=1)
-    weight = np.abs(high) ** 2 / np.sum(np.abs(high) ** 2)
-    mean_re = float(np.sum(weight * sends.real))
-    mean_pow = float(np.sum(weight * np.abs(sends) ** 2))
-    disc = mean_re**2 - mean_pow + 1.0
-    if disc < 0 or -mean_re + np.sqrt(disc) <= 0:
-        raise ConfigError(f"ambience sends {b.tolist()} are too loud for a power-preserving fold-down")
-    return float(-mean_re + np.sqrt(disc))
-
-
-class _SosStream:
-    """``sosfilt`` over consecutive blocks of [shape=(n_channels, n_frames)], keeping state."""
-
-    def __init__(self, sos: np.ndarray, n_channels: int) -> None:
-        self._sos = sos
-        self._zi = np.zeros((sos.shape[0], n_channels, 2))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y, self._zi = scipy.signal.sosfilt(self._sos, x, axis=-1, zi=self._zi)
-        return y
-
-
-class _FirBankStream:
-    """One input through K FIRs by FFT overlap-add, carrying the tail between blocks."""
-
-    def __init__(self, firs: np.ndarray) -> None:
-        self._firs = firs
-        self._tail = np.zeros((firs.shape[0], firs.shape[1] - 1))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x [shape=(n_frames,)] -> [shape=(K, n_frames)]"""
-        n_frames = x.shape[-1]
-        if n_frames == 0:
-            return np.zeros((self._firs.shape[0], 0))
-        full = scipy.signal.oaconvolve(x[None, :], self._firs, axes=-1)
-        full[:, : self._tail.shape[1]] += self._tail
-        self._tail = full[:, n_frames:].copy()
-        return full[:, :n_frames]
-
-
-class _Lr4Allpass:
-    """``LP + HP`` of an LR4 pair: the phase the fronts get from their crossover, at unit gain.
-
-    Separated stems are coherent pieces of one mix, so every dry path must share
-    one phase response, or the stems partly cancel where they sum (in a fold-down,
-    or acoustically between the centre and the fronts) around the crossover.
+    ``mix``: the full bed in the layout's WAV order (DirectSpeakers bed + panned
+    objects). ``bed``: the DirectSpeakers part alone (same order). ``feeds``:
+    one row per name of :data:`INPUTS`, the signals objects play.
     """
 
-    def __init__(self, cutoff_hz: float, sample_rate_hz: int) -> None:
-        self._low = _SosStream(lr4_sos(cutoff_hz, sample_rate_hz, "lowpass"), 1)
-        self._high = _SosStream(lr4_sos(cutoff_hz, sample_rate_hz, "highpass"), 1)
+    mix: np.ndarray
+    bed: np.ndarray
+    feeds: np.ndarray
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """x [shape=(n_frames,)] -> [shape=(n_frames,)]"""
-        return self._low(x[None, :])[0] + self._high(x[None, :])[0]
-
-
-class _SideSpread:
-    """One side of a stem: front gets ``LP + g HP``, each ambience channel a decorrelated HP."""
-
-    def __init__(self, sample_rate_hz: int, send_gain: float, fold_gains: tuple[float, ...],
-                 params: UpmixParams, seed: int) -> None:
-        n_taps = max(2, int(round(params.decorrelator_length_s * sample_rate_hz)))
-        firs, self._front_gain = design_side_decorrelators(
-            fold_gains, sample_rate_hz, n_taps, params.ambience_crossover_hz, seed)
-        self._low = _SosStream(lr4_sos(params.ambience_crossover_hz, sample_rate_hz, "lowpass"), 1)
-        self._high = _SosStream(lr4_sos(params.ambience_crossover_hz, sample_rate_hz, "highpass"), 1)
-        self._firs = _FirBankStream(firs * send_gain)
-
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x [shape=(n_frames,)] -> (front (n_frames,), ambience (K, n_frames))"""
-        low = self._low(x[None, :])[0]
-        high = self._high(x[None, :])[0]
-        return low + self._front_gain * high, self._firs(high)
+    def object_tracks(self, plan: Plan) -> np.ndarray:
+        """The ADM track of every object of ``plan`` (its feed). [shape=(n_objects, n_frames)]"""
+        return self.feeds[[INPUTS.index(o.feed) for o in plan.objects]]
 
 
-class BedRenderer:
-    """Render dialogue/music/effects stems to a 7.1.4 bed, block by block.
+class SceneRenderer:
+    """Render dialogue/music/effects stems to feeds, bed and mix with a :class:`Plan`, block by block.
 
     ``process`` takes ``{"dialogue", "music", "effects"}`` arrays, each
     [shape=(n_input_channels, n_frames)] with n_input_channels 1 or 2 (a missing
-    stem is silence), and returns [shape=(12, n_frames)] float32 in the WAV
-    order of :data:`filmrestore.upmix.layouts.BED_7_1_4`. Zero latency:
-    :meth:`flush` returns an empty block and exists for symmetry with other
-    streaming processors.
+    stem is silence) and returns a :class:`RenderedBlock`. Zero latency.
     """
 
     latency_frames = 0
 
-    def __init__(self, sample_rate_hz: int, n_input_channels: int, params: UpmixParams | None = None) -> None:
+    def __init__(self, sample_rate_hz: int, n_input_channels: int, plan: Plan | None = None,
+                 layout: Layout = BED_7_1_4, workers: int = 1) -> None:
         if n_input_channels not in (1, 2):
-            raise ConfigError(f"BedRenderer takes mono or stereo stems, got {n_input_channels} channels")
+            raise ConfigError(f"the renderer takes mono or stereo stems, got {n_input_channels} channels")
+        if layout.name != "4+7+0":
+            raise ConfigError(f"the bed rules are written for 4+7+0, not {layout.name}")
         self.sample_rate_hz = sample_rate_hz
         self.n_input_channels = n_input_channels
-        self.params = params if params is not None else UpmixParams()
-        self.layout = BED_7_1_4
-        self._music = self._make_sides(_MUSIC_SENDS, db_to_gain(self.params.music_ambience_gain_db), 0)
-        self._effects = self._make_sides(_EFFECTS_SENDS, db_to_gain(self.params.effects_surround_gain_db), 2)
-        self._lfe = _SosStream(lr4_sos(self.params.lfe_crossover_hz, sample_rate_hz, "lowpass"), 1)
-        self._centre_allpass = _Lr4Allpass(self.params.ambience_crossover_hz, sample_rate_hz)
+        self.plan = plan if plan is not None else make_plan(sample_rate_hz, 86_400 * sample_rate_hz)  # static, 24 h
+        self.layout = layout
+        self.rules = self.plan.bed
+        same = {INPUTS.index("music.R"): INPUTS.index("music.L"),
+                INPUTS.index("effects.R"): INPUTS.index("effects.L")} if n_input_channels == 1 else {}
+        self._filters = FirMatrix(self._taps(), len(INPUTS), len(INPUTS) + layout.n_channels, workers=workers,
+                                  same_as=same)
+        self._objects = [_ObjectPanner(o, layout, sample_rate_hz) for o in self.plan.objects]
+        self._frame = 0
 
-    def _make_sides(self, sends: dict, send_gain: float, seed_offset: int) -> dict[str, _SideSpread]:
+    def _taps(self) -> list[tuple[int, int, np.ndarray]]:
+        """(output, input, FIR) of every path; outputs are the feeds, then the bed channels."""
+        fs, rules = self.sample_rate_hz, self.rules
+        low = lr4_impulse_response(rules.ambience_crossover_hz, fs, "lowpass", _LR4_TAPS)
+        high = lr4_impulse_response(rules.ambience_crossover_hz, fs, "highpass", _LR4_TAPS)
+        taps = [(0, 0, low + high)]  # dialogue: the crossover's all-pass
+        n_feeds = len(INPUTS)
+        for stem, sides in _AMBIENCE_SENDS.items():
+            send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
+            for row, (side, sends) in enumerate(sides.items()):
+                feed = INPUTS.index(f"{stem}.{side}")
+                gains = [db_to_gain(send_db + offset_db) for _, offset_db in sends]
+                firs, front_gain = self._decorrelators(gains, row, stem)
+                taps.append((feed, feed, low + front_gain * high))
+                for (label, _), fir, gain in zip(sends, firs, gains):
+                    taps.append((n_feeds + self.layout.index(label), feed, np.convolve(gain * fir, high)))
+        lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
+            rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
+        taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
+                 for f in ("music.L", "music.R", "effects.L", "effects.R")]
+        return taps
+
+    def _decorrelators(self, send_gains: list[float], row: int, stem: str) -> tuple[np.ndarray, float]:
         fold = fold_down_matrix("stereo", self.layout)
-        sides = {}
-        for row, (side, (_, labels)) in enumerate(sends.items()):
-            fold_gains = tuple(float(fold[row, self.layout.index(lab)]) * send_gain for lab in labels)
-            seed = self.params.seed * 16 + seed_offset + row
-            sides[side] = _SideSpread(self.sample_rate_hz, send_gain, fold_gains, self.params, seed)
-        return sides
+        labels = [label for label, _ in _AMBIENCE_SENDS[stem]["LR"[row]]]
+        fold_gains = tuple(float(fold[row, self.layout.index(lab)]) * g for lab, g in zip(labels, send_gains))
+        n_taps = max(2, int(round(self.rules.decorrelator_length_s * self.sample_rate_hz)))
+        seed = self.rules.seed * 16 + (0 if stem == "music" else 2) + row
+        return design_side_decorrelators(fold_gains, self.sample_rate_hz, n_taps,
+                                         self.rules.ambience_crossover_hz, seed)
 
-    def process(self, stems: dict[str, np.ndarray]) -> np.ndarray:
-        """Render one block of stems to [shape=(12, n_frames)] float32."""
+    def process(self, stems: dict[str, np.ndarray]) -> RenderedBlock:
+        """Render one block of stems."""
         n_frames = self._check_stems(stems)
-        bed = np.zeros((self.layout.n_channels, n_frames))
-        zeros = np.zeros((self.n_input_channels, n_frames))
-        dialogue = stems.get("dialogue", zeros).astype(np.float64)
-        music = stems.get("music", zeros).astype(np.float64)
-        effects = stems.get("effects", zeros).astype(np.float64)
-        centre = self._centre_allpass(_to_centre(dialogue))
-        bed[self.layout.index("M+000")] += db_to_gain(self.params.dialogue_gain_db) * centre
-        self._spread(bed, _MUSIC_SENDS, self._music, _to_pair(music))
-        self._spread(bed, _EFFECTS_SENDS, self._effects, _to_pair(effects))
-        lfe = self._lfe(_to_centre(effects)[None, :])[0]
-        bed[self.layout.index("LFE1")] += db_to_gain(self.params.lfe_gain_db) * lfe
-        return bed.astype(np.float32)
-
-    def flush(self) -> np.ndarray:
-        """Remaining output after the last block: none, the renderer has no latency."""
-        return np.zeros((self.layout.n_channels, 0), dtype=np.float32)
-
-    def _spread(self, bed: np.ndarray, sends: dict, sides: dict[str, _SideSpread], pair: np.ndarray) -> None:
-        for row, (side, (front_label, labels)) in enumerate(sends.items()):
-            front, ambience = sides[side](pair[row])
-            bed[self.layout.index(front_label)] += front
-            for k, label in enumerate(labels):
-                bed[self.layout.index(label)] += ambience[k]
+        inputs = np.zeros((len(INPUTS), n_frames), np.float32)
+        for name, x in stems.items():
+            x = np.asarray(x, dtype=np.float32)
+            if name == "dialogue":
+                inputs[0] = x[0] if x.shape[0] == 1 else MINUS_3_DB * (x[0] + x[1])
+            else:
+                first = INPUTS.index(f"{name}.L")
+                inputs[first:first + 2] = MINUS_3_DB * x[0] if x.shape[0] == 1 else x
+        filtered = self._filters.process(inputs)
+        feeds, bed = filtered[:len(INPUTS)], filtered[len(INPUTS):]
+        mix = bed.copy()
+        for panner in self._objects:
+            panner.add(feeds[INPUTS.index(panner.feed)], self._frame, mix)
+        self._frame += n_frames
+        return RenderedBlock(mix, bed, feeds)
 
     def _check_stems(self, stems: dict[str, np.ndarray]) -> int:
         unknown = set(stems) - set(STEM_NAMES)
@@ -339,16 +292,18 @@ class BedRenderer:
         good = all(len(s) == 2 and s[0] == self.n_input_channels for s in shapes.values())
         if not good or len({s[1] for s in shapes.values()}) != 1:
             raise ValueError(
-                f"stems must all be ({self.n_input_channels}, n_frames) arrays of one length, got {shapes}"
-            )
+                f"stems must all be ({self.n_input_channels}, n_frames) arrays of one length, got {shapes}")
         return int(next(iter(shapes.values()))[1])
 
 
-def _to_centre(x: np.ndarray) -> np.ndarray:
-    """Mono [shape=(n_frames,)] of a (1|2, n_frames) stem; stereo summed at -3 dB per side."""
-    return x[0] if x.shape[0] == 1 else MINUS_3_DB * (x[0] + x[1])
+def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | None = None,
+               bed: BedRules | None = None) -> np.ndarray:
+    """Convenience: the 7.1.4 mix [shape=(12, n_frames)] of whole stems with ``plan`` (default: static plan)."""
+    n_channels, n_frames = next(iter(stems.values())).shape
+    if plan is None:
+        plan = make_plan(sample_rate_hz, n_frames, tuple(stems), bed=bed)
+    return SceneRenderer(sample_rate_hz, n_channels, plan).process(stems).mix
 
 
-def _to_pair(x: np.ndarray) -> np.ndarray:
-    """Left/right pair [shape=(2, n_frames)]; mono goes to both sides at -3 dB."""
-    return np.vstack([MINUS_3_DB * x[0], MINUS_3_DB * x[0]]) if x.shape[0] == 1 else x
+__all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "db_to_gain", "object_segments",
+           "render_bed"]

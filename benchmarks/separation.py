@@ -1,0 +1,103 @@
+"""Separation benchmark: separator x device -> real-time factor, peak RSS at two input
+lengths, and quality (SI-SDRi per stem) from ``evaluate`` on a held-out set.
+
+    .venv/bin/python benchmarks/separation.py [--minutes 10 60] [--data DATA_DIR]
+        [--checkpoint separation/checkpoints/dme-small.safetensors] [--devices cpu cuda]
+
+Each (separator, device, length) runs ``separate_file`` in a fresh subprocess on a mono
+48 kHz float WAV (a synthetic film mix tiled to length, written in blocks), and reads
+that process's peak RSS (``ru_maxrss``). The real-time factor is audio seconds per wall
+second of ``separate_file`` alone (model load excluded). Quality is measured on the
+held-out items of DATA_DIR (``test/``), with the mixture and oracle-mask bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FS = 48000
+_CHILD = r"""
+import json, resource, sys, time
+import torch
+from filmrestore.separation import STEMS, get_separator, separate_file
+name, ckpt, device, src, out = sys.argv[1:6]
+model = get_separator(name, ckpt or None)
+t = time.perf_counter()
+rec = separate_file(model, src, {s: f"{out}/{s}.wav" for s in STEMS}, device=device)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
+wall = time.perf_counter() - t
+print(json.dumps({"wall_s": wall, "n_frames": rec["dialogue"].n_frames,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_long_mix(path: Path, minutes: float) -> Path:
+    """A mono synthetic film mix (60 s, tiled) of ``minutes`` length, written block by block."""
+    from filmrestore.audio import AudioWriter
+    from filmrestore.synth import make_film_mix
+
+    piece = make_film_mix(60.0, np.random.default_rng(0))["mix"]
+    n_left = int(minutes * 60 * FS)
+    with AudioWriter(path, FS, 1, "FLOAT") as writer:
+        while n_left > 0:
+            writer.write(piece[:, :n_left])
+            n_left -= piece.shape[1]
+        writer.close()
+    return path
+
+
+def run_child(separator: str, checkpoint: str, device: str, source: Path) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([sys.executable, "-c", _CHILD, separator, checkpoint, device, str(source), out],
+                              capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def quality(separator: str, checkpoint: str, data: Path, max_items: int | None) -> dict:
+    from filmrestore.separation import get_separator
+    from filmrestore.separation.evaluate import evaluate
+
+    return evaluate(data, get_separator(separator, checkpoint or None), max_items=max_items)["summary"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    parser.add_argument("--devices", nargs="+", default=["cpu"])
+    parser.add_argument("--data", type=Path, help="DnR dataset (its test/ split is used) for quality")
+    parser.add_argument("--max-items", type=int, default=None)
+    parser.add_argument("--checkpoint", default="separation/checkpoints/dme-small.safetensors")
+    args = parser.parse_args()
+    separators = [("dsp", "")] + ([("neural", args.checkpoint)] if Path(args.checkpoint).exists() else [])
+    head = f"{'separator':<10}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
+                                                    for m in args.minutes)
+    print(head, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = {m: write_long_mix(Path(tmp) / f"mix_{m:g}min.wav", m) for m in args.minutes}
+        for name, ckpt in separators:
+            for device in args.devices:
+                runs = {m: run_child(name, ckpt, device, src) for m, src in sources.items()}
+                cells = "".join(f"{r['n_frames'] / FS / r['wall_s']:>16.1f}{r['peak_rss_mb']:>13.0f}"
+                                for r in runs.values())
+                print(f"{name:<10}{device:<8}{cells}", flush=True)
+    if args.data:
+        print(f"\nquality on {args.data} (held-out test/): mean SI-SDR / SI-SDRi in dB")
+        for name, ckpt in separators:
+            summary = quality(name, ckpt, args.data, args.max_items)
+            for method in ("separator", "mixture", "oracle_irm"):
+                label = name if method == "separator" else f"  ({method})"
+                cells = "".join(f"{s}: {v['si_sdr_db']:6.2f} / {v['si_sdri_db']:+6.2f}   "
+                                for s, v in summary[method].items())
+                print(f"{label:<14}{cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

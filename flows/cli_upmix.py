@@ -1,0 +1,28 @@
+"""Upmix/ADM commands of the ``filmrestore`` CLI: ``adm-check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from filmrestore.flows.cli import app, console, expected_errors
+
+
+@app.command("adm-check")
+@expected_errors
+def adm_check(
+    file: Annotated[Path, typer.Argument(help="ADM BWF file (WAV/BW64 with chna + axml).")],
+    profile: Annotated[str, typer.Option("--profile", help="Profile to check against: ebu or dolby.")] = "ebu",
+) -> None:
+    """List what in an ADM BWF file breaks a profile; exit 1 if anything does."""
+    from filmrestore.upmix.adm import check_adm_file
+
+    problems = check_adm_file(file, profile)
+    for problem in problems:
+        typer.echo(f"{file}: {problem}")
+    if problems:
+        console.print(f"[red]{len(problems)} problem(s)[/] against the {profile} profile")
+        raise typer.Exit(1)
+    console.print(f"{file}: conforms to the {profile} profile")

@@ -1,0 +1,122 @@
+"""SI-SDR evaluation of a separator on DnR folders, beside two bounds measured on the same items.
+
+* ``separator``: the stems the separator gives through the streaming engine.
+* ``mixture``: every stem = the mix (the do-nothing lower bound; its improvement is 0 dB).
+* ``oracle_irm``: the ideal ratio mask, ``|S_i| / sum_j |S_j|`` per STFT bin (n_fft 2048,
+  hop 512), applied to the mix: what a perfect real-valued mask on this STFT achieves.
+
+SI-SDR improvement (SI-SDRi) is ``SI-SDR(estimate, reference) - SI-SDR(mix, reference)``
+per item and stem. Items whose reference stem is silent are skipped for that stem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from filmrestore.audio import read_audio
+from filmrestore.separation.base import STEMS, Separator
+from filmrestore.separation.dataset import Item, list_items, resolve_split
+from filmrestore.separation.engine import separate_array
+from filmrestore.separation.metrics import si_sdr
+
+METHODS: tuple[str, str, str] = ("separator", "mixture", "oracle_irm")
+_SILENT_RMS = 1e-5
+ProgressCallback = Callable[[int, int], None]
+
+
+def oracle_irm(stems: np.ndarray, n_fft: int = 2048, hop_frames: int = 512) -> np.ndarray:
+    """Ideal-ratio-mask estimates [shape=(3, n_channels, n_frames)] from the true stems (same shape)."""
+    x = torch.from_numpy(np.ascontiguousarray(stems, dtype=np.float32))
+    n_stems, n_channels, n_frames = x.shape
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x.reshape(-1, n_frames), n_fft, hop_frames, window=window, return_complex=True)
+    spec = spec.reshape(n_stems, n_channels, *spec.shape[-2:])
+    magnitude = spec.abs()
+    masks = magnitude / magnitude.sum(0, keepdim=True).clamp_min(1e-12)
+    est = torch.istft((masks * spec.sum(0, keepdim=True)).reshape(-1, *spec.shape[-2:]), n_fft, hop_frames,
+                      window=window, length=n_frames)
+    return est.reshape(n_stems, n_channels, n_frames).numpy()
+
+
+def load_item(item: Item) -> tuple[np.ndarray, np.ndarray]:
+    """``(mix [shape=(n_channels, n_frames)], stems [shape=(3, n_channels, n_frames)])``.
+
+    The mix is the item's mix file when it has one, else the sum of the stems.
+    """
+    stems = np.stack([read_audio(item.stems[s]) for s in STEMS])
+    mix = read_audio(item.mix) if item.mix is not None else stems.sum(0)
+    return mix, stems
+
+
+def score_item(estimates: dict[str, np.ndarray], mix: np.ndarray, stems: np.ndarray) -> dict[str, dict]:
+    """``{method: {stem: {"si_sdr_db", "si_sdri_db"}}}`` for one item (silent stems omitted)."""
+    out: dict[str, dict] = {m: {} for m in estimates}
+    for k, stem in enumerate(STEMS):
+        ref = stems[k]
+        if np.sqrt(np.mean(np.square(ref, dtype=np.float64))) < _SILENT_RMS:
+            continue
+        baseline = si_sdr(mix, ref)
+        for method, est in estimates.items():
+            value = si_sdr(est[k], ref)
+            out[method][stem] = {"si_sdr_db": value, "si_sdri_db": value - baseline}
+    return out
+
+
+def evaluate(data_dir: str | Path, separator: Separator, *, device: str = "cpu", max_items: int | None = None,
+             segment_s: float = 20.0, overlap_s: float = 2.0,
+             on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Evaluate ``separator`` on ``data_dir`` (its ``test/`` folder when there is one).
+
+    Returns a JSON-able report: ``{"data_dir", "separator", "n_items", "summary":
+    {method: {stem: {"si_sdr_db": mean, "si_sdri_db": mean, "si_sdri_median_db", "n"}}},
+    "items": [{"item", method: {stem: {...}}}]}`` for ``method`` in :data:`METHODS`.
+    """
+    root = resolve_split(data_dir, "test")
+    items = list_items(root)[:max_items]
+    per_item = []
+    for i, item in enumerate(items):
+        mix, stems = load_item(item)
+        separated = separate_array(separator, mix, device=device, segment_s=segment_s, overlap_s=overlap_s)
+        estimates = {"separator": np.stack([separated[s] for s in STEMS]),
+                     "mixture": np.stack([mix] * len(STEMS)),
+                     "oracle_irm": oracle_irm(stems)}
+        per_item.append({"item": item.folder.name, **score_item(estimates, mix, stems)})
+        if on_progress is not None:
+            on_progress(i + 1, len(items))
+    return {"data_dir": str(root), "separator": separator.name, "n_items": len(items),
+            "summary": summarise(per_item), "items": per_item}
+
+
+def summarise(per_item: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean SI-SDR, mean and median SI-SDRi per method and stem over the items."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for method in METHODS:
+        summary[method] = {}
+        for stem in STEMS:
+            rows = [r[method][stem] for r in per_item if stem in r.get(method, {})]
+            if not rows:
+                continue
+            sdr = np.array([r["si_sdr_db"] for r in rows])
+            sdri = np.array([r["si_sdri_db"] for r in rows])
+            summary[method][stem] = {"si_sdr_db": float(sdr.mean()), "si_sdri_db": float(sdri.mean()),
+                                     "si_sdri_median_db": float(np.median(sdri)), "n": len(rows)}
+    return summary
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the summary: one row per method, SI-SDR / SI-SDRi per stem."""
+    head = f"{'method':<12}" + "".join(f"{s + ' SI-SDR':>18}{s + ' SI-SDRi':>18}" for s in STEMS)
+    lines = [f"{report['data_dir']}: {report['n_items']} items, separator {report['separator']!r}", head]
+    for method in METHODS:
+        cells = report["summary"].get(method, {})
+        row = f"{method:<12}"
+        for stem in STEMS:
+            c = cells.get(stem)
+            row += f"{c['si_sdr_db']:>18.2f}{c['si_sdri_db']:>18.2f}" if c else f"{'-':>18}{'-':>18}"
+        lines.append(row)
+    return "\n".join(lines)

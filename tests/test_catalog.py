@@ -1,0 +1,261 @@
+"""Catalogues (media-root confinement), the restore_catalog fan-out, the gpu limit, QC plots, Dask."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from filmrestore.audio import write_audio
+from filmrestore.errors import CatalogError
+from filmrestore.flows.catalog import read_catalog
+
+
+def _write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("title,source,preset,options\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture()
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    (root / "films").mkdir(parents=True)
+    (root / "films" / "a.mov").write_bytes(b"not really a film")
+    return root
+
+
+def silent_video(path: Path, duration_s: float = 2.0) -> Path:
+    """A picture-only file: the 'broken title' of a catalogue (no audio stream)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size=160x120:rate=24:duration={duration_s}", "-an", str(path)], check=True)
+    return path
+
+
+# ----------------------------------------------------------------------------- catalogue files
+
+def test_csv_and_json_catalogues_give_the_same_entries(media: Path, tmp_path: Path) -> None:
+    csv_path = _write_csv(tmp_path / "c.csv", ['a,films/a.mov,netflix,"{""stream"": 1, ""device"": ""cpu""}"',
+                                              f"b,{media / 'films' / 'a.mov'},,"])
+    json_path = tmp_path / "c.json"
+    json_path.write_text(json.dumps({"titles": [
+        {"title": "a", "source": "films/a.mov", "preset": "netflix", "options": {"stream": 1, "device": "cpu"}},
+        {"title": "b", "source": str(media / "films" / "a.mov")}]}))
+    from_csv, from_json = read_catalog(csv_path, media), read_catalog(json_path, media)
+    assert from_csv == from_json
+    a, b = from_csv
+    assert a.source == str((media / "films" / "a.mov").resolve()) == b.source
+    assert (a.preset, a.options, b.preset, b.options) == ("netflix", {"stream": 1, "device": "cpu"}, "ebu-r128", {})
+    assert a.flow_parameters("/out") == {"source": a.source, "out": "/out", "title": "a", "preset": "netflix",
+                                         "stream": 1, "device": "cpu"}
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("../outside.mov", "contains '..'"),
+    ("films/../films/a.mov", "contains '..'"),
+    ("/etc/hostname", "outside the media root"),
+])
+def test_a_row_leaving_the_media_root_refuses_the_catalogue(media: Path, tmp_path: Path, source: str,
+                                                            expected: str) -> None:
+    path = _write_csv(tmp_path / "c.csv", ["ok,films/a.mov,,", f"bad,{source},,"])
+    with pytest.raises(CatalogError) as err:
+        read_catalog(path, media)
+    assert "row 2 (title 'bad')" in str(err.value) and expected in str(err.value) and str(path) in str(err.value)
+
+
+def test_symlinks_may_not_escape_the_media_root(media: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.mov"
+    outside.write_bytes(b"x")
+    (media / "films" / "escape.mov").symlink_to(outside)
+    (media / "linked").symlink_to(tmp_path)  # a folder link out of the root
+    (media / "films" / "alias.mov").symlink_to(media / "films" / "a.mov")  # stays inside: fine
+    assert read_catalog(_write_csv(tmp_path / "ok.csv", ["a,films/alias.mov,,"]), media)[0].source == \
+        str((media / "films" / "a.mov").resolve())
+    for i, source in enumerate(("films/escape.mov", "linked/secret.mov")):
+        with pytest.raises(CatalogError, match=r"row 1 \(title 'x'\).*symlink that leads outside the media root"):
+            read_catalog(_write_csv(tmp_path / f"bad{i}.csv", [f"x,{source},,"]), media)
+
+
+@pytest.mark.parametrize("row, expected", [
+    ("a b,films/a.mov,,", "title must be"),
+    ("a,films/a.mov,loud,", "unknown loudness preset 'loud'"),
+    ("a,films/a.mov,,\"{\"\"speed\"\": 2}\"", "unknown option(s) ['speed']"),
+    ("a,films/a.mov,,not json", "options are not a JSON object"),
+    ("a,,,", "empty source path"),
+])
+def test_malformed_rows_are_refused_by_row(media: Path, tmp_path: Path, row: str, expected: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        read_catalog(_write_csv(tmp_path / "c.csv", [row]), media)
+    assert "row 1" in str(err.value) and expected in str(err.value)
+
+
+def test_duplicate_titles_name_both_rows(media: Path, tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"row 3 \(title 'a'\): duplicate title \(also row 1\)"):
+        read_catalog(_write_csv(tmp_path / "c.csv", ["a,films/a.mov,,", "b,films/a.mov,,", "a,films/a.mov,,"]),
+                     media)
+
+
+def test_cli_refuses_an_escaping_catalogue_before_running_anything(media: Path, tmp_path: Path) -> None:
+    from filmrestore.flows.cli import app
+
+    path = _write_csv(tmp_path / "c.csv", ["ok,films/a.mov,,", "evil,../../etc/passwd,,"])
+    result = CliRunner().invoke(app, ["catalog", str(path), "--media-root", str(media), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "row 2 (title 'evil')" in result.output and "'..'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_fan_out_keeps_at_most_parallel_in_flight() -> None:
+    from prefect import flow, task
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from filmrestore.flows.restore_catalog import fan_out
+
+    @task
+    def hold(i: int) -> tuple[int, float, float]:
+        start = time.monotonic()
+        time.sleep(0.4)
+        return i, start, time.monotonic()
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
+    def many() -> list:
+        return fan_out(list(range(6)), hold.submit, parallel=2)
+
+    spans = many()
+    assert sorted(i for i, _, _ in spans) == list(range(6))
+    events = sorted([(s, 1) for _, s, _ in spans] + [(e, -1) for _, _, e in spans], key=lambda x: (x[0], x[1]))
+    in_flight = np.cumsum([d for _, d in events])
+    assert in_flight.max() == 2  # the runner had 8 threads: the bound is fan_out's
+
+
+# ----------------------------------------------------------------------------- gpu concurrency
+
+def _restored_manifest(folder: Path, duration_s: float = 20.0) -> dict:
+    """A restore-stage manifest around a synthetic film mix (what separation takes as input)."""
+    from filmrestore.manifest import FileRecord, StageManifest
+    from filmrestore.synth import SAMPLE_RATE_HZ, make_film_mix
+
+    mix = make_film_mix(duration_s, np.random.default_rng(7))["mix"]
+    path = folder / "restored.wav"
+    write_audio(path, mix, SAMPLE_RATE_HZ)
+    return StageManifest("restore", {"restored": FileRecord.from_path(path)}).to_dict()
+
+
+def _separation_spans(tmp_path: Path, restored: dict, tag: str) -> list[tuple[float, float]]:
+    """Run two separations at once (threads); (start, end) of each from its progress artifact."""
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from filmrestore.tasks.common import artifact_key
+    from filmrestore.tasks.separate import separate_task
+
+    dirs = [str(tmp_path / f"{tag}{i}") for i in range(2)]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def two_separations() -> None:
+        futures = [separate_task.submit(restored, d, "dsp", "cpu") for d in dirs]
+        for f in futures:
+            f.result()
+
+    two_separations()
+    spans = []
+    with get_client(sync_client=True) as client:
+        for d in dirs:
+            key = artifact_key(d, "separate-progress")
+            (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert artifact.data == 100.0
+            spans.append((artifact.created.timestamp(), artifact.updated.timestamp()))
+    return sorted(spans)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_gpu_limit_of_one_runs_two_separations_one_after_the_other(tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from filmrestore.tasks.separate import GPU_LIMIT
+
+    restored = _restored_manifest(tmp_path)
+    # Control: no limit on the server -> the stage runs unlimited and the two overlap.
+    (a0, a1), (b0, b1) = _separation_spans(tmp_path, restored, "free")
+    assert b0 < a1, "without a gpu limit the two separations should overlap"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+    try:
+        (a0, a1), (b0, b1) = _separation_spans(tmp_path, restored, "limited")
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+    assert a0 < a1 <= b0 < b1, f"second separation started {b0 - a1:.3f} s after the first ended"
+
+
+# ----------------------------------------------------------------------------- QC plots
+
+def test_stem_spectrogram_finds_a_tone_and_reads_a_bounded_number_of_windows(tmp_path: Path) -> None:
+    from filmrestore.tasks.report import stem_spectrogram
+
+    rate_hz, tone_hz = 48_000, 1_000.0
+    t = np.arange(rate_hz * 30) / rate_hz
+    x = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)[None, :]
+    x[:, rate_hz * 10 : rate_hz * 20] = 0.0  # 10 s of silence in the middle
+    path = tmp_path / "tone.wav"
+    write_audio(path, x, rate_hz)
+    times_s, freqs_hz, power_db = stem_spectrogram(path, n_columns=60)
+    assert power_db.shape == (freqs_hz.size, 60) and times_s.shape == (60,)
+    loud = (times_s < 9.9) | (times_s > 20.1)
+    assert np.all(np.abs(freqs_hz[np.argmax(power_db[:, loud], axis=0)] - tone_hz) <= freqs_hz[1])
+    # A 0.5-amplitude sine is -6 dB re full scale, within the Hann window's scalloping.
+    assert np.all(np.abs(power_db[:, loud].max(axis=0) - 20 * np.log10(0.5)) < 1.5)
+    quiet = (times_s > 10.1) & (times_s < 19.9)
+    assert quiet.any() and np.all(power_db[:, quiet].max(axis=0) < -100)
+
+
+def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Path) -> None:
+    from filmrestore.manifest import StageManifest
+    from filmrestore.tasks.report import loudness_series, plot_layout, plot_loudness
+
+    series = {"time_s": [3.0, 4.0, 5.0], "short_term_lufs": [-30.0, None, -20.0]}
+    stages = {"normalize": StageManifest("normalize", {}, report={"before_series": {"bed_7.1.4": series}}),
+              "render": StageManifest("render", {}, report={"after_series": {"bed_7.1.4": series}})}
+    found = loudness_series(stages, tmp_path)
+    assert found == {"bed_7.1.4 before": series, "bed_7.1.4 after": series}
+    for path in (plot_loudness(tmp_path / "l.png", found, -23.0), plot_layout(tmp_path / "m.png", [-3.0] * 12)):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+# ----------------------------------------------------------------------------- Dask fan-out
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
+    from prefect import get_client
+
+    from filmrestore.demo import make_demo_clip
+    from filmrestore.flows.restore_catalog import run_restore_catalog
+
+    media = tmp_path / "media"
+    make_demo_clip(media / "good.mov", duration_s=4.0, seed=5)
+    silent_video(media / "broken.mov")
+    catalog = _write_csv(tmp_path / "night.csv", ["good,good.mov,,", "broken,broken.mov,,"])
+    summary = run_restore_catalog(catalog, media, tmp_path / "out", parallel=2, task_runner="dask")
+    rows = {r["title"]: r for r in summary["titles"]}
+    assert rows["good"]["status"] == "Completed" and rows["good"]["verdict"] == "PASS"
+    assert abs(rows["good"]["loudness_after_lufs"] - (-23.0)) <= 1.0
+    assert rows["broken"]["status"] == "Failed" and "no audio stream" in rows["broken"]["message"]
+    assert (tmp_path / "out" / "good" / "qc" / "spectrograms.png").is_file()
+    # Each title ran inside a Dask worker process, not in this one.
+    assert {r["worker"].split(":")[0] for r in rows.values()} == {socket.gethostname()}
+    assert all(int(r["worker"].split(":")[1]) != os.getpid() for r in rows.values())
