@@ -7,6 +7,8 @@ with mixture consistency (the stems sum to the input).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from filmrestore.errors import ConfigError
 from filmrestore.separation.base import STEMS, Separator
 from filmrestore.separation.engine import resolve_device, separate_array, separate_file
@@ -16,13 +18,16 @@ __all__ = ["STEMS", "Separator", "get_separator", "resolve_device", "separate_ar
 SEPARATOR_NAMES = ("dsp", "neural")
 
 
-def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator:
-    """Build a separator by name: ``"dsp"`` (no weights) or ``"neural"`` (needs ``checkpoint``,
-    a ``.safetensors`` file with its ``.json`` config beside it).
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "dme-small.safetensors"
 
-    Raises :class:`ConfigError` for an unknown name, a checkpoint given to a separator
-    that takes none, or none given to ``"neural"``; :class:`CheckpointError` for a
-    missing, truncated or mismatched checkpoint.
+
+def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator:
+    """Build a separator by name: ``"dsp"`` (no weights) or ``"neural"`` (``checkpoint`` is a
+    ``.safetensors`` file with its ``.json`` config beside it; by default the small DME model
+    that ships in ``separation/checkpoints/``).
+
+    Raises :class:`ConfigError` for an unknown name or a checkpoint given to a separator
+    that takes none; :class:`CheckpointError` for a missing, truncated or mismatched checkpoint.
     """
     if name == "dsp":
         if checkpoint is not None:
@@ -31,9 +36,10 @@ def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator
 
         return DSPSeparator()
     if name == "neural":
-        if checkpoint is None:
-            raise ConfigError("the 'neural' separator needs a checkpoint (--checkpoint PATH.safetensors)")
         from filmrestore.separation.neural import NeuralSeparator
+
+        if checkpoint is None:
+            checkpoint = str(DEFAULT_CHECKPOINT)
 
         return NeuralSeparator.from_checkpoint(checkpoint)
     raise ConfigError(f"unknown separator {name!r}: available are {', '.join(SEPARATOR_NAMES)}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import task
 
+from filmrestore.audio import hash_file
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
 from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
@@ -16,7 +17,11 @@ from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, ta
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     # The device is left out on purpose: CPU and GPU runs give the same stems
     # within tolerance, so a GPU box may resume a run a CPU box started.
-    return {"restored": p["restored"], "separator": p["separator"], "checkpoint": p.get("checkpoint")}
+    checkpoint = p.get("checkpoint")
+    # The checkpoint's content, not just its path: retraining into the same file redoes the stems.
+    weights = hash_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    return {"restored": p["restored"], "separator": p["separator"], "checkpoint": checkpoint,
+            "checkpoint_hash": weights}
 
 
 def run_separate(

@@ -76,10 +76,21 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.config == TINY
 
 
+def test_shipped_checkpoint_is_the_default() -> None:
+    from filmrestore.separation import DEFAULT_CHECKPOINT
+
+    model = get_separator("neural")
+    assert DEFAULT_CHECKPOINT.is_file()
+    x = torch.randn(1, 1, FS // 2) * 0.1
+    with torch.inference_mode():
+        stems = model(x)
+    assert stems.shape == (1, 3, 1, FS // 2)
+
+
 def test_bad_checkpoints_name_the_file(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.safetensors", _tiny())
-    with pytest.raises(ConfigError, match="needs a checkpoint"):
-        get_separator("neural")
+    with pytest.raises(ConfigError, match="has no weights"):
+        get_separator("dsp", str(path))
     with pytest.raises(CheckpointError, match="missing.safetensors: checkpoint file does not exist"):
         get_separator("neural", str(tmp_path / "missing.safetensors"))
     raw = path.read_bytes()
