@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,23 +183,43 @@ def _separation_spans(tmp_path: Path, restored: dict, tag: str) -> list[tuple[fl
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_gpu_limit_of_one_runs_two_separations_one_after_the_other(tmp_path: Path) -> None:
+    import threading
+
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     from filmrestore.tasks.separate import GPU_LIMIT
 
     restored = _restored_manifest(tmp_path)
-    # Control: no limit on the server -> the stage runs unlimited and the two overlap.
-    (a0, a1), (b0, b1) = _separation_spans(tmp_path, restored, "free")
-    assert b0 < a1, "without a gpu limit the two separations should overlap"
+    spans: list[tuple[float, float]] = []
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
-    try:
-        (a0, a1), (b0, b1) = _separation_spans(tmp_path, restored, "limited")
-    finally:
-        with get_client(sync_client=True) as client:
+        try:
+            # Control: while the test itself holds the only slot, no separation may start.
+            held = client.increment_concurrency_slots_with_lease(
+                names=[GPU_LIMIT], slots=1, mode="concurrency", lease_duration=300).json()
+            runner = threading.Thread(target=lambda: spans.extend(_separation_spans(tmp_path, restored, "gpu")))
+            runner.start()
+            time.sleep(4.0)
+            assert not _progress_artifacts(client, tmp_path, "gpu"), "a separation started without the gpu slot"
+            released_at = time.time()
+            client.release_concurrency_slots_with_lease(held["lease_id"])
+            runner.join(timeout=300)
+        finally:
             client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+    assert not runner.is_alive() and len(spans) == 2
+    (a0, a1), (b0, b1) = spans
+    assert a0 >= released_at - 0.5, "the first separation started before the test released the slot"
     assert a0 < a1 <= b0 < b1, f"second separation started {b0 - a1:.3f} s after the first ended"
+
+
+def _progress_artifacts(client: Any, tmp_path: Path, tag: str) -> list:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from filmrestore.tasks.common import artifact_key
+
+    keys = [artifact_key(str(tmp_path / f"{tag}{i}"), "separate-progress") for i in range(2)]
+    return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
 
 
 # ----------------------------------------------------------------------------- QC plots
