@@ -29,8 +29,8 @@ STAGE_VERSIONS = {
     "extract": 1,
     "restore": 1,
     "separate": 1,
-    "normalize": 2,
-    "render": 2,
+    "normalize": 3,
+    "render": 3,
     "report": 1,
 }
 

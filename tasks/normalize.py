@@ -112,6 +112,7 @@ def run_normalize(
             "basis": decision.basis,
             "dialogue_fallback": decision.dialogue_fallback,
             "before": {name: r.to_dict() for name, r in reports.items()},
+            "before_series": {"bed_7.1.4": reports["bed_7.1.4"].series_to_dict()},
             "speech": measured["speech"],
             "effects_ild_db": measured["effects_ild_db"],
         }

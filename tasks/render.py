@@ -235,7 +235,8 @@ def run_render(
         result = verdict(after["bed"], spec)
         result["preset"] = spec.name
         result["summary"] = _summary(after["bed"].to_dict(), spec_d)
-        report = {"after": {"bed_7.1.4": after["bed"].to_dict()}, "verdict": result,
+        report = {"after": {"bed_7.1.4": after["bed"].to_dict()},
+                  "after_series": {"bed_7.1.4": after["bed"].series_to_dict()}, "verdict": result,
                   "foldown_check": after["foldown_check"],
                   "plan": {"path": str(title_dir / PLAN_FILE), "objects": len(plan.objects),
                            "moving_objects": sum(not o.is_static for o in plan.objects),

@@ -109,27 +109,18 @@ def _plot_lines(plots: dict[str, str]) -> list[str]:
 
 # ----------------------------------------------------------------------------- plot data
 
-def loudness_series(stages: dict[str, StageManifest], title_dir: Path) -> dict[str, dict[str, list]]:
+def loudness_series(stages: dict[str, StageManifest]) -> dict[str, dict[str, list]]:
     """Short-term loudness series (1 s steps) of the bed before and after normalisation.
 
-    Taken from the normalize/render manifests when they carry them
-    (``report["before_series"|"after_series"]["bed_7.1.4"]``, as
-    :meth:`LoudnessReport.series_to_dict` writes); otherwise measured here,
-    streaming: after on the delivered bed, before on the restored mix.
+    Read from the normalize/render manifests (``report["before_series"|"after_series"]
+    ["bed_7.1.4"]``, as :meth:`LoudnessReport.series_to_dict` writes): those stages'
+    meters already saw every sample, so nothing is measured again here.
     """
-    from filmrestore.tasks.loudness import measure_file
-
     series: dict[str, dict[str, list]] = {}
     for when, (stage, key) in SERIES_KEYS.items():
         found = (stages[stage].report.get(key) or {}).get("bed_7.1.4") if stage in stages else None
         if found and found.get("time_s"):
             series[f"bed_7.1.4 {when}"] = found
-    if "bed_7.1.4 after" not in series and (title_dir / "bed_7.1.4.wav").is_file():
-        series["bed_7.1.4 after"] = measure_file(title_dir / "bed_7.1.4.wav", layout="7.1.4").series_to_dict()
-    if "bed_7.1.4 before" not in series and "restore" in stages:
-        restored = stages["restore"].files.get("restored")
-        if restored is not None and restored.exists():
-            series["restored mix before"] = measure_file(restored.path).series_to_dict()
     return series
 
 
@@ -243,7 +234,7 @@ def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[dict[
             all((title_dir / rel).is_file() for rel in previous.values()):
         return previous
     target = (stages["normalize"].report.get("spec") or {}).get("target_lufs") if "normalize" in stages else None
-    plots = {"loudness": plot_loudness(folder / "loudness.png", loudness_series(stages, title_dir), target)}
+    plots = {"loudness": plot_loudness(folder / "loudness.png", loudness_series(stages), target)}
     stems = {name: title_dir / "stems" / f"{name}.wav" for name in PLOT_STEMS}
     if all(p.is_file() for p in stems.values()):
         plots["spectrograms"] = plot_spectrograms(folder / "spectrograms.png", stems)

@@ -250,7 +250,7 @@ def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Pat
     series = {"time_s": [3.0, 4.0, 5.0], "short_term_lufs": [-30.0, None, -20.0]}
     stages = {"normalize": StageManifest("normalize", {}, report={"before_series": {"bed_7.1.4": series}}),
               "render": StageManifest("render", {}, report={"after_series": {"bed_7.1.4": series}})}
-    found = loudness_series(stages, tmp_path)
+    found = loudness_series(stages)
     assert found == {"bed_7.1.4 before": series, "bed_7.1.4 after": series}
     for path in (plot_loudness(tmp_path / "l.png", found, -23.0), plot_layout(tmp_path / "m.png", [-3.0] * 12)):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
