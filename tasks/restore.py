@@ -8,7 +8,10 @@ a clean input passes through untouched:
   by narrow IIR notches at the measured frequencies;
 - **clicks** (:class:`ClickRemover`): impulses found as outliers of the forward
   *and* backward linear-prediction residual against a robust running level
-  (median absolute deviation), repaired by least-squares AR interpolation (LSAR);
+  (median absolute deviation), kept only when impulsive (residual energy in a few
+  frames), not recurring at a pitch period and at most 1.25 ms long, spanned from
+  the first forward to the last backward outlier, and repaired by least-squares
+  AR interpolation (LSAR);
 - **hiss** (:func:`detect_hiss`, :class:`Dehisser`): a stationary broadband noise
   floor estimated from the quietest frames (10th percentile per bin, median per
   1/3-octave band), reduced by a smoothed spectral-subtraction gain with a gain
@@ -297,15 +300,19 @@ class HumRemover:
 CLICK_AR_ORDER = 24
 CLICK_HOP_FRAMES = 8192  # detection runs on a fixed grid of hops, so blocks do not matter
 CLICK_CONTEXT_FRAMES = 1536  # input either side of a hop (AR fit, periodicity test, repairs)
-CLICK_MAX_GAP_FRAMES = 96  # 2 ms at 48 kHz: longer outliers are programme, not clicks
+CLICK_MAX_GAP_FRAMES = 60  # 1.25 ms at 48 kHz: dust and splice clicks last <= 1 ms; longer is programme
 CLICK_LEVEL_BLOCK_FRAMES = 256  # running-level resolution (5.3 ms at 48 kHz)
 CLICK_LEVEL_FLOOR = 1e-6  # residual level never below -120 dBFS (digital silence)
 CLICK_MERGE_FRAMES = 16  # outliers closer than this belong to one click
 CLICK_EXTENT_SIGMA = 3.0  # a click extends over the residual outliers above 3 deviations
 CLICK_FIT_CONTEXT_FRAMES = 256  # clean samples either side of a gap for its local AR fit
-CLICK_PERIOD_S = (0.0025, 0.0125)  # voice pitch periods (400 Hz down to 80 Hz)
+CLICK_PERIOD_S = (0.001, 0.025)  # pitch periods of voices and instruments (1 kHz down to 40 Hz)
 CLICK_PERIOD_TOLERANCE_FRAMES = 8  # pitch-period jitter allowed between neighbouring periods
 CLICK_PARTNER_RATIO = 0.5  # partner peaks of >= 50 % of the candidate's size make it periodic
+CLICK_MODEL_FLOOR_DB = 30.0  # the AR model never predicts the programme better than this (see fit_ar)
+CLICK_IMPULSE_TOP = 4  # an impulse puts most of its residual energy into a few frames:
+CLICK_IMPULSE_SHARE = 0.6  # a group whose top 4 frames hold < 60 % of its energy ...
+CLICK_SPREAD_FACTOR = 3.2  # ... must stand 3.2 thresholds out (programme transients spread)
 
 
 @lru_cache(maxsize=8)
@@ -326,16 +333,21 @@ def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
     return r
 
 
-def fit_ar(x: np.ndarray, order: int) -> np.ndarray | None:
+def fit_ar(x: np.ndarray, order: int, floor_db: float = CLICK_MODEL_FLOOR_DB) -> np.ndarray | None:
     """AR coefficients ``a`` [shape=(order,)] with ``x[n] ~ sum_k a[k] x[n-1-k]``.
 
     Autocorrelation (Yule-Walker) method on a Hann-windowed frame, solved by
-    Levinson recursion; None for a frame without energy.
+    Levinson recursion; None for a frame without energy. The white-noise
+    correction adds a floor ``floor_db`` below the frame's power to the model,
+    which caps its prediction gain near that figure: real recordings have a noise
+    floor, but band-limited or resampled material (a 22.05 kHz transfer played at
+    48 kHz, music with nothing above 3 kHz) predicts by 60 dB and more, and
+    against such a tiny residual every fast programme edge looks like an impulse.
     """
     r = _autocorrelation(x * _hann(len(x)), order)
     if r[0] <= 1e-20:
         return None
-    r[0] *= 1.0 + 1e-9  # white-noise correction keeps the Toeplitz system well conditioned
+    r[0] *= 1.0 + 10.0 ** (-floor_db / 10.0)
     return linalg.solve_toeplitz(r[:order], r[1:order + 1])
 
 
@@ -406,11 +418,18 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
     ring for ``order`` frames after), the backward residual at ``m`` (ringing
     before). A click is a group of outliers (> ``threshold_sigma`` robust
     deviations of the running residual level) with both a forward and a backward
-    outlier, whose peak does not recur at voice pitch periods (2.5-12.5 ms: the
-    glottal pulses of voiced speech look like clicks one at a time). It spans
-    the surrounding outliers above 3 deviations (hysteresis) plus 2 frames either
-    side: generous, since LSAR re-estimates clean frames well but a corrupted
-    frame left as context spoils the repair.
+    outlier, which
+
+    - is impulsive: its 4 largest forward-residual frames hold >= 60 % of the
+      group's residual energy, or else it stands out by 3.2 times the threshold.
+      Plosives, drum hits and synthesiser edges excite the residual over many
+      frames at a moderate level; a click puts a burst into a few;
+    - does not recur at voice pitch periods (2.5-12.5 ms: the glottal pulses of
+      voiced speech look like clicks one at a time).
+
+    It spans the surrounding outliers above 3 deviations (hysteresis) plus 2
+    frames either side: generous, since LSAR re-estimates clean frames well but a
+    corrupted frame left as context spoils the repair.
     """
     res = _residuals(x, order)
     if res is None:
@@ -433,9 +452,23 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
     lags = np.arange(*(int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S))
     gaps = []
     for lo, hi in zip(starts[both], stops[both]):
+        energy = np.sort(ef[lo:hi] ** 2)[::-1]
+        if energy[:CLICK_IMPULSE_TOP].sum() < CLICK_IMPULSE_SHARE * energy.sum():
+            peak = max(ratio_f[lo:hi].max(), ratio_b[lo:hi].max())
+            if peak <= CLICK_SPREAD_FACTOR * threshold_sigma:
+                continue  # a programme transient, not an impulse
         m = lo + int(np.argmax(np.abs(ef[lo:hi]) * fwd[lo:hi]))
-        if not _is_periodic(peaks, m, abs(ef[m]), lags):
-            gaps.append((max(int(lo) - 2, 0), min(int(hi) + 2, len(x))))
+        if _is_periodic(peaks, m, abs(ef[m]), lags):
+            continue
+        # The forward residual rings after the impulse, the backward one before it:
+        # the impulse spans from the first forward to the last backward outlier.
+        f_out = np.flatnonzero(ratio_f[lo:hi] > CLICK_EXTENT_SIGMA)
+        b_out = np.flatnonzero(ratio_b[lo:hi] > CLICK_EXTENT_SIGMA)
+        g0 = lo + (f_out[0] if len(f_out) else 0)
+        g1 = lo + (b_out[-1] + 1 if len(b_out) else hi - lo)
+        if g1 <= g0:
+            g0, g1 = lo, hi
+        gaps.append((max(int(g0) - 2, 0), min(int(g1) + 2, len(x))))
     return gaps
 
 
