@@ -389,25 +389,100 @@ def _prediction_errors(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.nda
     return ef, eb
 
 
-def _is_periodic(peaks: np.ndarray, m: int, size: float, lags: np.ndarray) -> bool:
-    """Whether the residual peak of ``size`` at ``m`` recurs like a glottal pulse of voiced speech.
+@numba.njit(cache=True, nogil=True)
+def _is_periodic(peaks: np.ndarray, m: int, size: float, lag_lo: int, lag_hi: int, tolerance: int) -> bool:
+    """Whether the residual peak of ``size`` at ``m`` recurs like a pitch pulse.
 
     ``peaks`` is the residual magnitude after a max filter of the period
-    tolerance. Periodic means partner peaks (>= half the size) either at the
-    same lag on both sides (+- tolerance) or at lags T and 2T on one side.
+    tolerance. Periodic means partner peaks (>= half the size) for a lag T in
+    ``[lag_lo, lag_hi)`` either on both sides (the right one within
+    +- ``tolerance`` of T) or at T and 2T on one side.
     """
     level = CLICK_PARTNER_RATIO * size
     n = len(peaks)
+    for lag in range(lag_lo, lag_hi):
+        left = m - lag >= 0 and peaks[m - lag] >= level
+        right = m + lag < n and peaks[m + lag] >= level
+        if left:
+            if m - 2 * lag >= 0 and peaks[m - 2 * lag] >= level:
+                return True
+            for other in range(max(lag - tolerance, lag_lo), min(lag + tolerance + 1, lag_hi)):
+                if m + other < n and peaks[m + other] >= level:
+                    return True
+        if right and m + 2 * lag < n and peaks[m + 2 * lag] >= level:
+            return True
+    return False
 
-    def partners(offsets: np.ndarray) -> np.ndarray:
-        idx = m + offsets
-        ok = (idx >= 0) & (idx < n)
-        return ok & (peaks[np.clip(idx, 0, n - 1)] >= level)
 
-    left, right = partners(-lags), partners(lags)
-    right_wide = ndimage.binary_dilation(right, np.ones(2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1, bool))
-    return bool((left & right_wide).any() or (left & partners(-2 * lags)).any()
-                or (right & partners(2 * lags)).any())
+@numba.njit(cache=True, nogil=True)
+def _classify_groups(ef: np.ndarray, ratio_f: np.ndarray, ratio_b: np.ndarray, threshold: float,
+                     peaks: np.ndarray, lag_lo: int, lag_hi: int) -> np.ndarray:
+    """The clicks among the residual outliers, as ``(start, stop)`` rows [shape=(k, 2)].
+
+    One pass over the frames groups the outliers above ``CLICK_EXTENT_SIGMA`` (or the
+    threshold) that lie within ``CLICK_MERGE_FRAMES`` of each other, then applies the
+    rules of :func:`detect_clicks` to each group.
+    """
+    n = len(ef)
+    out = np.empty((n // (CLICK_MERGE_FRAMES + 1) + 1, 2), np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        if ratio_f[i] <= CLICK_EXTENT_SIGMA and ratio_b[i] <= CLICK_EXTENT_SIGMA:
+            i += 1
+            continue
+        lo = i
+        hi = i + 1  # one past the group's last outlier
+        j = i + 1
+        while j < n and j - hi < CLICK_MERGE_FRAMES:
+            if ratio_f[j] > CLICK_EXTENT_SIGMA or ratio_b[j] > CLICK_EXTENT_SIGMA:
+                hi = j + 1
+            j += 1
+        i = hi
+        # the group's statistics
+        has_f = False
+        has_b = False
+        peak = 0.0
+        total = 0.0
+        top = np.zeros(CLICK_IMPULSE_TOP)  # the largest squared residuals, descending
+        m = lo
+        m_size = -1.0
+        first_f = -1
+        last_b = -1
+        for t in range(lo, hi):
+            e2 = ef[t] * ef[t]
+            total += e2
+            for r in range(CLICK_IMPULSE_TOP):
+                if e2 > top[r]:
+                    for q in range(CLICK_IMPULSE_TOP - 1, r, -1):
+                        top[q] = top[q - 1]
+                    top[r] = e2
+                    break
+            if ratio_f[t] > threshold:
+                has_f = True
+                if abs(ef[t]) > m_size:
+                    m, m_size = t, abs(ef[t])
+            if ratio_b[t] > threshold:
+                has_b = True
+            peak = max(peak, ratio_f[t], ratio_b[t])
+            if first_f < 0 and ratio_f[t] > CLICK_EXTENT_SIGMA:
+                first_f = t
+            if ratio_b[t] > CLICK_EXTENT_SIGMA:
+                last_b = t
+        if not (has_f and has_b):
+            continue
+        if top.sum() < CLICK_IMPULSE_SHARE * total and peak <= CLICK_SPREAD_FACTOR * threshold:
+            continue  # a programme transient, not an impulse
+        if _is_periodic(peaks, m, abs(ef[m]), lag_lo, lag_hi, CLICK_PERIOD_TOLERANCE_FRAMES):
+            continue
+        g0 = first_f if first_f >= 0 else lo
+        g1 = last_b + 1 if last_b >= 0 else hi
+        if g1 <= g0:
+            g0, g1 = lo, hi
+        out[k, 0] = max(g0 - 2, 0)
+        out[k, 1] = min(g1 + 2, n)
+        k += 1
+    return out[:k]
 
 
 def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDER,
@@ -416,60 +491,31 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
 
     An impulse at ``m`` makes the forward prediction residual jump at ``m`` (and
     ring for ``order`` frames after), the backward residual at ``m`` (ringing
-    before). A click is a group of outliers (> ``threshold_sigma`` robust
-    deviations of the running residual level) with both a forward and a backward
-    outlier, which
+    before). A click is a group of outliers (> 3 robust deviations of the running
+    residual level, none further than 16 frames from the next) with both a
+    forward and a backward outlier above ``threshold_sigma``, which
 
     - is impulsive: its 4 largest forward-residual frames hold >= 60 % of the
       group's residual energy, or else it stands out by 3.2 times the threshold.
       Plosives, drum hits and synthesiser edges excite the residual over many
       frames at a moderate level; a click puts a burst into a few;
-    - does not recur at voice pitch periods (2.5-12.5 ms: the glottal pulses of
-      voiced speech look like clicks one at a time).
+    - does not recur at a pitch period (1-25 ms: the glottal pulses of voiced
+      speech and the edges of a synthesiser's waveform look like clicks one at a
+      time).
 
-    It spans the surrounding outliers above 3 deviations (hysteresis) plus 2
-    frames either side: generous, since LSAR re-estimates clean frames well but a
-    corrupted frame left as context spoils the repair.
+    Since the forward residual rings after the impulse and the backward one
+    before it, the click spans from the group's first forward to its last
+    backward outlier, plus 2 frames either side.
     """
     res = _residuals(x, order)
     if res is None:
         return []
     ef, eb = res
     ratio_f, ratio_b = np.abs(ef) / _running_level(ef), np.abs(eb) / _running_level(eb)
-    fwd, bwd = ratio_f > threshold_sigma, ratio_b > threshold_sigma
-    # Hysteresis: a click extends over the outliers of a lower threshold around it.
-    low = np.flatnonzero((ratio_f > CLICK_EXTENT_SIGMA) | (ratio_b > CLICK_EXTENT_SIGMA) | fwd | bwd)
-    if not len(low):
-        return []
-    split = np.flatnonzero(np.diff(low) > CLICK_MERGE_FRAMES)
-    starts, stops = low[np.r_[0, split + 1]], low[np.r_[split, len(low) - 1]] + 1
-    n_fwd = np.add.reduceat(fwd.astype(np.int32), starts)  # outliers lie inside groups only
-    n_bwd = np.add.reduceat(bwd.astype(np.int32), starts)
-    both = (n_fwd > 0) & (n_bwd > 0)
-    if not both.any():
-        return []
     peaks = ndimage.maximum_filter1d(np.abs(ef), 2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1)
-    lags = np.arange(*(int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S))
-    gaps = []
-    for lo, hi in zip(starts[both], stops[both]):
-        energy = np.sort(ef[lo:hi] ** 2)[::-1]
-        if energy[:CLICK_IMPULSE_TOP].sum() < CLICK_IMPULSE_SHARE * energy.sum():
-            peak = max(ratio_f[lo:hi].max(), ratio_b[lo:hi].max())
-            if peak <= CLICK_SPREAD_FACTOR * threshold_sigma:
-                continue  # a programme transient, not an impulse
-        m = lo + int(np.argmax(np.abs(ef[lo:hi]) * fwd[lo:hi]))
-        if _is_periodic(peaks, m, abs(ef[m]), lags):
-            continue
-        # The forward residual rings after the impulse, the backward one before it:
-        # the impulse spans from the first forward to the last backward outlier.
-        f_out = np.flatnonzero(ratio_f[lo:hi] > CLICK_EXTENT_SIGMA)
-        b_out = np.flatnonzero(ratio_b[lo:hi] > CLICK_EXTENT_SIGMA)
-        g0 = lo + (f_out[0] if len(f_out) else 0)
-        g1 = lo + (b_out[-1] + 1 if len(b_out) else hi - lo)
-        if g1 <= g0:
-            g0, g1 = lo, hi
-        gaps.append((max(int(g0) - 2, 0), min(int(g1) + 2, len(x))))
-    return gaps
+    lag_lo, lag_hi = (int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S)
+    gaps = _classify_groups(ef, ratio_f, ratio_b, float(threshold_sigma), peaks, lag_lo, lag_hi)
+    return [(int(g0), int(g1)) for g0, g1 in gaps]
 
 
 def _toeplitz_inverse_filter(a: np.ndarray, n: int) -> np.ndarray:
