@@ -64,6 +64,7 @@ HISS_MIN_FLOOR_DBFS = -80.0  # 16-bit TPDF dither is about -96 dBFS: -80 is clea
 HISS_MAX_SPREAD_DB = 6.0  # floor estimates of time slices must agree within 6 dB (stationary)
 HISS_MIN_HEADROOM_DB = 15.0  # programme (90th percentile) at least 15 dB above the floor
 HISS_MIN_FLATNESS = 0.1  # broadband: white noise 1.0, pink 0.3, leakage of steady tones ~1e-5
+HISS_MIN_EXPOSED_BANDS = 4  # the floor shows in >= 4 third-octave bands (4/3 octave) at least
 DETECT_SPAN_S = 60.0
 DETECT_N_SEGMENTS = 6
 
@@ -742,12 +743,30 @@ def _power_to_dbfs(bin_power_sum: np.ndarray, n_fft: int) -> np.ndarray:
 def _floor_dbfs(power: np.ndarray, band: np.ndarray, n_bands: int, n_fft: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel floor level (dBFS), per-bin noise power [shape=(n_channels, n_bins)]
-    and per-channel spectral flatness of the floor over the bands."""
+    and per-channel spectral flatness of the floor over the bands where it shows.
+
+    Hiss is broadband, but where the programme never pauses (a film mix with
+    music or ambience throughout) the quietest frames of a band are programme,
+    and only the bands above the programme's bandwidth (a legacy track stops at
+    7-10 kHz) show the noise. So the floor is modelled as broadband noise at the
+    level where it shows: the 20th percentile of the band floors above 1 kHz,
+    capped per band by that band's own floor. The flatness is measured over the
+    bands within 3 dB of that level (``HISS_MIN_EXPOSED_BANDS`` of them at least;
+    fewer gives 0).
+    """
     per_band = _floor_per_band(power, band, n_bands)
-    noise_psd = per_band[:, np.clip(band, 0, n_bands - 1)]
-    noise_psd[:, (band < 0) & (np.arange(len(band)) < len(band) // 2)] = per_band[:, :1]
+    centres = HISS_BAND_LOW_HZ * 2.0 ** ((np.arange(n_bands) + 0.5) / HISS_BANDS_PER_OCTAVE)
+    shown = np.quantile(per_band[:, centres >= 1000.0], 0.2, axis=1, keepdims=True)
+    model = np.minimum(per_band, shown)
+    noise_psd = model[:, np.clip(band, 0, n_bands - 1)]
+    noise_psd[:, (band < 0) & (np.arange(len(band)) < len(band) // 2)] = model[:, :1]
     level = _power_to_dbfs(noise_psd[:, band >= 0].sum(axis=-1), n_fft)
-    flatness = np.exp(np.mean(np.log(per_band), axis=1)) / np.mean(per_band, axis=1)
+    exposed = per_band <= 2.0 * shown
+    flatness = np.zeros(per_band.shape[0])
+    for c in range(per_band.shape[0]):
+        bands = per_band[c, exposed[c]]
+        if len(bands) >= HISS_MIN_EXPOSED_BANDS:
+            flatness[c] = np.exp(np.mean(np.log(bands))) / np.mean(bands)
     return level, noise_psd, flatness
 
 
@@ -756,7 +775,7 @@ def detect_hiss(x: Sample, sample_rate_hz: int, n_fft: int = HISS_N_FFT) -> Hiss
 
     Rule: dehiss when the floor is clearly above the digital floor (>= -80 dBFS;
     16-bit dither sits near -96), stationary (the floors of 4 time slices agree
-    within 6 dB), broadband (spectral flatness >= 0.1 over 1/3-octave bands) and
+    within 6 dB), broadband (shows in >= 4 1/3-octave bands, flatness >= 0.1 there) and
     below the programme (its 90th-percentile frame power at least 15 dB above
     the floor), so that continuous programme or steady tones are never taken
     for noise.
