@@ -76,6 +76,7 @@ def qc_markdown(qc: dict[str, Any]) -> str:
     for name, stage in qc["stages"].items():
         findings = {k: v for k, v in stage["report"].items() if k != "elapsed_s" and not isinstance(v, (dict, list))}
         lines.append(f"| {name} | {_fmt(stage['elapsed_s'])} | {', '.join(f'{k}={v}' for k, v in findings.items())} |")
+    lines += _restoration_lines((qc["stages"].get("restore") or {}).get("report") or {})
     lines += ["", "## Loudness", "", "| signal | when | integrated (LUFS) | true peak (dBTP) | LRA (LU) | dialogue (LUFS) |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]
     for when in ("before", "after"):
@@ -93,6 +94,30 @@ def qc_markdown(qc: dict[str, Any]) -> str:
     lines += _plot_lines(qc.get("plots") or {})
     lines += ["## Deliverables", ""] + [f"- `{name}`: `{path}`" for name, path in qc["deliverables"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _restoration_lines(report: dict[str, Any]) -> list[str]:
+    """What the restore stage found (hum, clicks, hiss) and whether it applied each repair."""
+    if "applied" not in report:
+        return []
+    applied = set(report["applied"])
+    hum, clicks, hiss = report.get("hum") or {}, report.get("clicks") or {}, report.get("hiss") or {}
+    hum_found = hum.get("fundamental_hz") is not None
+    rows = [
+        ("hum", "dehum", hum_found,
+         f"{_fmt(hum.get('fundamental_exact_hz'), ' Hz')}, harmonics {hum.get('harmonic_numbers')}, "
+         f"strongest {_fmt(hum.get('level_dbfs'), ' dBFS')}" if hum_found else "no mains series"),
+        ("clicks", "declick", bool(clicks.get("detected")),
+         f"{clicks.get('n_clicks', 0)} in {_fmt(clicks.get('analysed_s'), ' s')} analysed "
+         f"({_fmt(clicks.get('rate_per_min'))}/min); {report.get('clicks_repaired', 0)} repaired in the programme"),
+        ("hiss", "dehiss", bool(hiss.get("detected")),
+         f"floor {_fmt(hiss.get('floor_dbfs'), ' dBFS')}, {_fmt(hiss.get('headroom_db'), ' dB')} below the "
+         f"programme, spread {_fmt(hiss.get('spread_db'), ' dB')}, flatness {_fmt(hiss.get('flatness'))}"),
+    ]
+    lines = ["", "## Restoration", "", "| damage | found | measured | repair |", "| --- | --- | --- | --- |"]
+    for name, repair, found, measured in rows:
+        lines.append(f"| {name} | {'yes' if found else 'no'} | {measured} | {repair if repair in applied else '–'} |")
+    return lines
 
 
 _PLOT_TITLES = {"loudness": "Loudness over time", "spectrograms": "Stem spectrograms",

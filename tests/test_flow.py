@@ -99,6 +99,20 @@ def test_qc_reports_loudness_and_passes_the_preset(restored: dict) -> None:
     assert qc["foldown_check"]["max_abs_diff_db"] <= 1.0
 
 
+def test_qc_says_what_restoration_found_and_did(restored: dict) -> None:
+    """The demo's soundtrack carries 50 Hz hum at -42 dBFS, white hiss at -50 dBFS and clicks."""
+    title_dir = Path(restored["title_dir"])
+    report = json.loads((title_dir / "qc.json").read_text())["stages"]["restore"]["report"]
+    assert {"dehum", "dehiss"} <= set(report["applied"])
+    assert report["hum"]["fundamental_hz"] == 50.0 and abs(report["hum"]["level_dbfs"] - (-42.0)) < 1.0
+    assert abs(report["hiss"]["floor_dbfs"] - (-50.8)) < 2.0  # white -50 dBFS, 100 Hz-20 kHz of it
+    table = (title_dir / "qc.md").read_text().split("## Restoration")[1].split("##")[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| yes |" in rows["hum"] and rows["hum"].rstrip().endswith("| dehum |")
+    assert "| yes |" in rows["hiss"] and rows["hiss"].rstrip().endswith("| dehiss |")
+    assert f"{report['clicks_repaired']} repaired" in rows["clicks"]
+
+
 def test_rerun_reuses_every_stage(restored: dict, demo_clip: Path) -> None:
     title_dir = Path(restored["title_dir"])
     before = _mtimes(title_dir)
