@@ -352,16 +352,25 @@ def fit_ar(x: np.ndarray, order: int, floor_db: float = CLICK_MODEL_FLOOR_DB) ->
     return linalg.solve_toeplitz(r[:order], r[1:order + 1])
 
 
+@numba.njit(cache=True, nogil=True)
 def _running_level(e: np.ndarray) -> np.ndarray:
-    """Robust local level of a residual [shape=(n,)]: 1.4826 * median |e| per 256-frame block,
-    the largest of each block and its two neighbours, floored at -120 dBFS."""
-    n_blocks = -(-len(e) // CLICK_LEVEL_BLOCK_FRAMES)
-    padded = np.pad(np.abs(e), (0, n_blocks * CLICK_LEVEL_BLOCK_FRAMES - len(e)), mode="edge")
-    half = CLICK_LEVEL_BLOCK_FRAMES // 2  # even block: the median is the mean of the middle two
-    middle = np.partition(padded.reshape(n_blocks, -1), (half - 1, half), axis=1)[:, half - 1:half + 1]
-    med = 1.4826 * middle.mean(axis=1)
-    med = ndimage.maximum_filter1d(med, 3, mode="nearest")
-    return np.maximum(np.repeat(med, CLICK_LEVEL_BLOCK_FRAMES)[: len(e)], CLICK_LEVEL_FLOOR)
+    """Robust local level of a residual [shape=(n,)]: 1.4826 * median |e| per 256-frame block
+    (the last block padded with its final value), the largest of each block and its two
+    neighbours, floored at -120 dBFS."""
+    n, size = len(e), CLICK_LEVEL_BLOCK_FRAMES
+    n_blocks = -(-n // size)
+    med = np.empty(n_blocks)
+    block = np.empty(size)
+    for b in range(n_blocks):
+        for i in range(size):
+            block[i] = abs(e[min(b * size + i, n - 1)])
+        part = np.partition(block, size // 2)  # even size: the median is the mean of the middle two
+        med[b] = 1.4826 * 0.5 * (part[:size // 2].max() + part[size // 2])
+    out = np.empty(n)
+    for b in range(n_blocks):
+        level = max(med[max(b - 1, 0)], med[b], med[min(b + 1, n_blocks - 1)], CLICK_LEVEL_FLOOR)
+        out[b * size:min((b + 1) * size, n)] = level
+    return out
 
 
 def _residuals(x: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray] | None:
