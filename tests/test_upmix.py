@@ -295,3 +295,36 @@ def test_moving_pair_blocks_cover_the_programme() -> None:
     blocks = moving_pair_blocks([20.0] * 3 + [-20.0] * 3, 2.9, "R")
     assert blocks[0].start_s == 0.0 and blocks[-1].end_s == pytest.approx(2.9)
     assert all(abs(a.end_s - b.start_s) < 1e-9 for a, b in zip(blocks, blocks[1:]))
+
+
+def test_shipped_decorrelator_designs_equal_a_fresh_design() -> None:
+    """data/decorrelators.npz holds exactly what the optimiser designs for the default bed at 48 kHz.
+
+    Regenerate after changing the design (and bump DESIGN_VERSION):
+    ``python -c "from filmrestore.upmix.decorrelate import save_designs, SHIPPED_DESIGNS;
+    from filmrestore.upmix.render import decorrelator_parameters; from filmrestore.upmix.plan import BedRules;
+    save_designs(SHIPPED_DESIGNS, decorrelator_parameters(BedRules(), 48000))"``
+    """
+    from filmrestore.upmix.decorrelate import _shipped_designs, design_key, optimise_side_decorrelators
+    from filmrestore.upmix.plan import BedRules
+    from filmrestore.upmix.render import decorrelator_parameters
+
+    shipped = _shipped_designs()
+    params = decorrelator_parameters(BedRules(), 48000)
+    assert sorted(shipped) == sorted(design_key(*p) for p in params), "regenerate data/decorrelators.npz"
+    for p in params:
+        firs, front_gain = optimise_side_decorrelators(*p)
+        np.testing.assert_array_equal(shipped[design_key(*p)][0], firs)
+        assert shipped[design_key(*p)][1] == front_gain
+
+
+def test_other_bed_rules_are_designed_afresh() -> None:
+    """Parameters without a shipped design still get a design (not the default's)."""
+    from filmrestore.upmix.decorrelate import _shipped_designs, design_key, design_side_decorrelators
+    from filmrestore.upmix.plan import BedRules
+    from filmrestore.upmix.render import decorrelator_parameters
+
+    params = decorrelator_parameters(BedRules(seed=7), 48000)[0]
+    assert design_key(*params) not in _shipped_designs()
+    firs, front_gain = design_side_decorrelators(*params)
+    assert firs.shape == (len(params[0]), params[2]) and 0.0 < front_gain < 1.0

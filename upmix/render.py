@@ -206,6 +206,30 @@ class RenderedBlock:
         return self.feeds[[INPUTS.index(o.feed) for o in plan.objects]]
 
 
+def _decorrelator_parameters(rules: BedRules, sample_rate_hz: int, layout: Layout, send_gains: list[float],
+                             row: int, stem: str) -> tuple[tuple[float, ...], int, int, float, int]:
+    """The arguments of :func:`design_side_decorrelators` for one side (row 0 left, 1 right) of a stem."""
+    fold = fold_down_matrix("stereo", layout)
+    labels = [label for label, _ in _AMBIENCE_SENDS[stem]["LR"[row]]]
+    fold_gains = tuple(float(fold[row, layout.index(lab)]) * g for lab, g in zip(labels, send_gains))
+    n_taps = max(2, int(round(rules.decorrelator_length_s * sample_rate_hz)))
+    seed = rules.seed * 16 + (0 if stem == "music" else 2) + row
+    return fold_gains, sample_rate_hz, n_taps, rules.ambience_crossover_hz, seed
+
+
+def decorrelator_parameters(rules: BedRules, sample_rate_hz: int, layout: Layout = BED_7_1_4
+                            ) -> list[tuple[tuple[float, ...], int, int, float, int]]:
+    """Every decorrelator design a renderer with ``rules`` needs (what ships in ``data/decorrelators.npz``
+    for the default rules at 48 kHz)."""
+    params = []
+    for stem, sides in _AMBIENCE_SENDS.items():
+        send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
+        for row, sends in enumerate(sides.values()):
+            gains = [db_to_gain(send_db + offset_db) for _, offset_db in sends]
+            params.append(_decorrelator_parameters(rules, sample_rate_hz, layout, gains, row, stem))
+    return params
+
+
 class SceneRenderer:
     """Render dialogue/music/effects stems to feeds, bed and mix with a :class:`Plan`, block by block.
 
@@ -257,13 +281,8 @@ class SceneRenderer:
         return taps
 
     def _decorrelators(self, send_gains: list[float], row: int, stem: str) -> tuple[np.ndarray, float]:
-        fold = fold_down_matrix("stereo", self.layout)
-        labels = [label for label, _ in _AMBIENCE_SENDS[stem]["LR"[row]]]
-        fold_gains = tuple(float(fold[row, self.layout.index(lab)]) * g for lab, g in zip(labels, send_gains))
-        n_taps = max(2, int(round(self.rules.decorrelator_length_s * self.sample_rate_hz)))
-        seed = self.rules.seed * 16 + (0 if stem == "music" else 2) + row
-        return design_side_decorrelators(fold_gains, self.sample_rate_hz, n_taps,
-                                         self.rules.ambience_crossover_hz, seed)
+        return design_side_decorrelators(*_decorrelator_parameters(
+            self.rules, self.sample_rate_hz, self.layout, send_gains, row, stem))
 
     def process(self, stems: dict[str, np.ndarray]) -> RenderedBlock:
         """Render one block of stems."""
@@ -305,5 +324,5 @@ def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | N
     return SceneRenderer(sample_rate_hz, n_channels, plan).process(stems).mix
 
 
-__all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "db_to_gain", "object_segments",
-           "render_bed"]
+__all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "db_to_gain",
+           "decorrelator_parameters", "object_segments", "render_bed"]
