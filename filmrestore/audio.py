@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numba
 import numpy as np
 import soundfile as sf
 
@@ -153,20 +154,52 @@ def _fmt_chunk(sample_rate_hz: int, n_channels: int, subtype: str, channel_mask:
     return _chunk(b"fmt ", body)
 
 
-_PCM24_FROM_INT32 = np.dtype([("low", "<u2"), ("high", "u1"), ("pad", "u1")])
-_PCM24 = np.dtype([("low", "<u2"), ("high", "u1")])
+_PACK_TILE_FRAMES = 2048
 
 
-def to_pcm24_bytes(block: np.ndarray) -> bytes:
-    """Interleave and quantise [shape=(n_channels, n_frames)] float to 24-bit little-endian PCM."""
-    scaled = np.clip(block.T * np.float32(_PCM24_MAX), -_PCM24_MAX, _PCM24_MAX - 1)
-    ints = np.ascontiguousarray(np.rint(scaled), dtype="<i4").reshape(-1)
-    # Keep the three low bytes of each little-endian int32 through a structured view:
-    # one vectorised copy, several times faster than slicing a (n, 4) byte array.
-    words = ints.view(_PCM24_FROM_INT32)
-    packed = np.empty(ints.size, dtype=_PCM24)
-    packed["low"], packed["high"] = words["low"], words["high"]
-    return packed.tobytes()
+@numba.njit(cache=True, nogil=True)
+def _pack_pcm24(block: np.ndarray, out: np.ndarray) -> None:
+    """Interleave, quantise and pack [shape=(C, T)] float into ``out`` [shape=(3 C T,)] uint8, one pass.
+
+    Per sample: ``rint(clip(x * 2^23, -2^23, 2^23 - 1))`` (round half to even, as ``np.rint``), the
+    three low bytes of its two's complement, little-endian; NaN gives 0 (what numpy's cast of
+    NaN to int32, 0x80000000, leaves in those bytes). Scaling by 2^23 is exact in float32 and
+    float64, so this equals the numpy formulation bit for bit.
+    """
+    n_channels, n_frames = block.shape
+    step = 3 * n_channels
+    for f0 in range(0, n_frames, _PACK_TILE_FRAMES):  # a tile of output stays in cache across channels
+        f1 = min(f0 + _PACK_TILE_FRAMES, n_frames)
+        for c in range(n_channels):  # channel-major in a tile: reads stream, writes stride by one frame
+            o = step * f0 + 3 * c
+            for n in range(f0, f1):
+                v = block[c, n] * 8388608.0
+                if v >= 8388607.0:
+                    q = 8388607
+                elif v <= -8388608.0:
+                    q = -8388608
+                elif v == v:
+                    q = int(np.rint(v))
+                else:
+                    q = 0
+                out[o] = q & 0xFF
+                out[o + 1] = (q >> 8) & 0xFF
+                out[o + 2] = (q >> 16) & 0xFF
+                o += step
+
+
+def to_pcm24_bytes(block: np.ndarray) -> np.ndarray:
+    """Interleave and quantise [shape=(n_channels, n_frames)] float to 24-bit little-endian PCM.
+
+    Returns the bytes as a 1-D uint8 array (a buffer: ``bytes(...)``, ``file.write`` and
+    ``hash.update`` take it as is). One compiled pass, about 2x the vectorised numpy
+    version (clip, rint, cast, byte view) it replaces, with identical output.
+    """
+    if block.dtype not in (np.float32, np.float64):
+        block = block.astype(np.float64)
+    out = np.empty(block.size * 3, np.uint8)
+    _pack_pcm24(block, out)
+    return out
 
 
 def _new_hash() -> Any:
@@ -218,8 +251,8 @@ class AudioWriter:
         self._f.write(header + b"data\x00\x00\x00\x00")
         self._data_start = self._f.tell()
 
-    def encode(self, block: np.ndarray) -> bytes:
-        """The file's bytes for [shape=(n_channels, n_frames)] float samples."""
+    def encode(self, block: np.ndarray) -> bytes | np.ndarray:
+        """The file's bytes (or a uint8 array of them) for [shape=(n_channels, n_frames)] float samples."""
         if block.ndim != 2 or block.shape[0] != self.n_channels:
             raise ValueError(f"expected ({self.n_channels}, frames) block, got {block.shape}")
         if self.subtype == "PCM_24":
@@ -230,7 +263,7 @@ class AudioWriter:
         """Append [shape=(n_channels, n_frames)] float samples."""
         self.write_encoded(self.encode(block))
 
-    def write_encoded(self, raw: bytes) -> None:
+    def write_encoded(self, raw: bytes | np.ndarray) -> None:
         """Append samples already encoded by :meth:`encode` (of a writer with the same format)."""
         frame_bytes = self.n_channels * (3 if self.subtype == "PCM_24" else 4)
         if len(raw) % frame_bytes:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from filmrestore.audio import AudioWriter, iter_blocks, partial_path, read_audio, read_info, write_audio
+from filmrestore.audio import (AudioWriter, iter_blocks, partial_path, read_audio, read_info, to_pcm24_bytes,
+                               write_audio)
 from filmrestore.errors import AudioFormatError, OutputNotWritableError
 from filmrestore.manifest import FileRecord, StageManifest
 from filmrestore.tasks.common import load_valid_manifest, run_stage, stage_key
@@ -32,6 +33,24 @@ def test_writer_round_trip(tmp_path: Path, subtype: str, tol: float) -> None:
     y = read_audio(tmp_path / "x.wav")
     assert y.shape == x.shape
     assert np.max(np.abs(y - x)) <= tol
+
+
+def _pcm24_reference(block: np.ndarray) -> bytes:
+    """24-bit packing spelled out in numpy: scale, clip, round half to even, three low bytes."""
+    scaled = np.clip(block.T * np.float32(2**23), -(2**23), 2**23 - 1)
+    with np.errstate(invalid="ignore"):
+        ints = np.ascontiguousarray(np.rint(scaled), dtype="<i4")
+    return ints.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pcm24_packing_equals_the_numpy_formulation(dtype: type) -> None:
+    x = _noise(13, 5_000).astype(dtype)
+    edges = [np.nan, np.inf, -np.inf, 1.0, -1.0, 1.5, -1.5, 0.0, -0.0, 1e-30, 0.99999994, -0.99999994]
+    ties = np.array([0.5, 1.5, 2.5, -0.5, -2.5, 2**23 - 0.5, 2**23 - 0.75]) / 2**23
+    x[0, :len(edges) + len(ties)] = np.concatenate([edges, ties])
+    for block in (x, x[2:7, 11:]):  # contiguous, and a strided view
+        assert bytes(to_pcm24_bytes(block)) == _pcm24_reference(block)
 
 
 def test_writer_blocks_equal_whole_and_hash_is_stable(tmp_path: Path) -> None:
