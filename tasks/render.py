@@ -16,6 +16,8 @@ so music + effects is exactly the M&E of the delivered mix before limiting.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +51,36 @@ class _LinkedLimiter:
         self._delay = np.zeros((n_mix + n_extra, self._limiter.latency_frames), np.float32)
         self._to_drop = self._limiter.latency_frames
 
-    def process(self, mix: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mix [shape=(n_mix, n)], extra [shape=(n_extra, n)]) -> both limited, delay compensated."""
-        n = mix.shape[1]
+    def process(self, mix: np.ndarray, extra: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(mix [shape=(n_mix, n)], extra [shape=(n_extra, n)] or its rows) -> both limited, delay compensated.
+
+        Each output row is written once, ``delayed input * gain`` straight from its source row
+        (no stacked copy of all tracks); the last ``latency`` frames of every row carry over.
+        """
+        n, n_mix = mix.shape[1], self._n_mix
         gain = self._limiter.gain(np.ascontiguousarray(mix, dtype=np.float32)).astype(np.float32)
-        stacked = np.concatenate([self._delay, np.vstack([mix, extra])], axis=1)
-        out, self._delay = stacked[:, :n] * gain, stacked[:, n:].copy()
+        rows = [*mix, *extra]
+        latency = self._delay.shape[1]
+        head = min(latency, n)  # output frames still taken from the delay line
+        mix_out = np.empty((n_mix, n), np.float32)
+        extra_out = np.empty((len(rows) - n_mix, n), np.float32)
+        for i, row in enumerate(rows):
+            out = mix_out[i] if i < n_mix else extra_out[i - n_mix]
+            np.multiply(self._delay[i, :head], gain[:head], out=out[:head])
+            np.multiply(row[:n - head], gain[head:], out=out[head:])
+        self._carry(rows, n)
         drop = min(self._to_drop, n)
         self._to_drop -= drop
-        return out[:self._n_mix, drop:], out[self._n_mix:, drop:]
+        return mix_out[:, drop:], extra_out[:, drop:]
+
+    def _carry(self, rows: list[np.ndarray], n: int) -> None:
+        """Keep the last ``latency`` frames of (delay line, block) per row."""
+        latency = self._delay.shape[1]
+        if n >= latency:
+            for i, row in enumerate(rows):
+                self._delay[i] = row[n - latency:]
+        else:
+            self._delay = np.concatenate([self._delay[:, n:], np.vstack(rows)], axis=1)
 
     def flush(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames still in the delay line."""
@@ -126,7 +149,13 @@ def resolve_plan(title_dir: str | Path, stems: dict[str, Any], norm_report: dict
 # ----------------------------------------------------------------------------- deliverables
 
 class _Deliverables:
-    """The writers of every file the render stage produces."""
+    """The writers of every file the render stage produces.
+
+    :meth:`write` hands a block to one background thread that encodes (24-bit packing,
+    compiled, GIL released), hashes and writes every file, while the caller renders the next
+    block: on two cores the two halves of the work overlap. At most one block waits, so memory
+    stays one block deep.
+    """
 
     def __init__(self, title_dir: Path, title: str, n_channels: int, sample_rate_hz: int, scene: AdmScene) -> None:
         sr = sample_rate_hz
@@ -136,18 +165,36 @@ class _Deliverables:
                       for name in ("dialogue", "music", "effects", "me")}
         self.foldowns = {name: AudioWriter(title_dir / "foldown" / f"{name}.wav", sr, n, "PCM_24")
                          for name, n in (("stereo", 2), ("5.1", 6))}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-write")
+        self._pending: Future[None] | None = None
 
     def writers(self) -> dict[str, AudioWriter]:
         return {"bed_7.1.4": self.bed, "adm": self.adm.writer, **{f"stems/{k}": w for k, w in self.stems.items()},
                 **{f"foldown/{k}": w for k, w in self.foldowns.items()}}
 
-    def write_bed(self, mix: np.ndarray, tracks: np.ndarray) -> None:
+    def write(self, stems: dict[str, np.ndarray], mix: np.ndarray, tracks: np.ndarray, stereo: np.ndarray) -> None:
+        """Queue a block of every file: stems (by name), the bed ``mix``, the ADM ``tracks`` and the
+        stereo fold-down of ``mix``; the arrays must not change afterwards."""
+        self._wait()
+        self._pending = self._pool.submit(self._write_now, stems, mix, tracks, stereo)
+
+    def _write_now(self, stems: dict[str, np.ndarray], mix: np.ndarray, tracks: np.ndarray,
+                   stereo: np.ndarray) -> None:
+        for name, x in stems.items():
+            self.stems[name].write(x)
         self.bed.write(mix)
         self.adm.write_tracks(tracks)
-        self.foldowns["stereo"].write(fold_down(mix, "stereo"))
+        self.foldowns["stereo"].write(stereo)
         self.foldowns["5.1"].write(fold_down(mix, "5.1"))
 
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def close(self) -> dict[str, FileRecord]:
+        self._wait()
+        self._pool.shutdown()
         self.adm.close()
         records = {}
         for name, writer in self.writers().items():
@@ -157,6 +204,10 @@ class _Deliverables:
         return records
 
     def abort(self) -> None:
+        """Drop every partial file (after the queued block, whose own error the caller's supersedes)."""
+        if self._pending is not None:
+            futures_wait([self._pending])
+        self._pool.shutdown()
         for writer in self.writers().values():
             writer.abort()
 
@@ -179,18 +230,16 @@ def render_deliverables(
         done = 0
         for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
             scaled = {name: x * gain for name, x in blocks.items()}
-            for name, x in scaled.items():
-                out.stems[name].write(x)
-            out.stems["me"].write(scaled["music"] + scaled["effects"])
-            stems_in = render_input(scaled)
+            scaled["me"] = scaled["music"] + scaled["effects"]
+            stems_in = render_input({name: scaled[name] for name in STEMS})
             mix_bands.add(sum(stems_in.values()))
             rendered = renderer.process(stems_in)
-            mix, tracks = limiter.process(rendered.mix, np.vstack([rendered.bed, rendered.feeds])[rows])
-            _write(out, meter, stereo_bands, mix, tracks)
+            mix, tracks = limiter.process(rendered.mix, rendered.track_rows(rows))
+            _deliver(out, meter, stereo_bands, scaled, mix, tracks)
             done += next(iter(blocks.values())).shape[1]
             if on_progress:
                 on_progress(done, dialogue.n_frames)
-        _write(out, meter, stereo_bands, *limiter.flush())
+        _deliver(out, meter, stereo_bands, {}, *limiter.flush())
         records = out.close()
     except BaseException:
         out.abort()
@@ -201,11 +250,13 @@ def render_deliverables(
     return records, {"bed": meter.result(), "foldown_check": foldown_check(mix_bands, stereo_bands)}
 
 
-def _write(out: _Deliverables, meter: LoudnessMeter, stereo_bands: _BandEnergy, mix: np.ndarray,
-           tracks: np.ndarray) -> None:
-    out.write_bed(mix, tracks)
+def _deliver(out: _Deliverables, meter: LoudnessMeter, stereo_bands: _BandEnergy, stems: dict[str, np.ndarray],
+             mix: np.ndarray, tracks: np.ndarray) -> None:
+    """Queue a block of every deliverable, and measure the bed and its stereo fold-down meanwhile."""
+    stereo = fold_down(mix, "stereo")
+    out.write(stems, mix, tracks, stereo)
     meter.process(mix)
-    stereo_bands.add(fold_down(mix, "stereo"))
+    stereo_bands.add(stereo)
 
 
 def _speech_mask(norm: dict[str, Any]) -> np.ndarray | None:

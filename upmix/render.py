@@ -201,6 +201,11 @@ class RenderedBlock:
     bed: np.ndarray
     feeds: np.ndarray
 
+    def track_rows(self, rows: list[int] | tuple[int, ...]) -> list[np.ndarray]:
+        """Views of rows of ``vstack([bed, feeds])`` (an ADM scene's ``track_rows``), without that copy."""
+        n_bed = self.bed.shape[0]
+        return [self.bed[r] if r < n_bed else self.feeds[r - n_bed] for r in rows]
+
     def object_tracks(self, plan: Plan) -> np.ndarray:
         """The ADM track of every object of ``plan`` (its feed). [shape=(n_objects, n_frames)]"""
         return self.feeds[[INPUTS.index(o.feed) for o in plan.objects]]
