@@ -57,6 +57,7 @@ HUM_MAX_DRIFT_HZ = 0.5  # the fundamental may sit anywhere within +-0.5 Hz of no
 HUM_MAX_HARMONICS = 8
 HUM_CONSISTENCY_HZ = 0.05  # harmonic k's peak / k agrees with the series' fundamental within this
 HUM_MIN_LEVEL_DB = 10.0  # peak above the neighbouring floor, at f0 or at >= 2 harmonics
+HUM_LOWEST_HARMONIC = 3  # without the fundamental, the 2nd or 3rd harmonic must be among them
 HUM_NOTCH_BANDWIDTH_HZ = 1.5  # -3 dB width of each notch section (two sections per harmonic)
 CLICK_MIN_COUNT = 3  # apply the declicker when >= 3 clicks and >= 6 per minute were found
 CLICK_MIN_RATE_PER_MIN = 6.0
@@ -188,13 +189,22 @@ def _stationary(found: list[tuple[int, float, float, float]], x: Sample, sample_
     return kept
 
 
+def _qualifies(found: list[tuple[int, float, float, float]]) -> bool:
+    """A mains series: its fundamental, or >= 2 harmonics of which one is the 2nd or 3rd
+    (transformer and rectifier fields always carry them; two high partials alone are the
+    spurs of a tone's quantisation or a note's overtones)."""
+    numbers = [c[0] for c in found]
+    return 1 in numbers or (len(numbers) >= 2 and min(numbers) <= HUM_LOWEST_HARMONIC)
+
+
 def detect_hum(x: Sample, sample_rate_hz: int) -> HumReport:
     """Detect mains hum in ``x`` [shape=(n_channels, n_frames)] (or a list of such segments).
 
     Rule: a harmonic is detected when its peak stands >= 10 dB above the
     neighbouring spectrum floor and lies on the series of the others (peak / k
     within 0.05 Hz of their median, see :func:`_consistent`); hum at a nominal frequency (50 or 60 Hz) is
-    present when the fundamental or at least two harmonics are detected. When
+    present when the fundamental, or at least two harmonics including the 2nd or
+    3rd, are detected. When
     both qualify, the one with the larger summed peak heights wins. The exact
     fundamental is the median of ``peak_k / k`` over the detected harmonics.
     """
@@ -207,13 +217,13 @@ def detect_hum(x: Sample, sample_rate_hz: int) -> HumReport:
     for nominal in HUM_MAINS_HZ:
         found = _consistent(
             [c for c in _harmonic_candidates(freqs, psd_db, nominal) if c[2] >= HUM_MIN_LEVEL_DB])
-        qualifies = any(k == 1 for k, *_ in found) or len(found) >= 2
+        qualifies = _qualifies(found)
         score = sum(c[2] for c in found)
         if qualifies and (best is None or score > sum(c[2] for c in best[1])):
             best = (nominal, found)
     if best is not None:
         best = (best[0], _stationary(best[1], x, sample_rate_hz))
-        if not (any(k == 1 for k, *_ in best[1]) or len(best[1]) >= 2):
+        if not _qualifies(best[1]):
             best = None
     if best is None:
         return HumReport(None)
@@ -314,6 +324,10 @@ CLICK_MODEL_FLOOR_DB = 30.0  # the AR model never predicts the programme better 
 CLICK_IMPULSE_TOP = 4  # an impulse puts most of its residual energy into a few frames:
 CLICK_IMPULSE_SHARE = 0.6  # a group whose top 4 frames hold < 60 % of its energy ...
 CLICK_SPREAD_FACTOR = 3.2  # ... must stand 3.2 thresholds out (programme transients spread)
+CLICK_ONSET_FRAMES = 480  # 10 ms of programme either side of a click ...
+CLICK_ONSET_GUARD_FRAMES = 96  # ... 2 ms away from it (past any click's tail) ...
+CLICK_ONSET_RATIO = 100.0  # ... 20 dB apart in power: the programme starts or stops there,
+CLICK_ONSET_LOUDNESS = 0.25  # if the louder side's RMS is >= 1/4 of the span's peak (its attack)
 
 
 @lru_cache(maxsize=8)
@@ -425,7 +439,36 @@ def _is_periodic(peaks: np.ndarray, m: int, size: float, lag_lo: int, lag_hi: in
 
 
 @numba.njit(cache=True, nogil=True)
-def _classify_groups(ef: np.ndarray, ratio_f: np.ndarray, ratio_b: np.ndarray, threshold: float,
+def _mean_square(x: np.ndarray, start: int, stop: int) -> float:
+    """Mean of ``x[start:stop] ** 2`` within the array's bounds; 0 for an empty range."""
+    start, stop = max(start, 0), min(stop, len(x))
+    acc = 0.0
+    for i in range(start, stop):
+        acc += x[i] * x[i]
+    return acc / (stop - start) if stop > start else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_onset(x: np.ndarray, g0: int, g1: int) -> bool:
+    """Whether the programme starts (or stops) at ``x[g0:g1]``: 10 ms of it beyond a 2 ms
+    guard after the span is 20 dB louder than the 10 ms just before it (or the reverse),
+    and that louder side is as loud as the span itself (RMS >= 1/4 of its peak), so the
+    span is the programme's own attack. A click is louder than the programme around it."""
+    peak = 0.0
+    for i in range(max(g0, 0), min(g1, len(x))):
+        peak = max(peak, abs(x[i]))
+    loud = (CLICK_ONSET_LOUDNESS * peak) ** 2
+    before = _mean_square(x, g0 - CLICK_ONSET_FRAMES, g0)
+    after = _mean_square(x, g1 + CLICK_ONSET_GUARD_FRAMES, g1 + CLICK_ONSET_GUARD_FRAMES + CLICK_ONSET_FRAMES)
+    if after > CLICK_ONSET_RATIO * before and after >= loud:
+        return True
+    before = _mean_square(x, g0 - CLICK_ONSET_GUARD_FRAMES - CLICK_ONSET_FRAMES, g0 - CLICK_ONSET_GUARD_FRAMES)
+    after = _mean_square(x, g1, g1 + CLICK_ONSET_FRAMES)
+    return before > CLICK_ONSET_RATIO * after and before >= loud
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_groups(x: np.ndarray, ef: np.ndarray, ratio_f: np.ndarray, ratio_b: np.ndarray, threshold: float,
                      peaks: np.ndarray, lag_lo: int, lag_hi: int) -> np.ndarray:
     """The clicks among the residual outliers, as ``(start, stop)`` rows [shape=(k, 2)].
 
@@ -489,6 +532,8 @@ def _classify_groups(ef: np.ndarray, ratio_f: np.ndarray, ratio_b: np.ndarray, t
         g1 = last_b + 1 if last_b >= 0 else hi
         if g1 <= g0:
             g0, g1 = lo, hi
+        if _is_onset(x, g0, g1):
+            continue  # a cut or a note's attack after silence, not a click
         out[k, 0] = max(g0 - 2, 0)
         out[k, 1] = min(g1 + 2, n)
         k += 1
@@ -511,7 +556,11 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
       frames at a moderate level; a click puts a burst into a few;
     - does not recur at a pitch period (1-25 ms: the glottal pulses of voiced
       speech and the edges of a synthesiser's waveform look like clicks one at a
-      time).
+      time);
+    - is not where the programme starts or stops (10 ms of programme beyond a 2 ms
+      guard 20 dB louder, or quieter, than the 10 ms before it, and about as loud
+      as the span itself): a cut from silence into a tone excites the residual
+      like a click.
 
     Since the forward residual rings after the impulse and the backward one
     before it, the click spans from the group's first forward to its last
@@ -524,7 +573,8 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
     ratio_f, ratio_b = np.abs(ef) / _running_level(ef), np.abs(eb) / _running_level(eb)
     peaks = ndimage.maximum_filter1d(np.abs(ef), 2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1)
     lag_lo, lag_hi = (int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S)
-    gaps = _classify_groups(ef, ratio_f, ratio_b, float(threshold_sigma), peaks, lag_lo, lag_hi)
+    gaps = _classify_groups(np.ascontiguousarray(x, dtype=np.float64), ef, ratio_f, ratio_b,
+                            float(threshold_sigma), peaks, lag_lo, lag_hi)
     return [(int(g0), int(g1)) for g0, g1 in gaps]
 
 
@@ -937,14 +987,27 @@ class RestorePlan:
         }
 
 
+def _click_events(positions: list[tuple[int, int, int]]) -> int:
+    """Distinct clicks among ``(channel, start, stop)`` repairs: overlapping spans on several
+    channels are one event (dust on an optical track reaches every channel it feeds)."""
+    spans = sorted((start, stop) for _, start, stop in positions)
+    events, end = 0, -1
+    for start, stop in spans:
+        if start >= end:
+            events += 1
+        end = max(end, stop)
+    return events
+
+
 def _count_clicks(segments: list[np.ndarray], sample_rate_hz: int, strength: float
                   ) -> tuple[int, list[np.ndarray]]:
-    """Run a fresh :class:`ClickRemover` over each segment: total repaired count and outputs."""
+    """Run a fresh :class:`ClickRemover` over each segment: the number of click events
+    (see :func:`_click_events`) and the repaired segments."""
     total, repaired = 0, []
     for seg in segments:
-        remover = ClickRemover(sample_rate_hz, seg.shape[0], strength)
+        remover = ClickRemover(sample_rate_hz, seg.shape[0], strength, keep_positions=True)
         repaired.append(np.concatenate([remover.process(seg), remover.flush()], axis=1))
-        total += remover.n_clicks_repaired
+        total += _click_events(remover.positions or [])
     return total, repaired
 
 

@@ -306,3 +306,28 @@ def test_errors_name_the_problem(tmp_path):
         ClickRemover(FS, 1, strength=1.5)
     with pytest.raises(ConfigError, match="noise profile"):
         Dehisser(FS, 2, np.ones((3, 1025)))
+
+
+def test_a_cut_into_a_tone_is_no_click_and_one_click_on_six_channels_is_one_event():
+    """A tone that starts from digital silence (and later stops dead) on six channels is
+    programme; four clicks reaching all six channels are four events, not 24."""
+    t = np.arange(6 * FS) / FS
+    tone = np.where((t >= 0.5) & (t < 5.0), 0.0625 * np.sin(2 * np.pi * 997.0 * t), 0.0)
+    x = np.repeat(tone[None], 6, axis=0).astype(np.float32)
+    remover = ClickRemover(FS, 6, keep_positions=True)
+    assert np.array_equal(stream(remover, x), x) and remover.positions == []
+    assert plan_restoration(x, FS).applied == []
+    clicked = x.copy()
+    for start in (1.2, 2.1, 3.3, 4.4):
+        clicked[:, int(start * FS):int(start * FS) + 4] += 0.4
+    plan = plan_restoration(clicked, FS)
+    assert plan.clicks.n_clicks == 4 and plan.applied == ["declick"]
+
+
+def test_quantisation_spurs_of_a_tone_are_no_hum():
+    """An 8-bit 22.05 kHz transfer of a steady tone has spurs on a comb that can fall on
+    high multiples of 50 Hz; without the fundamental or a 2nd/3rd harmonic they are no hum."""
+    n = 6 * 22_050
+    tone = np.round(127 * 0.5 * np.sin(2 * np.pi * 997.0 * np.arange(n) / 22_050)) / 127
+    x = signal.resample_poly(tone, 320, 147)[None].astype(np.float32)  # 22.05 -> 48 kHz
+    assert detect_hum(x, FS).fundamental_hz is None
