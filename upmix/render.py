@@ -98,22 +98,30 @@ class FirMatrix:
         hops[:, :n_frames] = x[self._used_inputs]
         spectra = scipy.fft.rfft(hops.reshape(len(self._used_inputs), n_hops, self.hop), self.n_fft,
                                  axis=-1, workers=self.workers)
-        out_spectra = np.zeros((len(self._used_outputs), n_hops, spectra.shape[-1]), np.complex64)
+        out_spectra = np.empty((len(self._used_outputs), n_hops, spectra.shape[-1]), np.complex64)
+        assigned = np.zeros(len(self._used_outputs), bool)  # an output's first product is stored, not added to 0
         product = np.empty_like(spectra[0])
         for o, ins, h in self._paths:
             source = spectra[ins[0]] if len(ins) == 1 else spectra[ins].sum(axis=0)
-            np.multiply(source, h, out=product)
-            out_spectra[o] += product
+            if assigned[o]:
+                np.multiply(source, h, out=product)
+                out_spectra[o] += product
+            else:
+                np.multiply(source, h, out=out_spectra[o])
+                assigned[o] = True
         y = scipy.fft.irfft(out_spectra, self.n_fft, axis=-1, workers=self.workers)
-        used = self._overlap_add(y, n_frames)
-        out = np.zeros((self.n_outputs, n_frames), np.float32)
-        out[self._used_outputs] = used
+        out = np.empty((self.n_outputs, n_frames), np.float32)
+        out[sorted(set(range(self.n_outputs)) - set(self._used_outputs))] = 0.0
+        out[self._used_outputs] = self._overlap_add(y, n_frames)
         return out
 
     def _overlap_add(self, y: np.ndarray, n_frames: int) -> np.ndarray:
+        """Each output frame is one hop's head plus at most one earlier tail (so any order of the two
+        additions gives the same float32 result)."""
         n_out, n_hops, hop, n_tail = y.shape[0], y.shape[1], self.hop, self._tail.shape[1]
-        out = np.zeros((n_out, (n_hops + 1) * hop), np.float32)
-        out[:, :n_hops * hop] = y[:, :, :hop].reshape(n_out, -1)
+        out = np.empty((n_out, (n_hops + 1) * hop), np.float32)
+        out[:, :n_hops * hop].reshape(n_out, n_hops, hop)[...] = y[:, :, :hop]  # one copy, no temporary
+        out[:, n_hops * hop:] = 0.0
         body = out[:, hop:].reshape(n_out, n_hops, hop)  # a view: hop k's tail lands at the start of hop k+1
         body[:, :, :n_tail] += y[:, :, hop:hop + n_tail]
         out[:, :n_tail] += self._tail
