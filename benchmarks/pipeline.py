@@ -5,13 +5,22 @@ temporary server included), the compute time of each stage (from qc.json), the
 real-time factor (audio seconds per wall second) and the peak RSS of the run.
 Peak memory should stay flat as the clip gets longer (every stage streams).
 
-    .venv/bin/python benchmarks/pipeline.py --minutes 2 10 [--keep DIR]
+With ``--baseline SITE`` (a folder holding a non-editable install of older code,
+put first on PYTHONPATH; see benchmarks/stages.py for how to make one) each clip
+is also run with that code, alternating with this checkout so that both see the
+same machine load, and the table ends with the ratios base / new. Every run starts
+from an empty title folder (no stage is reused from an earlier run).
+
+    .venv/bin/python benchmarks/pipeline.py --minutes 2 10 [--keep DIR] [--baseline SITE] [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,42 +43,69 @@ _MEASURE = (
 )
 
 
-def run_once(clip: Path, out: Path) -> dict:
-    """Run the CLI in a child process; return wall time, its peak RSS and qc.json."""
+def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
+    """Run the CLI in a child process (``site`` first on its PYTHONPATH); return wall time, peak RSS, qc.json."""
     cli = Path(sys.executable).with_name("filmrestore")
+    shutil.rmtree(out / clip.stem, ignore_errors=True)  # a fresh run: no stage reused
+    env = dict(os.environ)
+    if site:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _MEASURE, str(cli), "run", str(clip), "--out", str(out),
-                           "--device", "cpu"], capture_output=True, text=True)
+                           "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     wall_s = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"filmrestore run failed on {clip}:\n{proc.stderr[-3000:]}")
     qc = json.loads((out / clip.stem / "qc.json").read_text())
-    return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024, "qc": qc}
+    return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024,
+            "stages": {s: qc["stages"][s]["elapsed_s"] or 0.0 for s in STAGES}}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """Per figure, the median over repeated runs."""
+    return {"wall_s": statistics.median(r["wall_s"] for r in runs),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+            "stages": {s: statistics.median(r["stages"][s] for r in runs) for s in STAGES}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, nargs="+", default=[2.0, 10.0])
     parser.add_argument("--keep", type=Path, default=None, help="keep clips and outputs in this folder")
+    parser.add_argument("--baseline", default=None, help="folder with an install of the code to compare with")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per clip and code version (medians shown)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="filmrestore-bench-"))
+    versions = {"new": None, **({"base": args.baseline} if args.baseline else {})}
     rows = []
     for minutes in sorted(args.minutes):
         clip = work / f"clip_{minutes:g}min.mov"
         if not clip.exists():
             make_demo_clip(clip, duration_s=60.0 * minutes, seed=11)
-        result = run_once(clip, work / "out")
-        stages = {s: result["qc"]["stages"][s]["elapsed_s"] or 0.0 for s in STAGES}
-        audio_s = 60.0 * minutes
-        rows.append((minutes, result["wall_s"], stages, audio_s / result["wall_s"],
-                     audio_s / sum(stages.values()), result["peak_rss_mib"]))
-    header = ["minutes", "wall s", *[f"{s} s" for s in STAGES], "x RT (wall)", "x RT (stages)", "peak RSS MiB"]
+        runs: dict[str, list[dict]] = {name: [] for name in versions}
+        for _ in range(args.repeat):
+            for name, site in versions.items():
+                runs[name].append(run_once(clip, work / f"out-{name}", site))
+        rows += [(minutes, name, median_run(r)) for name, r in runs.items()]
+    print(f"load average at the end: {os.getloadavg()}")
+    header = ["minutes", "code", "wall s", *[f"{s} s" for s in STAGES], "x RT (wall)", "x RT (stages)",
+              "peak RSS MiB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
-    for minutes, wall_s, stages, rtf_wall, rtf_stages, rss in rows:
-        cells = [f"{minutes:g}", f"{wall_s:.1f}", *[f"{stages[s]:.1f}" for s in STAGES],
-                 f"{rtf_wall:.1f}", f"{rtf_stages:.1f}", f"{rss:.0f}"]
+    for minutes, name, r in rows:
+        audio_s = 60.0 * minutes
+        cells = [f"{minutes:g}", name, f"{r['wall_s']:.1f}", *[f"{r['stages'][s]:.1f}" for s in STAGES],
+                 f"{audio_s / r['wall_s']:.1f}", f"{audio_s / sum(r['stages'].values()):.1f}",
+                 f"{r['peak_rss_mib']:.0f}"]
         print("| " + " | ".join(cells) + " |")
+    if args.baseline:
+        print("\nspeed-up, base time / new time:")
+        by_key = {(m, n): r for m, n, r in rows}
+        for minutes in sorted(args.minutes):
+            new, base = by_key[minutes, "new"], by_key[minutes, "base"]
+            ratios = {s: base["stages"][s] / new["stages"][s] for s in STAGES if new["stages"][s] > 0}
+            print(f"{minutes:g} min: wall {base['wall_s'] / new['wall_s']:.2f}x, "
+                  + ", ".join(f"{s} {v:.2f}x" for s, v in ratios.items()))
 
 
 if __name__ == "__main__":
