@@ -317,6 +317,11 @@ CLICK_LEVEL_FLOOR = 1e-6  # residual level never below -120 dBFS (digital silenc
 CLICK_MERGE_FRAMES = 16  # outliers closer than this belong to one click
 CLICK_EXTENT_SIGMA = 3.0  # a click extends over the residual outliers above 3 deviations
 CLICK_FIT_CONTEXT_FRAMES = 256  # clean samples either side of a gap for its local AR fit
+CLICK_CRACKLE_PER_HOP = 4  # a hop with >= 4 repairs (30 a second) is crackle: analyse it again
+CLICK_MAX_PASSES = 3
+LSAR_LOADING = 1e-4  # diagonal loading of the gap's AR fit (a floor 40 dB under the context):
+# band-limited music fits near-unstable models whose interpolants overshoot by 20 dB and more
+LSAR_MAX_OVERSHOOT = 2.0  # an interpolant peaking above twice its context's peak is refused
 CLICK_PERIOD_S = (0.001, 0.025)  # pitch periods of voices and instruments (1 kHz down to 40 Hz)
 CLICK_PERIOD_TOLERANCE_FRAMES = 8  # pitch-period jitter allowed between neighbouring periods
 CLICK_PARTNER_RATIO = 0.5  # partner peaks of >= 50 % of the candidate's size make it periodic
@@ -414,26 +419,47 @@ def _prediction_errors(x: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @numba.njit(cache=True, nogil=True)
-def _is_periodic(peaks: np.ndarray, m: int, size: float, lag_lo: int, lag_hi: int, tolerance: int) -> bool:
+def _partner(peaks: np.ndarray, index: int, level: float, tolerance: int) -> bool:
+    """Whether ``peaks`` reaches ``level`` within +- ``tolerance`` of ``index``."""
+    for i in range(max(index - tolerance, 0), min(index + tolerance + 1, len(peaks))):
+        if peaks[i] >= level:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_periodic(peaks: np.ndarray, m: int, size: float, lag_lo: int, lag_hi: int, tolerance: int,
+                 strict: bool) -> bool:
     """Whether the residual peak of ``size`` at ``m`` recurs like a pitch pulse.
 
     ``peaks`` is the residual magnitude after a max filter of the period
-    tolerance. Periodic means partner peaks (>= half the size) for a lag T in
-    ``[lag_lo, lag_hi)`` either on both sides (the right one within
-    +- ``tolerance`` of T) or at T and 2T on one side.
+    tolerance. Periodic means partner peaks (>= half the size) at a lag T in
+    ``[lag_lo, lag_hi)``: at -T and +T (+- ``tolerance``), or at T and 2T on one side. ``strict``
+    (for crackle, which puts some partner on each side of most of its clicks by
+    chance) asks for a train: -T, +T and one of -2T, +2T, or T, 2T, 3T on one
+    side. The multiples allow the period's jitter to add up (+- ``tolerance``
+    more per period).
     """
     level = CLICK_PARTNER_RATIO * size
     n = len(peaks)
     for lag in range(lag_lo, lag_hi):
         left = m - lag >= 0 and peaks[m - lag] >= level
         right = m + lag < n and peaks[m + lag] >= level
-        if left:
-            if m - 2 * lag >= 0 and peaks[m - 2 * lag] >= level:
+        if not (left or right):
+            continue
+        both = left and _partner(peaks, m + lag, level, tolerance) if m + lag < n else False
+        left2 = _partner(peaks, m - 2 * lag, level, tolerance) if m - 2 * lag >= 0 else False
+        right2 = _partner(peaks, m + 2 * lag, level, tolerance) if m + 2 * lag < n else False
+        if not strict:
+            if both or (left and m - 2 * lag >= 0 and peaks[m - 2 * lag] >= level) \
+                    or (right and m + 2 * lag < n and peaks[m + 2 * lag] >= level):
                 return True
-            for other in range(max(lag - tolerance, lag_lo), min(lag + tolerance + 1, lag_hi)):
-                if m + other < n and peaks[m + other] >= level:
-                    return True
-        if right and m + 2 * lag < n and peaks[m + 2 * lag] >= level:
+            continue
+        if both and (left2 or right2):
+            return True
+        if left and left2 and m - 3 * lag >= 0 and _partner(peaks, m - 3 * lag, level, 2 * tolerance):
+            return True
+        if right and right2 and m + 3 * lag < n and _partner(peaks, m + 3 * lag, level, 2 * tolerance):
             return True
     return False
 
@@ -469,16 +495,18 @@ def _is_onset(x: np.ndarray, g0: int, g1: int) -> bool:
 
 @numba.njit(cache=True, nogil=True)
 def _classify_groups(x: np.ndarray, ef: np.ndarray, ratio_f: np.ndarray, ratio_b: np.ndarray, threshold: float,
-                     peaks: np.ndarray, lag_lo: int, lag_hi: int) -> np.ndarray:
-    """The clicks among the residual outliers, as ``(start, stop)`` rows [shape=(k, 2)].
+                     peaks: np.ndarray, lag_lo: int, lag_hi: int, strict: bool) -> tuple[np.ndarray, int]:
+    """The clicks among the residual outliers, as ``(start, stop)`` rows [shape=(k, 2)], and
+    how many more the strict periodicity test would keep (see :func:`_is_periodic`).
 
     One pass over the frames groups the outliers above ``CLICK_EXTENT_SIGMA`` (or the
     threshold) that lie within ``CLICK_MERGE_FRAMES`` of each other, then applies the
     rules of :func:`detect_clicks` to each group.
     """
     n = len(ef)
-    out = np.empty((n // (CLICK_MERGE_FRAMES + 1) + 1, 2), np.int64)
+    out = np.empty((n // (CLICK_MERGE_FRAMES + 1) + 2, 2), np.int64)
     k = 0
+    n_chance = 0  # clicks refused as pitch pulses by the loose test that the strict one keeps
     i = 0
     while i < n:
         if ratio_f[i] <= CLICK_EXTENT_SIGMA and ratio_b[i] <= CLICK_EXTENT_SIGMA:
@@ -526,22 +554,27 @@ def _classify_groups(x: np.ndarray, ef: np.ndarray, ratio_f: np.ndarray, ratio_b
             continue
         if top.sum() < CLICK_IMPULSE_SHARE * total and peak <= CLICK_SPREAD_FACTOR * threshold:
             continue  # a programme transient, not an impulse
-        if _is_periodic(peaks, m, abs(ef[m]), lag_lo, lag_hi, CLICK_PERIOD_TOLERANCE_FRAMES):
-            continue
+        periodic = _is_periodic(peaks, m, abs(ef[m]), lag_lo, lag_hi, CLICK_PERIOD_TOLERANCE_FRAMES, strict)
+        if periodic and (strict or _is_periodic(peaks, m, abs(ef[m]), lag_lo, lag_hi,
+                                                CLICK_PERIOD_TOLERANCE_FRAMES, True)):
+            continue  # a pitch pulse under either reading
         g0 = first_f if first_f >= 0 else lo
         g1 = last_b + 1 if last_b >= 0 else hi
         if g1 <= g0:
             g0, g1 = lo, hi
         if _is_onset(x, g0, g1):
             continue  # a cut or a note's attack after silence, not a click
+        if periodic:  # refused by the loose test only: a click with chance partners, if crackle
+            n_chance += 1
+            continue
         out[k, 0] = max(g0 - 2, 0)
         out[k, 1] = min(g1 + 2, n)
         k += 1
-    return out[:k]
+    return out[:k], n_chance
 
 
 def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDER,
-                  threshold_sigma: float = 5.0) -> list[tuple[int, int]]:
+                  threshold_sigma: float = 5.0, crackle: bool = False) -> list[tuple[int, int]]:
     """Clicks in one channel ``x`` [shape=(n,)] as ``(start, stop)`` frame ranges.
 
     An impulse at ``m`` makes the forward prediction residual jump at ``m`` (and
@@ -556,7 +589,8 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
       frames at a moderate level; a click puts a burst into a few;
     - does not recur at a pitch period (1-25 ms: the glottal pulses of voiced
       speech and the edges of a synthesiser's waveform look like clicks one at a
-      time);
+      time; with ``crackle``, only a train of three such pulses counts, since
+      dense crackle gives most clicks a partner either side by chance);
     - is not where the programme starts or stops (10 ms of programme beyond a 2 ms
       guard 20 dB louder, or quieter, than the 10 ms before it, and about as loud
       as the span itself): a cut from silence into a tone excites the residual
@@ -566,16 +600,22 @@ def detect_clicks(x: np.ndarray, sample_rate_hz: int, order: int = CLICK_AR_ORDE
     before it, the click spans from the group's first forward to its last
     backward outlier, plus 2 frames either side.
     """
+    return _detect(x, sample_rate_hz, order, threshold_sigma, crackle)[0]
+
+
+def _detect(x: np.ndarray, sample_rate_hz: int, order: int, threshold_sigma: float, crackle: bool
+            ) -> tuple[list[tuple[int, int]], int]:
+    """:func:`detect_clicks`, and the number of clicks only the strict periodicity test keeps."""
     res = _residuals(x, order)
     if res is None:
-        return []
+        return [], 0
     ef, eb = res
     ratio_f, ratio_b = np.abs(ef) / _running_level(ef), np.abs(eb) / _running_level(eb)
     peaks = ndimage.maximum_filter1d(np.abs(ef), 2 * CLICK_PERIOD_TOLERANCE_FRAMES + 1)
     lag_lo, lag_hi = (int(round(p * sample_rate_hz)) for p in CLICK_PERIOD_S)
-    gaps = _classify_groups(np.ascontiguousarray(x, dtype=np.float64), ef, ratio_f, ratio_b,
-                            float(threshold_sigma), peaks, lag_lo, lag_hi)
-    return [(int(g0), int(g1)) for g0, g1 in gaps]
+    gaps, n_chance = _classify_groups(np.ascontiguousarray(x, dtype=np.float64), ef, ratio_f, ratio_b,
+                                      float(threshold_sigma), peaks, lag_lo, lag_hi, crackle)
+    return [(int(g0), int(g1)) for g0, g1 in gaps], int(n_chance)
 
 
 def _toeplitz_inverse_filter(a: np.ndarray, n: int) -> np.ndarray:
@@ -590,7 +630,8 @@ def _toeplitz_inverse_filter(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def _local_ar(x: np.ndarray, bad: np.ndarray, lo: int, hi: int, order: int) -> np.ndarray | None:
-    """Least-squares (covariance-method) AR fit on ``x[lo:hi]`` using only rows free of ``bad``."""
+    """Least-squares (covariance-method) AR fit on ``x[lo:hi]`` using only rows free of ``bad``,
+    with the normal equations loaded by ``LSAR_LOADING`` of their mean diagonal."""
     win = np.lib.stride_tricks.sliding_window_view(x[lo:hi], order + 1)
     ok = ~np.lib.stride_tricks.sliding_window_view(bad[lo:hi], order + 1).any(axis=1)
     if ok.sum() < 3 * order:
@@ -598,7 +639,7 @@ def _local_ar(x: np.ndarray, bad: np.ndarray, lo: int, hi: int, order: int) -> n
     rows = win[ok]
     design = rows[:, -2::-1]  # x[n-1], ..., x[n-p]
     gram = design.T @ design
-    gram[np.diag_indices(order)] += 1e-9 * np.trace(gram) / order + 1e-30
+    gram[np.diag_indices(order)] += LSAR_LOADING * np.trace(gram) / order + 1e-30
     return np.linalg.solve(gram, design.T @ rows[:, -1])
 
 
@@ -609,7 +650,8 @@ def lsar_interpolate(x: np.ndarray, bad: np.ndarray, gap: tuple[int, int], order
     The AR model is fitted on up to 256 clean frames either side; the unknowns
     minimise the prediction-error energy over the gap and ``2*order`` frames of
     context either side (other ``bad`` frames there are treated as unknown too).
-    Returns False, leaving ``x`` unchanged, when there is too little context.
+    Returns False, leaving ``x`` unchanged, when there is too little context or
+    when the interpolant peaks above twice the peak of its context (a failed model).
     """
     g0, g1 = gap
     a = _local_ar(x, bad, max(g0 - CLICK_FIT_CONTEXT_FRAMES, 0),
@@ -628,6 +670,9 @@ def lsar_interpolate(x: np.ndarray, bad: np.ndarray, gap: tuple[int, int], order
     est = linalg.solve(gram, a_unknown.T @ rhs, assume_a="pos", check_finite=False)
     filled = seg.copy()
     filled[unknown] = est
+    context_peak = np.abs(seg[~unknown]).max()
+    if np.abs(filled[g0 - s0: g1 - s0]).max() > LSAR_MAX_OVERSHOOT * context_peak:
+        return False  # an interpolant twice as loud as its surroundings is the model's failure
     x[g0:g1] = filled[g0 - s0: g1 - s0]
     return True
 
@@ -703,17 +748,32 @@ class ClickRemover:
             self._repair_channel(window[ch], ch, w0, hop_start)
 
     def _repair_channel(self, x: np.ndarray, ch: int, w0: int, hop_start: int) -> None:
-        gaps = detect_clicks(x, self.sample_rate_hz, self.order, self.threshold_sigma)
+        """Detect and repair the clicks of one channel's window in place. Crackle (>= 4 clicks
+        in the hop, counting those the loose periodicity test refused) skews the window's AR model and residual level toward itself, and gives
+        its clicks chance partners at pitch lags, so a hop that dense is analysed again once
+        its first repairs are in, with the stricter periodicity test."""
+        crackle = False
+        for _ in range(CLICK_MAX_PASSES):
+            repaired, n_chance = self._repair_pass(x, ch, w0, hop_start, crackle)
+            if repaired + n_chance < CLICK_CRACKLE_PER_HOP:
+                break
+            crackle = True
+
+    def _repair_pass(self, x: np.ndarray, ch: int, w0: int, hop_start: int, crackle: bool) -> tuple[int, int]:
+        gaps, n_chance = _detect(x, self.sample_rate_hz, self.order, self.threshold_sigma, crackle)
         bad = np.zeros(len(x), bool)
         for g0, g1 in gaps:
             bad[g0:g1] = True
+        repaired = 0
         for g0, g1 in gaps:
             owned = hop_start <= w0 + g0 < hop_start + CLICK_HOP_FRAMES
             if owned and g1 - g0 <= CLICK_MAX_GAP_FRAMES and lsar_interpolate(x, bad, (g0, g1), self.order):
                 bad[g0:g1] = False  # repaired samples are clean context for the next gap
-                self.n_clicks_repaired += 1
+                repaired += 1
                 if self.positions is not None:
                     self.positions.append((ch, w0 + g0, w0 + g1))
+        self.n_clicks_repaired += repaired
+        return repaired, n_chance
 
 
 # =====================================================================================
