@@ -23,6 +23,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -627,6 +628,10 @@ def _vad_models() -> tuple[Any, Any]:
     return SileroVAD().eval(), Decimate3().eval()
 
 
+_TORCH_THREADS_LOCK = threading.Lock()
+_torch_single = {"depth": 0, "saved": 0}  # nesting across threads: the first in saves, the last out restores
+
+
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Run torch on one intra-op thread inside the block, then restore the previous count.
@@ -635,16 +640,23 @@ def _one_torch_thread() -> Iterator[None]:
     two OpenMP threads, every step ends at a barrier, and on a 2-core machine where any
     other process holds a core a barrier waits for a scheduler slice. Measured on a
     60 s dialogue block with another CPU-bound process running: 2.3-15 s on two threads,
-    0.1 s on one (and 0.09 s vs 0.10 s when the machine is idle).
+    0.1 s on one (and 0.09 s vs 0.10 s when the machine is idle). The count is process-wide,
+    so overlapping uses (titles measured in threads) share one save and one restore.
     """
     import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _TORCH_THREADS_LOCK:
+        if _torch_single["depth"] == 0:
+            _torch_single["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _torch_single["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _TORCH_THREADS_LOCK:
+            _torch_single["depth"] -= 1
+            if _torch_single["depth"] == 0:
+                torch.set_num_threads(_torch_single["saved"])
 
 
 def vad_probabilities(mono: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, float]:

@@ -484,3 +484,27 @@ def test_speech_segments_and_mask_round_trip() -> None:
         assert json.loads(json.dumps(segments)) == segments
         np.testing.assert_array_equal(mask_from_segments(segments, len(mask)), mask)
     assert speech_segments(np.array([0, 1, 1, 0, 1], bool)) == [[0.1, 0.3], [0.4, 0.5]]
+
+
+def test_vad_runs_on_one_torch_thread_and_restores_the_count_even_when_overlapping() -> None:
+    """The VAD's LSTM is run on one thread (two thrash on a shared 2-core box); the process-wide
+    count comes back afterwards, also when several titles run the VAD at once in threads."""
+    import threading
+
+    import torch
+
+    from filmrestore.tasks.loudness import vad_probabilities
+
+    before = torch.get_num_threads()
+    rng = np.random.default_rng(5)
+    mono = (0.1 * rng.standard_normal(48_000 * 3)).astype(np.float32)
+    alone, _ = vad_probabilities(mono, 48_000)
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(vad_probabilities(mono, 48_000)[0]))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.get_num_threads() == before
+    assert len(results) == 3 and all(np.array_equal(r, alone) for r in results)
