@@ -114,6 +114,13 @@ def _restoration_lines(report: dict[str, Any]) -> list[str]:
          f"floor {_fmt(hiss.get('floor_dbfs'), ' dBFS')}, {_fmt(hiss.get('headroom_db'), ' dB')} below the "
          f"programme, spread {_fmt(hiss.get('spread_db'), ' dB')}, flatness {_fmt(hiss.get('flatness'))}"),
     ]
+    channels = report.get("channels") or {}
+    if channels.get("correlation") is not None:  # stereo: a lost side or a reversed polarity
+        fault = channels.get("fault")
+        repair = {"dead-channel": "copy-live-channel", "polarity": "fix-polarity"}.get(fault or "", "")
+        rows.insert(0, ("channels", repair, fault is not None,
+                        f"{fault or 'none'}; levels {channels.get('levels_dbfs')} dBFS, "
+                        f"correlation {channels['correlation']:.2f}"))
     lines = ["", "## Restoration", "", "| damage | found | measured | repair |", "| --- | --- | --- | --- |"]
     for name, repair, found, measured in rows:
         lines.append(f"| {name} | {'yes' if found else 'no'} | {measured} | {repair if repair in applied else '–'} |")

@@ -1,7 +1,8 @@
 """Stage 2, restore: detect and remove the legacy damage of optical and magnetic tracks.
 
 Three kinds of damage, each detected and measured before anything is applied, so
-a clean input passes through untouched:
+a clean input passes through untouched (and, for a two-channel transfer of a mono
+track, a lost side or a reversed polarity: :func:`detect_channel_faults`):
 
 - **hum** (:func:`detect_hum`, :class:`HumRemover`): mains hum at 50 or 60 Hz and
   its harmonics, found as narrow peaks of a long-term Welch spectrum and removed
@@ -66,6 +67,10 @@ HISS_MAX_SPREAD_DB = 6.0  # floor estimates of time slices must agree within 6 d
 HISS_MIN_HEADROOM_DB = 15.0  # programme (90th percentile) at least 15 dB above the floor
 HISS_MIN_FLATNESS = 0.1  # broadband: white noise 1.0, pink 0.3, leakage of steady tones ~1e-5
 HISS_MIN_EXPOSED_BANDS = 4  # the floor shows in >= 4 third-octave bands (4/3 octave) at least
+CHANNEL_DEAD_DB = 40.0  # a stereo channel this far under the other, ...
+CHANNEL_DEAD_DBFS = -60.0  # ... and under -60 dBFS, is dead (a transfer that lost a side)
+CHANNEL_POLARITY_CORRELATION = -0.7  # two sides this anti-correlated, within 3 dB, carry one track
+CHANNEL_POLARITY_MAX_DIFF_DB = 3.0  # with one polarity reversed (a wiring fault of the transfer)
 DETECT_SPAN_S = 60.0
 DETECT_N_SEGMENTS = 6
 
@@ -1006,6 +1011,59 @@ class Dehisser:
 
 
 @dataclass(frozen=True)
+class ChannelReport:
+    """Faults of a 2-channel transfer of a (mostly mono) legacy track.
+
+    ``fault`` is ``"dead-channel"`` (channel ``dead`` carries nothing; the other is
+    copied into it), ``"polarity"`` (the second channel is the first inverted; it is
+    turned back) or None. ``levels_dbfs`` are the channels' RMS levels and
+    ``correlation`` their correlation coefficient (None unless 2 channels).
+    """
+
+    levels_dbfs: list[float]
+    correlation: float | None = None
+    fault: str | None = None
+    dead: int | None = None
+
+
+def detect_channel_faults(x: Sample) -> ChannelReport:
+    """Check a stereo sample [shape=(2, n_frames)] (or segments) for a dead side or reversed polarity.
+
+    Rule: a channel is dead when it is >= 40 dB under the other and under -60 dBFS;
+    the polarity is reversed when the channels correlate at <= -0.7 with levels within
+    3 dB (real stereo is rarely below -0.3). Other channel counts are left alone: a 5.1
+    mix has silent channels by design.
+    """
+    segments = _as_segments(x)
+    n_channels = segments[0].shape[0]
+    power = sum(np.sum(seg ** 2, axis=1) for seg in segments)
+    n = sum(seg.shape[1] for seg in segments)
+    levels = 10.0 * np.log10(power / max(n, 1) + 1e-30)
+    rounded = [round(float(v), 2) for v in np.maximum(levels, -300.0)]
+    if n_channels != 2 or n == 0:
+        return ChannelReport(rounded)
+    cross = sum(float(np.dot(seg[0], seg[1])) for seg in segments)
+    correlation = cross / np.sqrt(power[0] * power[1]) if power.min() > 0 else 0.0
+    loud, quiet = int(np.argmax(levels)), int(np.argmin(levels))
+    if levels[loud] - levels[quiet] >= CHANNEL_DEAD_DB and levels[quiet] < CHANNEL_DEAD_DBFS:
+        return ChannelReport(rounded, round(correlation, 4), "dead-channel", quiet)
+    if correlation <= CHANNEL_POLARITY_CORRELATION and abs(levels[0] - levels[1]) <= CHANNEL_POLARITY_MAX_DIFF_DB:
+        return ChannelReport(rounded, round(correlation, 4), "polarity")
+    return ChannelReport(rounded, round(correlation, 4))
+
+
+def fix_channels(block: np.ndarray, report: ChannelReport) -> np.ndarray:
+    """Apply the fix for ``report.fault`` to a block [shape=(2, n)] (a copy; sample-wise, no latency)."""
+    if report.fault == "dead-channel" and report.dead is not None:
+        out = block.copy()
+        out[report.dead] = block[1 - report.dead]
+        return out
+    if report.fault == "polarity":
+        return block * np.array([[1.0], [-1.0]], dtype=block.dtype)
+    return block
+
+
+@dataclass(frozen=True)
 class ClickReport:
     """Clicks found in the analysed sample and whether they qualify for declicking."""
 
@@ -1029,13 +1087,15 @@ class RestorePlan:
     hum_strength: float = 0.0
     click_strength: float = 0.0
     hiss_strength: float = 0.0
+    channels: ChannelReport = field(default_factory=lambda: ChannelReport([]))
 
     @property
     def applied(self) -> list[str]:
         """Names of the processors that will run, in processing order."""
         names = ("declick", "dehum", "dehiss")
         strengths = (self.click_strength, self.hum_strength, self.hiss_strength)
-        return [name for name, s in zip(names, strengths) if s > 0.0]
+        fix = {"dead-channel": ["copy-live-channel"], "polarity": ["fix-polarity"]}.get(self.channels.fault or "", [])
+        return fix + [name for name, s in zip(names, strengths) if s > 0.0]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the noise profile array is left out)."""
@@ -1043,6 +1103,7 @@ class RestorePlan:
             "hum": {**asdict(self.hum), "strength": self.hum_strength},
             "clicks": {**asdict(self.clicks), "strength": self.click_strength},
             "hiss": {**self.hiss.to_dict(), "strength": self.hiss_strength},
+            "channels": asdict(self.channels),
             "applied": self.applied,
         }
 
@@ -1083,6 +1144,8 @@ def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.
     if not 0.0 < strength <= 1.0:
         raise ConfigError(f"restoration strength must be in (0, 1], got {strength}")
     segments = _as_segments(x_sample)
+    channels = detect_channel_faults(segments)
+    segments = [fix_channels(seg, channels) for seg in segments]
     n_clicks, declicked = _count_clicks(segments, sample_rate_hz, strength)
     analysed_s = sum(s.shape[1] for s in segments) / sample_rate_hz
     rate = 60.0 * n_clicks / analysed_s
@@ -1094,7 +1157,7 @@ def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.
         cleaned = [_dehum(seg, sample_rate_hz, hum, strength) for seg in cleaned]
     hiss = detect_hiss(cleaned, sample_rate_hz)
     return RestorePlan(hum, clicks, hiss, strength if hum.fundamental_hz else 0.0,
-                       strength if clicks.detected else 0.0, strength if hiss.detected else 0.0)
+                       strength if clicks.detected else 0.0, strength if hiss.detected else 0.0, channels)
 
 
 def _dehum(x: np.ndarray, sample_rate_hz: int, hum: HumReport, strength: float) -> np.ndarray:
@@ -1103,7 +1166,7 @@ def _dehum(x: np.ndarray, sample_rate_hz: int, hum: HumReport, strength: float) 
 
 
 class Restorer:
-    """The planned processors chained: declick -> dehum -> dehiss [blocks of shape=(n_channels, n)].
+    """The planned processors chained: channel fix -> declick -> dehum -> dehiss [blocks of shape=(n_channels, n)].
 
     Declicking comes first so that impulses are repaired before linear filters
     smear them. ``process`` returns aligned output lagging the input by at most
@@ -1130,7 +1193,7 @@ class Restorer:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Run one block through the chain; returns the aligned output ready so far (float32)."""
-        y = _check_block(block, self.n_channels)
+        y = fix_channels(_check_block(block, self.n_channels), self.plan.channels)
         for stage in self._stages:
             y = stage.process(y)
         return y.astype(np.float32)

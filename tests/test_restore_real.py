@@ -11,7 +11,16 @@ import pytest
 from scipy import signal
 
 from filmrestore.corpus import find_recordings
-from filmrestore.tasks.restore import ClickRemover, Dehisser, HumRemover, Restorer, detect_hiss, detect_hum, plan_restoration
+from filmrestore.tasks.restore import (
+    ClickRemover,
+    Dehisser,
+    HumRemover,
+    Restorer,
+    detect_channel_faults,
+    detect_hiss,
+    detect_hum,
+    plan_restoration,
+)
 
 from test_loudness_real import decode
 from test_restore import add_clicks, hum, level_db, lock_in_amplitude, si_sdr_db, stream
@@ -178,3 +187,22 @@ def test_restorer_on_real_music_with_all_damage(music) -> None:
     assert plan.applied[:2] == ["declick", "dehum"]
     out = stream(Restorer(FS, 1, plan), damaged[None])[0]
     assert si_sdr_db(music, out) >= si_sdr_db(music, damaged) + 6.0
+
+
+def test_stereo_channel_faults_of_a_transfer_are_found_and_fixed(speech) -> None:
+    """A mono track transferred to two channels: one side lost (-90 dBFS of noise), or one
+    side wired with reversed polarity. Real stereo music of the corpus (correlation -0.2 to
+    0.9) is no fault."""
+    recordings = find_recordings("music")
+    for path in recordings[:4]:
+        stereo = decode(path, seconds=20.0, channels=2)[:, 10 * FS:]
+        assert detect_channel_faults(stereo).fault is None, path.name
+    mono = speech[0].astype(np.float64)
+    noise = 10 ** (-90 / 20) * np.random.default_rng(26).standard_normal(len(mono))
+    for damaged, fault in [(np.stack([mono, noise]), "dead-channel"), (np.stack([mono, -mono]), "polarity")]:
+        damaged = damaged.astype(np.float32)
+        plan = plan_restoration(damaged, FS)
+        assert plan.channels.fault == fault and plan.applied[0] in ("copy-live-channel", "fix-polarity")
+        out = stream(Restorer(FS, 2, plan), damaged)
+        for ch in (0, 1):
+            assert si_sdr_db(mono, out[ch]) >= 40.0
