@@ -327,3 +327,26 @@ def write_audio(path: str | Path, data: np.ndarray, sample_rate_hz: int, subtype
         w.write(data)
         w.close()
     return w.content_hash
+
+
+def read_channel_mask(path: str | Path) -> int | None:
+    """The WAVE_FORMAT_EXTENSIBLE speaker mask of a WAV/RF64/BW64 file (``dwChannelMask``), or
+    None when the file has no extensible ``fmt `` chunk or its mask is 0 (unassigned)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            size = struct.unpack("<I", chunk[4:])[0]
+            if chunk[:4] == b"fmt ":
+                fmt = f.read(size)
+                if len(fmt) < 24 or struct.unpack("<H", fmt[:2])[0] != 0xFFFE:
+                    return None
+                mask = struct.unpack("<I", fmt[20:24])[0]
+                return mask or None
+            if chunk[:4] == b"data":
+                return None  # fmt comes before data in a valid file
+            f.seek(size + (size & 1), 1)

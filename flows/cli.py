@@ -160,7 +160,8 @@ def separate(
 def loudness(
     file: Annotated[Path, typer.Argument(help="WAV/RF64 file to measure.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    layout: Annotated[Optional[str], typer.Option("--layout", help="Channel layout: mono, stereo, 5.1, 7.1.4.")] = None,
+    layout: Annotated[Optional[str], typer.Option("--layout", help="Channel layout (default: the file's WAVE speaker mask, else by channel count; 5 = L R C Ls Rs): "
+                                      "mono, stereo, 3.0, 4.0, 5.0, 5.1, 7.0, 7.1, 5.1.4, 7.1.2, 7.1.4.")] = None,
     no_dialogue: Annotated[bool, typer.Option("--no-dialogue", help="Skip dialogue gating (silero-vad on the programme).")] = False,
 ) -> None:
     """Measure BS.1770-4 loudness, loudness range, true peak and dialogue-gated loudness."""

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.signal
 from pyloudnorm.iirfilter import IIRfilter
 
-from filmrestore.audio import iter_blocks, read_info
+from filmrestore.audio import iter_blocks, read_channel_mask, read_info
 from filmrestore.errors import AudioFormatError, ConfigError, SilentProgrammeError
 
 SUB_BLOCK_S = 0.1  # 100 ms: the step of the gating blocks and of LRA's short-term values (Tech 3341 §2.3)
@@ -72,17 +72,35 @@ TRUE_PEAK_DELAY_FRAMES = 6
 LAYOUT_CHANNELS: dict[str, tuple[str, ...]] = {
     "mono": ("M",),
     "stereo": ("FL", "FR"),
+    "3.0": ("FL", "FR", "FC"),
+    "4.0": ("FL", "FR", "BL", "BR"),
+    "5.0": ("FL", "FR", "FC", "BL", "BR"),
     "5.1": ("FL", "FR", "FC", "LFE", "BL", "BR"),
+    "7.0": ("FL", "FR", "FC", "BL", "BR", "SL", "SR"),
     "7.1": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+    "5.1.4": ("FL", "FR", "FC", "LFE", "BL", "BR", "TFL", "TFR", "TBL", "TBR"),
+    "7.1.2": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR", "TFL", "TFR"),
     "7.1.4": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR", "TFL", "TFR", "TBL", "TBR"),
 }
-DEFAULT_LAYOUT_BY_COUNT = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1", 12: "7.1.4"}
-# Azimuth of the channels in the named layouts whose weight is not 1.0 or that are LFE.
-# 5.1 surrounds (BL/BR in WAV order) sit at +-110 deg (BS.775); in 7.1/7.1.4 BL/BR are the
-# rears at +-135 deg and SL/SR the sides at +-90 deg (BS.2051 4+7+0).
-_SURROUND_AZIMUTH_DEG = {"5.1": {"BL": 110.0, "BR": -110.0},
-                         "7.1": {"BL": 135.0, "BR": -135.0, "SL": 90.0, "SR": -90.0}}
-_SURROUND_AZIMUTH_DEG["7.1.4"] = _SURROUND_AZIMUTH_DEG["7.1"]
+# 5 channels are L R C Ls Rs (the order of the ITU/EBU multichannel test material).
+DEFAULT_LAYOUT_BY_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 5: "5.0", 6: "5.1", 7: "7.0", 8: "7.1",
+                           12: "7.1.4"}
+# WAVE_FORMAT_EXTENSIBLE speaker bits, in the order channels appear in the file.
+SPEAKER_BITS = ("FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR",
+                "TC", "TFL", "TFC", "TFR", "TBL", "TBC", "TBR")
+
+
+def _azimuth_deg(name: str, names: tuple[str, ...]) -> float:
+    """Azimuth of a loudspeaker for the BS.1770-4 weights (only |azimuth| 60-120 deg matters).
+
+    BL/BR are the surrounds at +-110 deg (BS.775) when the layout has no side pair, else the
+    rears at +-135 deg (BS.2051 4+7+0, where SL/SR are the sides at +-90 deg).
+    """
+    if name in ("SL", "SR"):
+        return 90.0
+    if name in ("BL", "BR"):
+        return 135.0 if "SL" in names else 110.0
+    return 180.0 if name == "BC" else 0.0
 
 
 # ----------------------------------------------------------------------------- channel weights
@@ -94,12 +112,30 @@ def _weight_for(azimuth_deg: float, elevation_deg: float) -> float:
     return 1.0
 
 
-def channel_weights_for(n_channels: int, layout: str | None = None) -> np.ndarray:
+def _weights(names: tuple[str, ...]) -> np.ndarray:
+    """LFE 0 (excluded, BS.1770-4 §2.4), heights (T...) 1.0, the rest by azimuth."""
+    return np.asarray([0.0 if name == "LFE" else 1.0 if name.startswith("T")
+                       else _weight_for(_azimuth_deg(name, names), 0.0) for name in names], dtype=np.float64)
+
+
+def layout_from_mask(mask: int) -> tuple[str, ...]:
+    """Channel names, in file order, of a WAVE_FORMAT_EXTENSIBLE speaker mask."""
+    return tuple(name for bit, name in enumerate(SPEAKER_BITS) if mask >> bit & 1)
+
+
+def channel_weights_for(n_channels: int, layout: str | None = None, channel_mask: int | None = None
+                        ) -> np.ndarray:
     """BS.1770-4 channel weights G_i for a WAV-ordered layout. [shape=(n_channels,)]
 
-    ``layout`` is one of :data:`LAYOUT_CHANNELS` (default: by channel count 1, 2, 6, 8, 12).
-    LFE gets weight 0 (excluded, BS.1770-4 §2.4); heights get 1.0.
+    ``layout`` is one of :data:`LAYOUT_CHANNELS`; without it, the file's speaker mask
+    (``channel_mask``, when it names ``n_channels`` speakers) decides, else the channel count
+    (1, 2, 3, 5, 6, 7, 8, 12; 5 is L R C Ls Rs). LFE gets weight 0 (excluded, BS.1770-4
+    §2.4); heights 1.0; a loudspeaker at 60-120 deg azimuth 1.41.
     """
+    if layout is None and channel_mask:
+        names = layout_from_mask(channel_mask)
+        if len(names) == n_channels:
+            return _weights(names)
     if layout is None:
         layout = DEFAULT_LAYOUT_BY_COUNT.get(n_channels)
         if layout is None:
@@ -110,9 +146,7 @@ def channel_weights_for(n_channels: int, layout: str | None = None) -> np.ndarra
     names = LAYOUT_CHANNELS[layout]
     if len(names) != n_channels:
         raise ConfigError(f"layout {layout!r} has {len(names)} channels, not {n_channels}")
-    azimuths = _SURROUND_AZIMUTH_DEG.get(layout, {})
-    weights = [0.0 if name == "LFE" else _weight_for(azimuths.get(name, 0.0), 0.0) for name in names]
-    return np.asarray(weights, dtype=np.float64)
+    return _weights(names)
 
 
 # ----------------------------------------------------------------------------- filters
@@ -831,7 +865,7 @@ def measure_file(path: str | Path, block_frames: int = 480_000, layout: str | No
     if info.n_frames == 0:
         raise AudioFormatError(path, "has no samples to measure")
     meter = LoudnessMeter(info.sample_rate_hz, info.n_channels,
-                          channel_weights_for(info.n_channels, layout), true_peak=true_peak)
+                          channel_weights_for(info.n_channels, layout, read_channel_mask(path)), true_peak=true_peak)
     for block in iter_blocks(path, block_frames):
         meter.process(block)
         if on_progress is not None:

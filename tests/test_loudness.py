@@ -17,7 +17,7 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from filmrestore.audio import write_audio
+from filmrestore.audio import AudioWriter, write_audio
 from filmrestore.errors import ConfigError, SilentProgrammeError
 from filmrestore.tasks.loudness import (
     PRESETS,
@@ -240,10 +240,35 @@ def test_channel_weights_tables() -> None:
     assert channel_weights_for(6).tolist() == [1.0, 1.0, 1.0, 0.0, 1.41, 1.41]
     assert channel_weights_for(12, "7.1.4").tolist() == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.41, 1.41,
                                                          1.0, 1.0, 1.0, 1.0]
-    with pytest.raises(ConfigError, match="7 channels"):
-        channel_weights_for(7)
+    assert channel_weights_for(5).tolist() == [1.0, 1.0, 1.0, 1.41, 1.41]  # L R C Ls Rs
+    with pytest.raises(ConfigError, match="9 channels"):
+        channel_weights_for(9)
     with pytest.raises(ConfigError, match="layout '5.1' has 6"):
         channel_weights_for(2, "5.1")
+
+
+@pytest.mark.parametrize(("n_channels", "mask", "weights"), [
+    (5, None, [1.0, 1.0, 1.0, 1.41, 1.41]),  # no speaker mask: L R C Ls Rs
+    (6, 0x60F, [1.0, 1.0, 1.0, 0.0, 1.41, 1.41]),  # 5.1 with side surrounds (FL FR FC LFE SL SR)
+    (8, 0x63F, [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.41, 1.41]),  # 7.1: rears at 135 deg, sides at 90
+    (10, 0x2D03F, [1.0, 1.0, 1.0, 0.0, 1.41, 1.41, 1.0, 1.0, 1.0, 1.0]),  # 5.1.4
+])
+def test_file_speaker_mask_sets_the_channel_weights(tmp_path: Path, n_channels: int, mask: int | None,
+                                                    weights: list[float]) -> None:
+    """A -20 dBFS 1 kHz tone in each channel in turn of a WAV whose WAVE_FORMAT_EXTENSIBLE
+    mask names the speakers: each reads 10 log10(G_i) LU above the front-left reading."""
+    readings = []
+    for channel in range(n_channels):
+        path = tmp_path / f"c{channel}.wav"
+        with AudioWriter(path, FS, n_channels, "FLOAT", mask) as writer:
+            writer.write(_tone_in(channel, n_channels).astype(np.float32))
+            writer.close()
+        readings.append(measure_file(path).integrated_lufs)
+    for channel, weight in enumerate(weights):
+        if weight == 0.0:
+            assert readings[channel] is None or readings[channel] == -math.inf
+        else:
+            assert readings[channel] - readings[0] == pytest.approx(10 * math.log10(weight), abs=0.01)
 
 
 def _tone_in(channel: int, n_channels: int) -> np.ndarray:
