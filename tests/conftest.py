@@ -14,8 +14,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A real (temporary, SQLite) Prefect server shared by every flow test of the session."""
+    from prefect.logging.configuration import setup_logging
     from prefect.testing.utilities import prefect_test_harness
 
+    # Prefect's console log handler binds to the sys.stderr of the moment logging is first
+    # set up; set it up here, not inside the first CliRunner call (whose captured stream
+    # closes after that call), so CLI tests see the same output in any order.
+    setup_logging()
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
