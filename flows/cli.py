@@ -8,6 +8,7 @@ no traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -55,11 +56,35 @@ class Gate(str, Enum):
     dialogue = "dialogue"
 
 
+class _QuietExpectedErrors(logging.Filter):
+    """Drop the traceback from Prefect's log of a run that failed with an expected error: the
+    state line names the file and the problem, and the CLI prints its one error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], FilmrestoreError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    """Put :class:`_QuietExpectedErrors` on the handlers of Prefect's loggers (once)."""
+    from prefect.logging.configuration import setup_logging
+
+    if not logging.getLogger("prefect").handlers:
+        setup_logging()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _QuietExpectedErrors) for f in handler.filters):
+                handler.addFilter(_QuietExpectedErrors())
+
+
 def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a FilmrestoreError into one line on stderr and exit code 2."""
+    """Turn a FilmrestoreError into one line on stderr and exit code 2 (and keep Prefect from
+    printing its traceback first)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_prefect_tracebacks()
         try:
             return fn(*args, **kwargs)
         except FilmrestoreError as exc:

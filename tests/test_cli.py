@@ -99,3 +99,19 @@ def test_extract_and_separate_commands(tmp_path: Path, demo_clip: Path) -> None:
     assert code == 0, output
     for stem in ("dialogue", "music", "effects"):
         assert (tmp_path / "stems" / f"{stem}.wav").is_file()
+
+
+def test_expected_error_prints_no_traceback_from_a_real_process(tmp_path: Path) -> None:
+    """What a user sees in the terminal: Prefect logs the failed run (its state line names the
+    file and the problem) but no traceback, then the CLI's one error line, exit code 2."""
+    import sys
+
+    video = tmp_path / "silent_film.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=24:d=1", "-c:v", "mpeg4", str(video))
+    cli = Path(sys.executable).parent / "filmrestore"
+    proc = subprocess.run([str(cli), "run", str(video), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == EXIT_EXPECTED_ERROR, output
+    assert "Traceback" not in output
+    assert f"error: {video}: no audio stream" in output.replace("\n", "")
