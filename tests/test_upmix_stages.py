@@ -84,3 +84,18 @@ def test_dolby_profile_refuses_a_plan_with_too_many_objects(stages: dict) -> Non
     (title_dir / PLAN_FILE).write_text(json.dumps(plan))
     with pytest.raises(PlanError, match="121 objects .* exceed the dolby profile's limit of 118"):
         run_render(stages["stems"], norm.to_dict(), title_dir, adm_profile="dolby")
+
+
+def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks already handed to the background writer are dropped with the rest: no deliverable, no .part."""
+    from filmrestore.errors import AudioFormatError
+
+    title_dir = stages["title_dir"]
+    norm, _ = run_normalize(stages["restored"], stages["stems"], title_dir)
+    monkeypatch.setattr("filmrestore.tasks.render.BLOCK_FRAMES", FS)  # 1 s blocks: several written before the end
+    music = Path(StageManifest.from_dict(stages["stems"]).file("music").path)
+    write_audio(music, read_audio(music)[:, :N_FRAMES - 2 * FS], FS)  # 2 s short: fails at block 5 of 6
+    with pytest.raises(AudioFormatError, match="differ in length"):
+        run_render(stages["stems"], norm.to_dict(), title_dir)
+    assert not list(title_dir.rglob("*.part"))
+    assert not list(title_dir.rglob("*.wav"))
