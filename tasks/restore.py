@@ -864,7 +864,7 @@ def _power_to_dbfs(bin_power_sum: np.ndarray, n_fft: int) -> np.ndarray:
     return 10.0 * np.log10(2.0 * bin_power_sum / (n_fft * window_energy) + 1e-30)
 
 
-def _floor_dbfs(power: np.ndarray, band: np.ndarray, n_bands: int, n_fft: int
+def _floor_dbfs(power: np.ndarray, band: np.ndarray, n_bands: int, n_fft: int, where_shown: bool = True
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel floor level (dBFS), per-bin noise power [shape=(n_channels, n_bins)]
     and per-channel spectral flatness of the floor over the bands where it shows.
@@ -876,9 +876,17 @@ def _floor_dbfs(power: np.ndarray, band: np.ndarray, n_bands: int, n_fft: int
     level where it shows: the 20th percentile of the band floors above 1 kHz,
     capped per band by that band's own floor. The flatness is measured over the
     bands within 3 dB of that level (``HISS_MIN_EXPOSED_BANDS`` of them at least;
-    fewer gives 0).
+    fewer gives 0). With ``where_shown`` False the band floors are taken as they
+    are (programme with pauses shows the noise in every band, whatever its tilt)
+    and the flatness is over all bands.
     """
     per_band = _floor_per_band(power, band, n_bands)
+    if not where_shown:
+        noise_psd = per_band[:, np.clip(band, 0, n_bands - 1)]
+        noise_psd[:, (band < 0) & (np.arange(len(band)) < len(band) // 2)] = per_band[:, :1]
+        level = _power_to_dbfs(noise_psd[:, band >= 0].sum(axis=-1), n_fft)
+        flatness = np.exp(np.mean(np.log(per_band), axis=1)) / np.mean(per_band, axis=1)
+        return level, noise_psd, flatness
     centres = HISS_BAND_LOW_HZ * 2.0 ** ((np.arange(n_bands) + 0.5) / HISS_BANDS_PER_OCTAVE)
     shown = np.quantile(per_band[:, centres >= 1000.0], 0.2, axis=1, keepdims=True)
     model = np.minimum(per_band, shown)
@@ -899,29 +907,37 @@ def detect_hiss(x: Sample, sample_rate_hz: int, n_fft: int = HISS_N_FFT) -> Hiss
 
     Rule: dehiss when the floor is clearly above the digital floor (>= -80 dBFS;
     16-bit dither sits near -96), stationary (the floors of 4 time slices agree
-    within 6 dB), broadband (shows in >= 4 1/3-octave bands, flatness >= 0.1 there) and
+    within 6 dB), broadband (spectral flatness >= 0.1 over 1/3-octave bands) and
     below the programme (its 90th-percentile frame power at least 15 dB above
     the floor), so that continuous programme or steady tones are never taken
-    for noise.
+    for noise. The band floors are first taken as measured (the programme pauses:
+    white, pink or brown noise shows in every band); when that fails, the floor is
+    modelled as white noise where it shows above a programme that never pauses
+    (see :func:`_floor_dbfs`; >= 4 bands on it).
     """
     power = np.concatenate([_frame_power(s, n_fft, HISS_DETECT_HOP) for s in _as_segments(x)], axis=1)
     n_channels, n_frames = power.shape[:2]
     if n_frames < 2 * HISS_N_SLICES:
         return HissReport(-200.0, 0.0, 0.0, 0.0, False, np.zeros((n_channels, n_fft // 2 + 1)), n_fft)
     band, n_bands = _bands(sample_rate_hz, n_fft)
-    level, noise_psd, flatness = _floor_dbfs(power, band, n_bands, n_fft)
-    floor_dbfs = float(level.max())
-    flat = float(flatness[np.argmax(level)])
-    slices = np.array_split(np.arange(n_frames), HISS_N_SLICES)
-    slice_dbfs = [_floor_dbfs(power[:, idx], band, n_bands, n_fft)[0].max() for idx in slices]
-    spread_db = float(np.max(slice_dbfs) - np.min(slice_dbfs))
     frame_dbfs = _power_to_dbfs(power[:, :, band >= 0].sum(axis=-1), n_fft)
-    headroom_db = float(np.min(np.quantile(frame_dbfs, 0.9, axis=1) - level))
-    detected = (floor_dbfs >= HISS_MIN_FLOOR_DBFS and spread_db <= HISS_MAX_SPREAD_DB
-                and flat >= HISS_MIN_FLATNESS and headroom_db >= HISS_MIN_HEADROOM_DB)
-    return HissReport(round(max(floor_dbfs, -200.0), 2), round(spread_db, 2),
-                      round(min(headroom_db, 200.0), 2),
-                      round(flat, 4), bool(detected), noise_psd, n_fft)
+    slices = np.array_split(np.arange(n_frames), HISS_N_SLICES)
+    report = None
+    for where_shown in (False, True):  # the floors as measured (pauses), else where it shows
+        level, noise_psd, flatness = _floor_dbfs(power, band, n_bands, n_fft, where_shown)
+        floor_dbfs = float(level.max())
+        flat = float(flatness[np.argmax(level)])
+        slice_dbfs = [_floor_dbfs(power[:, idx], band, n_bands, n_fft, where_shown)[0].max() for idx in slices]
+        spread_db = float(np.max(slice_dbfs) - np.min(slice_dbfs))
+        headroom_db = float(np.min(np.quantile(frame_dbfs, 0.9, axis=1) - level))
+        detected = (floor_dbfs >= HISS_MIN_FLOOR_DBFS and spread_db <= HISS_MAX_SPREAD_DB
+                    and flat >= HISS_MIN_FLATNESS and headroom_db >= HISS_MIN_HEADROOM_DB)
+        report = HissReport(round(max(floor_dbfs, -200.0), 2), round(spread_db, 2),
+                            round(min(headroom_db, 200.0), 2), round(flat, 4), bool(detected), noise_psd, n_fft)
+        if detected:
+            break
+    assert report is not None
+    return report
 
 
 class Dehisser:
