@@ -19,11 +19,9 @@ a block of the dialogue stem whose start lies on that grid.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ import scipy.signal
 from pyloudnorm.iirfilter import IIRfilter
 
 from filmrestore.audio import iter_blocks, read_channel_mask, read_info
+from filmrestore.threads import one_torch_thread
 from filmrestore.errors import AudioFormatError, ConfigError, SilentProgrammeError
 
 SUB_BLOCK_S = 0.1  # 100 ms: the step of the gating blocks and of LRA's short-term values (Tech 3341 §2.3)
@@ -662,37 +661,6 @@ def _vad_models() -> tuple[Any, Any]:
     return SileroVAD().eval(), Decimate3().eval()
 
 
-_TORCH_THREADS_LOCK = threading.Lock()
-_torch_single = {"depth": 0, "saved": 0}  # nesting across threads: the first in saves, the last out restores
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread inside the block, then restore the previous count.
-
-    The VAD's LSTM steps through ~1900 chunks a minute with 128x512 products: split over
-    two OpenMP threads, every step ends at a barrier, and on a 2-core machine where any
-    other process holds a core a barrier waits for a scheduler slice. Measured on a
-    60 s dialogue block with another CPU-bound process running: 2.3-15 s on two threads,
-    0.1 s on one (and 0.09 s vs 0.10 s when the machine is idle). The count is process-wide,
-    so overlapping uses (titles measured in threads) share one save and one restore.
-    """
-    import torch
-
-    with _TORCH_THREADS_LOCK:
-        if _torch_single["depth"] == 0:
-            _torch_single["saved"] = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _torch_single["depth"] += 1
-    try:
-        yield
-    finally:
-        with _TORCH_THREADS_LOCK:
-            _torch_single["depth"] -= 1
-            if _torch_single["depth"] == 0:
-                torch.set_num_threads(_torch_single["saved"])
-
-
 def vad_probabilities(mono: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, float]:
     """silero-vad speech probability of each 32 ms chunk of a mono signal [shape=(T,)].
 
@@ -703,7 +671,7 @@ def vad_probabilities(mono: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray
     from filmrestore.separation.vad import VAD_CHUNK_FRAMES, VAD_RATE_HZ
 
     vad, decimate = _vad_models()
-    with torch.inference_mode(), _one_torch_thread():
+    with torch.inference_mode(), one_torch_thread():
         if sample_rate_hz == 3 * VAD_RATE_HZ:
             mono16k = decimate(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))[None])
         else:
