@@ -453,13 +453,13 @@ def _is_periodic(peaks: np.ndarray, m: int, size: float, lag_lo: int, lag_hi: in
         if not (left or right):
             continue
         both = left and _partner(peaks, m + lag, level, tolerance) if m + lag < n else False
-        left2 = _partner(peaks, m - 2 * lag, level, tolerance) if m - 2 * lag >= 0 else False
-        right2 = _partner(peaks, m + 2 * lag, level, tolerance) if m + 2 * lag < n else False
         if not strict:
             if both or (left and m - 2 * lag >= 0 and peaks[m - 2 * lag] >= level) \
                     or (right and m + 2 * lag < n and peaks[m + 2 * lag] >= level):
                 return True
             continue
+        left2 = _partner(peaks, m - 2 * lag, level, tolerance) if m - 2 * lag >= 0 else False
+        right2 = _partner(peaks, m + 2 * lag, level, tolerance) if m + 2 * lag < n else False
         if both and (left2 or right2):
             return True
         if left and left2 and m - 3 * lag >= 0 and _partner(peaks, m - 3 * lag, level, 2 * tolerance):
