@@ -298,7 +298,11 @@ def test_moving_pair_blocks_cover_the_programme() -> None:
 
 
 def test_shipped_decorrelator_designs_equal_a_fresh_design() -> None:
-    """data/decorrelators.npz holds exactly what the optimiser designs for the default bed at 48 kHz.
+    """data/decorrelators.npz holds what the optimiser designs for the default bed at 48 kHz.
+
+    Not bit for bit: L-BFGS in another CPU's BLAS rounds differently (seen: every tap differs,
+    by up to 2e-3 against taps up to 0.15), so the shipped taps must agree with a fresh design
+    to 3 % of the largest tap, in energy response to 0.1 dB, and the front gain to 0.1 %.
 
     Regenerate after changing the design (and bump DESIGN_VERSION):
     ``python -c "from filmrestore.upmix.decorrelate import save_designs, SHIPPED_DESIGNS;
@@ -314,8 +318,12 @@ def test_shipped_decorrelator_designs_equal_a_fresh_design() -> None:
     assert sorted(shipped) == sorted(design_key(*p) for p in params), "regenerate data/decorrelators.npz"
     for p in params:
         firs, front_gain = optimise_side_decorrelators(*p)
-        np.testing.assert_array_equal(shipped[design_key(*p)][0], firs)
-        assert shipped[design_key(*p)][1] == front_gain
+        stored, stored_gain = shipped[design_key(*p)]
+        np.testing.assert_allclose(stored, firs, rtol=0, atol=0.03 * np.abs(firs).max())
+        power = [np.abs(np.fft.rfft(f, 4096, axis=-1)) ** 2 for f in (stored, firs)]
+        smooth = [np.convolve(q.mean(0), np.ones(64) / 64, "valid") for q in power]
+        np.testing.assert_allclose(10 * np.log10(smooth[0] / smooth[1]), 0.0, atol=0.1)
+        assert stored_gain == pytest.approx(front_gain, rel=1e-3)
 
 
 def test_other_bed_rules_are_designed_afresh() -> None:
