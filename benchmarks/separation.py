@@ -3,6 +3,7 @@ lengths, and quality (SI-SDRi per stem) from ``evaluate`` on a held-out set.
 
     .venv/bin/python benchmarks/separation.py [--minutes 10 60] [--data DATA_DIR]
         [--checkpoint separation/checkpoints/dme-small.safetensors] [--devices cpu cuda]
+        [--separators dsp neural]
 
 Each (separator, device, length) runs ``separate_file`` in a fresh subprocess on a mono
 48 kHz float WAV (a synthetic film mix tiled to length, written in blocks), and reads
@@ -75,8 +76,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="DnR dataset (its test/ split is used) for quality")
     parser.add_argument("--max-items", type=int, default=None)
     parser.add_argument("--checkpoint", default="separation/checkpoints/dme-small.safetensors")
+    parser.add_argument("--separators", nargs="+", default=["dsp", "neural"], choices=["dsp", "neural"])
     args = parser.parse_args()
-    separators = [("dsp", "")] + ([("neural", args.checkpoint)] if Path(args.checkpoint).exists() else [])
+    separators = [(name, args.checkpoint if name == "neural" else "") for name in args.separators
+                  if name == "dsp" or Path(args.checkpoint).exists()]
     head = f"{'separator':<10}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
                                                     for m in args.minutes)
     print(head, flush=True)
@@ -96,7 +99,8 @@ def main() -> None:
                 label = name if method == "separator" else f"  ({method})"
                 cells = "".join(f"{s}: {v['si_sdr_db']:6.2f} / {v['si_sdri_db']:+6.2f}   "
                                 for s, v in summary[method].items())
-                print(f"{label:<14}{cells}", flush=True)
+                mean = np.mean([v["si_sdri_db"] for v in summary[method].values()])
+                print(f"{label:<14}{cells}mean SI-SDRi {mean:+6.2f}", flush=True)
 
 
 if __name__ == "__main__":

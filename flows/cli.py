@@ -25,6 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from filmrestore import DEFAULT_SEPARATOR  # noqa: E402
 from filmrestore.errors import FilmrestoreError  # noqa: E402
 
 app = typer.Typer(
@@ -94,7 +95,7 @@ def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-SeparatorOpt = Annotated[str, typer.Option("--separator", help="Separator: dsp (default, no weights) or neural.")]
+SeparatorOpt = Annotated[str, typer.Option("--separator", help=f"Separator: neural (the shipped band-split model) or dsp (no weights); default {DEFAULT_SEPARATOR}.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where separation runs.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neural separator checkpoint (.safetensors).")]
 StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
@@ -106,7 +107,7 @@ def run(
     source: Annotated[Path, typer.Argument(help="Video (or audio) file of the title.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder; deliverables go to OUT/<title>/.")] = Path("out"),
     preset: Annotated[Preset, typer.Option("--preset", help="Loudness delivery spec.")] = Preset.ebu_r128,
-    separator: SeparatorOpt = "dsp",
+    separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
     stream: StreamOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title folder name (default: from the file name).")] = None,
@@ -164,7 +165,7 @@ def extract(
 def separate(
     source: Annotated[Path, typer.Argument(help="WAV file to separate.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for dialogue.wav, music.wav, effects.wav.")],
-    separator: SeparatorOpt = "dsp",
+    separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
     checkpoint: CheckpointOpt = None,
 ) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands of the neural separator's life cycle: make-dataset, train, evaluate."""
+"""CLI commands of the neural separator's life cycle: make-bank, make-dataset, train, evaluate."""
 
 from __future__ import annotations
 
@@ -8,52 +8,88 @@ from typing import Annotated, Optional
 
 import typer
 
+from filmrestore import DEFAULT_SEPARATOR
+
 from filmrestore.flows.cli import CheckpointOpt, Device, DeviceOpt, SeparatorOpt, app, console, expected_errors
+
+
+@app.command("make-bank")
+@expected_errors
+def make_bank(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the source bank to (speech/music/effects.i16 + bank.json).")],
+) -> None:
+    """Decode the training recordings (installed by .ci/setup-training) into a memory-mapped source bank."""
+    from filmrestore.separation.bank import build_bank
+
+    bank = build_bank(out_dir)
+    for name, row in bank.summary().items():
+        console.print(f"{name:<16} {row['hours']:8.2f} h {row['clips']:7d} clips {row['groups']:6d} groups",
+                      markup=False, highlight=False)
 
 
 @app.command("make-dataset")
 @expected_errors
 def make_dataset(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create OUT_DIR/train and OUT_DIR/test in.")],
-    items: Annotated[int, typer.Option("--items", help="Number of items (train + test).")] = 50,
+    items: Annotated[int, typer.Option("--items", help="Number of items (train + test; with --bank, of the split).")] = 50,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each item, seconds.")] = 10.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the item generator.")] = 0,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of items (and source files) held out.")] = 0.2,
+    bank: Annotated[Optional[Path], typer.Option("--bank", help="Mix legacy-film items from this source bank's split instead.")] = None,
+    split: Annotated[str, typer.Option("--split", help="With --bank: the bank split to mix from (test, valid, train).")] = "test",
 ) -> None:
-    """Build a DnR-style dataset (mix/speech/music/sfx.wav per item) from synthesis and packaged recordings."""
+    """Build a DnR-style dataset (mix/speech/music/sfx.wav per item) from packaged recordings."""
+    if bank is not None:
+        from filmrestore.separation.dataset import make_bank_dataset
+
+        folders = make_bank_dataset(bank, out_dir, split, items, seconds, seed)
+        console.print(f"{out_dir / split}: {len(folders)} items of {seconds:g} s mixed from {bank} ({split} split)")
+        return
     from filmrestore.separation.dataset import make_dataset as build
 
-    folders = build(out_dir, items, seconds, seed, test_fraction)
-    console.print(f"{out_dir}: {len(folders['train'])} train, {len(folders['test'])} held-out test items "
+    built = build(out_dir, items, seconds, seed, test_fraction)
+    console.print(f"{out_dir}: {len(built['train'])} train, {len(built['test'])} held-out test items "
                   f"(sources in {out_dir / 'dataset.json'})")
 
 
 @app.command()
 @expected_errors
 def train(
-    data_dir: Annotated[Path, typer.Argument(help="DnR folder (its train/ subfolder when present).")],
+    data_dir: Annotated[Path, typer.Argument(help="Source bank (make-bank), or DnR folder (its train/ subfolder when present).")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (.safetensors; config beside it as .json).")],
     epochs: Annotated[int, typer.Option("--epochs")] = 10,
     steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
-    segment: Annotated[float, typer.Option("--segment", help="Training segment length, seconds.")] = 3.0,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = 1e-3,
+    segment: Annotated[float, typer.Option("--segment", help="Training segment length, seconds.")] = 6.0,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 1e-3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Linear warmup steps before the cosine decay.")] = 200,
+    total_steps: Annotated[Optional[int], typer.Option("--total-steps", help="Step at which the cosine reaches its floor (default: epochs x steps).")] = None,
+    ema: Annotated[float, typer.Option("--ema", help="EMA decay of the weights that are validated and saved (0: off).")] = 0.999,
+    valid_examples: Annotated[int, typer.Option("--valid-examples", help="Fixed validation mixtures; the best checkpoint is kept.")] = 32,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start a fresh run from this checkpoint's weights.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads (default: torch's).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader processes mixing examples.")] = 1,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming from OUT.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming from OUT's state.")] = False,
     device: DeviceOpt = Device.auto,
 ) -> None:
-    """Train the band-split neural separator (resumes from OUT when it exists)."""
+    """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
     from filmrestore.separation.train import TrainConfig
     from filmrestore.separation.train import train as run_training
 
     def log(record: dict) -> None:
         if record["event"] == "epoch":
-            console.print(f"epoch {record['epoch']}: step {record['step']}, loss {record['loss']:.4f}, "
-                          f"{record['elapsed_s']:.0f} s")
+            valid = record.get("valid") or {}
+            figures = " ".join(f"{k.split('_')[0]} {v:+.2f}" for k, v in valid.items())
+            console.print(f"epoch {record['epoch']}: step {record['step']}, loss {record['loss']:.3f}, "
+                          f"{record['hours_seen']:.2f} h seen, {record['elapsed_s']:.0f} s"
+                          + (f", valid SI-SDRi dB: {figures}" if figures else ""), markup=False, highlight=False)
 
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                         segment_s=segment, learning_rate=lr, max_minutes=max_minutes)
-    path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log)
+                         segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
+                         ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
+                         num_workers=workers, threads=threads)
+    path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init)
     console.print(f"checkpoint: {path}")
 
 
@@ -61,7 +97,7 @@ def train(
 @expected_errors
 def evaluate(
     data_dir: Annotated[Path, typer.Argument(help="DnR folder (its test/ subfolder when present).")],
-    separator: SeparatorOpt = "dsp",
+    separator: SeparatorOpt = DEFAULT_SEPARATOR,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.cpu,
     max_items: Annotated[Optional[int], typer.Option("--max-items", help="Evaluate only the first N items.")] = None,

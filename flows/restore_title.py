@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow
 
+from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir
 from filmrestore.errors import MediaError
 from filmrestore.tasks.extract import extract_task
@@ -35,7 +36,7 @@ def restore_title(
     out: str,
     title: str,
     preset: str = "ebu-r128",
-    separator: str = "dsp",
+    separator: str = DEFAULT_SEPARATOR,
     device: str = "auto",
     stream: int | None = None,
     checkpoint: str | None = None,

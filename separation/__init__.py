@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.errors import ConfigError
 from filmrestore.separation.base import STEMS, Separator
 from filmrestore.separation.engine import resolve_device, separate_array, separate_file
@@ -21,7 +22,7 @@ SEPARATOR_NAMES = ("dsp", "neural")
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "dme-small.safetensors"
 
 
-def get_separator(name: str = "dsp", checkpoint: str | None = None) -> Separator:
+def get_separator(name: str = DEFAULT_SEPARATOR, checkpoint: str | None = None) -> Separator:
     """Build a separator by name: ``"dsp"`` (no weights) or ``"neural"`` (``checkpoint`` is a
     ``.safetensors`` file with its ``.json`` config beside it; by default the small DME model
     that ships in ``separation/checkpoints/``).

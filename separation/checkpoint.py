@@ -3,10 +3,12 @@
 ``model.safetensors`` holds only tensors (no pickle, so loading an untrusted file runs
 no code); ``model.json`` holds the format name and version, the architecture and its
 :class:`~filmrestore.separation.bandsplit.BandSplitConfig`, the sample rate, the stems
-and free-form training notes. The safetensors header repeats the format, version and
+free-form training notes and optional ``inference`` settings chosen on the validation
+split (``mask_power``, see :class:`~filmrestore.separation.neural.NeuralSeparator`). Weights
+may be stored as float16 (a shipped model) and load as float32. The safetensors header repeats the format, version and
 architecture, so a weights file paired with the wrong config is caught. Every failure
-(missing file, truncated file, bad JSON, other version, tensors that do not fit the
-architecture) raises :class:`~filmrestore.errors.CheckpointError` naming the file.
+(missing file, truncated file, bad JSON, other version, out-of-range config values,
+tensors that do not fit the architecture or are not finite) raises :class:`~filmrestore.errors.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from filmrestore.separation.bandsplit import BandSplitConfig, BandSplitNet
 from filmrestore.separation.base import STEMS
 
 FORMAT = "filmrestore-dme"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: channels-last band-split mixer (bandsplit.py), fp16 weights
 ARCHITECTURE = "bandsplit"
 SAMPLE_RATE_HZ = 48000
 
@@ -35,14 +37,18 @@ def config_path(checkpoint: str | Path) -> Path:
     return Path(checkpoint).with_suffix(".json")
 
 
-def save_checkpoint(path: str | Path, net: BandSplitNet, notes: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` (weights) and its JSON config atomically; returns ``path``."""
+def save_checkpoint(path: str | Path, net: BandSplitNet, notes: dict[str, Any] | None = None,
+                    dtype: torch.dtype = torch.float32, inference: dict[str, Any] | None = None) -> Path:
+    """Write ``path`` (weights, stored as ``dtype``: float16 halves a shipped file) and its JSON
+    config atomically; returns ``path``. Loading always gives float32 weights."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "architecture": ARCHITECTURE,
            "sample_rate_hz": SAMPLE_RATE_HZ, "stems": list(STEMS), "config": net.config.to_dict(),
            "notes": notes or {}}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+    if inference:
+        doc["inference"] = inference
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
     header = {"format": FORMAT, "version": str(FORMAT_VERSION), "architecture": ARCHITECTURE}
     _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     _atomic(config_path(path), lambda tmp: tmp.write_text(json.dumps(doc, indent=2)))
@@ -60,7 +66,7 @@ def load_checkpoint(path: str | Path) -> tuple[BandSplitNet, dict[str, Any]]:
         raise CheckpointError(config_path(path), f"invalid architecture config ({exc})") from exc
     tensors = _read_tensors(path)
     _check_tensors(path, net, tensors)
-    net.load_state_dict(tensors)
+    net.load_state_dict({k: v.float() for k, v in tensors.items()})
     return net.eval(), doc
 
 
@@ -80,6 +86,9 @@ def read_config(path: Path) -> dict[str, Any]:
     for key, value in expected.items():
         if doc.get(key) != value:
             raise CheckpointError(cfg_path, f"{key} is {doc.get(key)!r}; this version reads {value!r}")
+    power = (doc.get("inference") or {}).get("mask_power", 1.0)
+    if not isinstance(power, (int, float)) or not 0.25 <= power <= 4.0:
+        raise CheckpointError(cfg_path, f"inference.mask_power must be a number in [0.25, 4], got {power!r}")
     return doc
 
 
@@ -110,6 +119,8 @@ def _check_tensors(path: Path, net: torch.nn.Module, tensors: dict[str, torch.Te
         if tuple(tensors[key].shape) != shape:
             raise CheckpointError(path, f"tensor {key} has shape {tuple(tensors[key].shape)}; "
                                   f"the config's architecture needs {shape}")
+        if not torch.isfinite(tensors[key]).all():
+            raise CheckpointError(path, f"tensor {key} holds NaN or infinite values")
 
 
 def _atomic(path: Path, write: Any) -> None:

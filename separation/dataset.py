@@ -370,3 +370,36 @@ def _write_manifest(out_dir: Path, params: dict, files: dict[str, dict[str, list
         "items": provenance,
     }
     (out_dir / "dataset.json").write_text(json.dumps(doc, indent=1))
+
+
+def make_bank_dataset(bank_dir: str | Path, out_dir: str | Path, split: str = "test", n_items: int = 24,
+                      item_s: float = 30.0, seed: int = 0, mixer_config: object | None = None,
+                      on_progress: ProgressCallback | None = None) -> list[Path]:
+    """Write ``n_items`` DnR folders to ``out_dir/split`` mixed by the training mixer
+    (:mod:`.mixer`: film-like levels, the legacy channel on most items) from the bank's
+    ``split``, whose speakers, tracks and effect files no training example uses.
+
+    Returns the item folders; ``out_dir/split/dataset.json`` records the parameters and the
+    bank's hours per split.
+    """
+    from filmrestore.separation.bank import SourceBank
+    from filmrestore.separation.mixer import MixerConfig, make_example
+
+    if n_items < 1 or item_s <= 0:
+        raise ConfigError(f"need n_items >= 1 and item_s > 0; got {n_items}, {item_s}")
+    bank = SourceBank(bank_dir)
+    config = mixer_config or MixerConfig(segment_s=item_s)
+    pools = {kind: bank.clips(kind, split) for kind in corpus.KINDS}
+    out_dir = Path(out_dir)
+    folders = []
+    for i in range(n_items):
+        stems = make_example(bank, pools, np.random.default_rng([seed, 77, i]), config)
+        folder = out_dir / split / f"item_{i:05d}"
+        _write_item(folder, {s: stems[k][None] for k, s in enumerate(STEMS)})
+        folders.append(folder)
+        if on_progress is not None:
+            on_progress(i + 1, n_items)
+    doc = {"bank": str(bank_dir), "split": split, "n_items": n_items, "item_s": item_s, "seed": seed,
+           "mixer_config": {k: v for k, v in vars(config).items()}, "bank_summary": bank.summary()}
+    (out_dir / split / "dataset.json").write_text(json.dumps(doc, indent=1, default=list))
+    return folders

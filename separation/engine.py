@@ -292,7 +292,8 @@ def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Pa
     if missing or set(out_paths) - set(STEMS):
         raise ConfigError(f"out_paths must name exactly the stems {STEMS}, got {sorted(out_paths)}")
     grid = SegmentGrid.from_seconds(segment_s, overlap_s, model.sample_rate_hz)
-    blocks = iter_blocks(in_path, read_block_frames or grid.stride_frames)
+    blocks = _finite_blocks(in_path, iter_blocks(in_path, read_block_frames or grid.stride_frames),
+                            info.sample_rate_hz)
     done = 0
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(AudioWriter(out_paths[s], info.sample_rate_hz,
@@ -307,6 +308,19 @@ def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Pa
         for writer in writers.values():
             writer.close()
     return {name: FileRecord.from_writer(w) for name, w in writers.items()}
+
+
+def _finite_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate_hz: int) -> Iterator[np.ndarray]:
+    """``blocks`` unchanged; raises :class:`AudioFormatError` at the first NaN or infinite sample
+    (a damaged float WAV would otherwise give all-NaN stems; the stem files are then removed)."""
+    start = 0
+    for block in blocks:
+        if not np.isfinite(block).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=0))[0])
+            raise AudioFormatError(path, f"NaN or infinite sample at {bad / sample_rate_hz:.3f} s "
+                                   f"(frame {bad}); nothing separated")
+        start += block.shape[1]
+        yield block
 
 
 def _check_input(model: Separator, in_path: str | Path) -> AudioInfo:

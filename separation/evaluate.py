@@ -6,7 +6,9 @@
   hop 512), applied to the mix: what a perfect real-valued mask on this STFT achieves.
 
 SI-SDR improvement (SI-SDRi) is ``SI-SDR(estimate, reference) - SI-SDR(mix, reference)``
-per item and stem. Items whose reference stem is silent are skipped for that stem.
+per item and stem; the global SDR of the Sound Demixing Challenge's cinematic track
+(:func:`~.metrics.global_sdr`, not scale-invariant) is reported beside it. Items whose
+reference stem is silent are skipped for that stem.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from filmrestore.audio import read_audio
 from filmrestore.separation.base import STEMS, Separator
 from filmrestore.separation.dataset import Item, list_items, resolve_split
 from filmrestore.separation.engine import separate_array
-from filmrestore.separation.metrics import si_sdr
+from filmrestore.separation.metrics import global_sdr, si_sdr
 
 METHODS: tuple[str, str, str] = ("separator", "mixture", "oracle_irm")
 _SILENT_RMS = 1e-5
@@ -54,7 +56,7 @@ def load_item(item: Item) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_item(estimates: dict[str, np.ndarray], mix: np.ndarray, stems: np.ndarray) -> dict[str, dict]:
-    """``{method: {stem: {"si_sdr_db", "si_sdri_db"}}}`` for one item (silent stems omitted)."""
+    """``{method: {stem: {"si_sdr_db", "si_sdri_db", "sdr_db"}}}`` for one item (silent stems omitted)."""
     out: dict[str, dict] = {m: {} for m in estimates}
     for k, stem in enumerate(STEMS):
         ref = stems[k]
@@ -63,7 +65,7 @@ def score_item(estimates: dict[str, np.ndarray], mix: np.ndarray, stems: np.ndar
         baseline = si_sdr(mix, ref)
         for method, est in estimates.items():
             value = si_sdr(est[k], ref)
-            out[method][stem] = {"si_sdr_db": value, "si_sdri_db": value - baseline}
+            out[method][stem] = {"si_sdr_db": value, "si_sdri_db": value - baseline, "sdr_db": global_sdr(est[k], ref)}
     return out
 
 
@@ -93,7 +95,7 @@ def evaluate(data_dir: str | Path, separator: Separator, *, device: str = "cpu",
 
 
 def summarise(per_item: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean SI-SDR, mean and median SI-SDRi per method and stem over the items."""
+    """Mean SI-SDR, mean and median SI-SDRi and mean global SDR per method and stem over the items."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for method in METHODS:
         summary[method] = {}
@@ -104,19 +106,24 @@ def summarise(per_item: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
             sdr = np.array([r["si_sdr_db"] for r in rows])
             sdri = np.array([r["si_sdri_db"] for r in rows])
             summary[method][stem] = {"si_sdr_db": float(sdr.mean()), "si_sdri_db": float(sdri.mean()),
-                                     "si_sdri_median_db": float(np.median(sdri)), "n": len(rows)}
+                                     "si_sdri_median_db": float(np.median(sdri)),
+                                     "sdr_db": float(np.mean([r["sdr_db"] for r in rows])), "n": len(rows)}
     return summary
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table of the summary: one row per method, SI-SDR / SI-SDRi per stem."""
-    head = f"{'method':<12}" + "".join(f"{s + ' SI-SDR':>18}{s + ' SI-SDRi':>18}" for s in STEMS)
+    """A plain-text table of the summary: one row per method; SI-SDR, SI-SDRi and global SDR per
+    stem (dB), and the SI-SDRi mean over the stems."""
+    head = f"{'method':<12}" + "".join(f"{s + ' SI-SDR':>17}{'SI-SDRi':>9}{'SDR':>7}" for s in STEMS) \
+        + f"{'mean SI-SDRi':>14}"
     lines = [f"{report['data_dir']}: {report['n_items']} items, separator {report['separator']!r}", head]
     for method in METHODS:
         cells = report["summary"].get(method, {})
         row = f"{method:<12}"
         for stem in STEMS:
             c = cells.get(stem)
-            row += f"{c['si_sdr_db']:>18.2f}{c['si_sdri_db']:>18.2f}" if c else f"{'-':>18}{'-':>18}"
+            row += f"{c['si_sdr_db']:>17.2f}{c['si_sdri_db']:>+9.2f}{c['sdr_db']:>7.2f}" if c else f"{'-':>33}"
+        gains = [c["si_sdri_db"] for c in cells.values()]
+        row += f"{np.mean(gains):>+14.2f}" if gains else f"{'-':>14}"
         lines.append(row)
     return "\n".join(lines)

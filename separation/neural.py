@@ -23,22 +23,26 @@ class NeuralSeparator(Separator):
     """
 
     name = "neural"
-    context_frames = 33600  # 0.7 s: covers the time blocks' receptive field (0.64 s each side)
+    context_frames = 129024  # 2.7 s: half the time modules' receptive field (126 hops each side)
     supports_autocast = True
 
-    def __init__(self, net: BandSplitNet) -> None:
+    def __init__(self, net: BandSplitNet, mask_power: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.config: BandSplitConfig = net.config
+        #: Masks are sharpened to ``m_i^p / sum_j m_j^p`` (p = 2 is the Wiener mask of the
+        #: masked estimates' powers); 1 leaves the trained masks as they are.
+        self.mask_power = float(mask_power)
         self.register_buffer("window", torch.hann_window(net.config.n_fft), persistent=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NeuralSeparator:
-        """Load a safetensors checkpoint and its JSON config (see :mod:`.checkpoint`)."""
+        """Load a safetensors checkpoint and its JSON config (see :mod:`.checkpoint`); the
+        config's ``inference.mask_power`` (chosen on the validation split) applies."""
         from filmrestore.separation.checkpoint import load_checkpoint
 
-        net, _ = load_checkpoint(path)
-        return cls(net)
+        net, doc = load_checkpoint(path)
+        return cls(net, mask_power=float((doc.get("inference") or {}).get("mask_power", 1.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)]."""
@@ -47,6 +51,9 @@ class NeuralSeparator(Separator):
         rms = flat.square().mean(-1, keepdim=True).sqrt().clamp_min(_RMS_FLOOR)
         spec = self._stft(flat / rms)
         masks = self.net(spec).float()  # (n, 3, n_bins, n_frames)
+        if self.mask_power != 1.0:
+            masks = masks.pow(self.mask_power)
+            masks = masks / masks.sum(1, keepdim=True).clamp_min(1e-12)
         stems = self._istft(masks * spec[:, None], n_samples) * rms[:, None]
         return stems.reshape(n_batch, n_channels, N_STEMS, n_samples).transpose(1, 2)
 

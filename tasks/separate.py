@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import task
 
+from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import hash_file
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
@@ -27,7 +28,7 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
 def run_separate(
     restored: dict[str, Any],
     title_dir: str | Path,
-    separator: str = "dsp",
+    separator: str = DEFAULT_SEPARATOR,
     device: str = "auto",
     checkpoint: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,

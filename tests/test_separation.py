@@ -20,7 +20,7 @@ from filmrestore.errors import AudioFormatError, ConfigError, EmptyAudioError
 from filmrestore.separation import (STEMS, Separator, get_separator, resolve_device, separate_array,
                                     separate_file)
 from filmrestore.separation.engine import SegmentGrid
-from filmrestore.separation.metrics import si_sdr
+from filmrestore.separation.metrics import global_sdr, si_sdr
 from filmrestore.separation.vad import SileroVAD
 
 FS = 48000
@@ -234,6 +234,18 @@ def test_engine_rejects_bad_input(tmp_path: Path) -> None:
     assert not any(p.exists() for p in paths.values())
 
 
+def test_engine_refuses_nan_samples_and_leaves_no_stems(tmp_path: Path) -> None:
+    from filmrestore.separation.engine import separate_file
+
+    x = (np.random.default_rng(0).standard_normal((1, 3 * FS)) * 0.1).astype(np.float32)
+    x[0, 2 * FS + 100] = np.nan
+    write_audio(tmp_path / "nan.wav", x, FS)
+    paths = {s: tmp_path / f"{s}.wav" for s in STEMS}
+    with pytest.raises(AudioFormatError, match=r"nan.wav: NaN or infinite sample at 2.002 s"):
+        separate_file(_FixedShares(), tmp_path / "nan.wav", paths, segment_s=1.0, overlap_s=0.25)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.wav"]
+
+
 def test_segment_grid_covers_the_signal() -> None:
     grid = SegmentGrid(segment_frames=1000, overlap_frames=200)
     for n_frames in (1, 999, 1000, 1001, 1800, 1801, 10_000):
@@ -253,6 +265,9 @@ def test_si_sdr_metric() -> None:
     assert si_sdr(-ref, ref) > 100.0
     with pytest.raises(ValueError):
         si_sdr(ref[:10], ref)
+    # Global SDR is not scale-invariant: a gain error costs, the orthogonal noise costs 20 dB.
+    assert global_sdr(ref + noise, ref) == pytest.approx(20.0, abs=1e-6)
+    assert global_sdr(0.5 * ref, ref) == pytest.approx(20 * np.log10(2.0), abs=1e-6)
 
 
 @pytest.mark.gpu

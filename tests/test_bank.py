@@ -1,0 +1,226 @@
+"""The training source bank, the on-the-fly legacy mixer and training from a bank.
+
+The banks here are small: a few recordings of each kind from the test corpus
+(asterisk-core-sounds-fr-wav, fillets-ng-data-nl, colobot-common-sounds), grouped by
+file, chosen so that every split holds some of each kind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import scipy.signal
+import torch
+from safetensors import safe_open
+
+from filmrestore import corpus
+from filmrestore.errors import ConfigError
+from filmrestore.separation.bandsplit import BandSplitConfig
+from filmrestore.separation.bank import SPLITS, SourceBank, build_bank, decode, export_compact, split_of
+from filmrestore.separation.checkpoint import config_path, load_checkpoint
+from filmrestore.separation.dataset import list_items, make_bank_dataset
+from filmrestore.separation.evaluate import load_item
+from filmrestore.separation.mixer import MixerConfig, MixerDataset, compressor_gain, legacy_channel, make_example
+from filmrestore.separation.train import TrainConfig, learning_rate, train
+
+FS = 48000
+TINY = BandSplitConfig(n_fft=512, hop_frames=256, bands=((4, 8), (16, 4)), dim=16, n_layers=2, mask_hidden=16,
+                       dilations=(1, 2))
+HAVE_CORPUS = all(corpus.find_recordings(k) for k in corpus.KINDS)
+pytestmark = pytest.mark.skipif(not HAVE_CORPUS, reason="needs the test corpus (.ci/setup)")
+# Every mixer stage on: no stem dropped, no randomness in the levels.
+FIXED = MixerConfig(segment_s=4.0, speech_lufs=(-27.0, 0.0), music_lufs=(-32.0, 0.0),
+                    fg_effects_lufs=(-32.0, 0.0), p_drop=(0.0, 0.0, 0.0), p_background=0.0, p_legacy=0.0)
+
+
+def _recordings(kind: str, per_split: int) -> list[corpus.Recording]:
+    """``per_split`` test-corpus files of ``kind`` for each split, each file its own group."""
+    picked: dict[str, list[corpus.Recording]] = {s: [] for s in SPLITS}
+    for path in corpus.find_recordings(kind):
+        rec = corpus.Recording(path, None, "test-corpus", f"{kind}:{path.name}")
+        if len(picked[split_of(rec.group)]) < per_split:
+            picked[split_of(rec.group)].append(rec)
+    return [r for s in SPLITS for r in picked[s]]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> SourceBank:
+    recordings = {"speech": _recordings("speech", 4), "music": _recordings("music", 1),
+                  "effects": _recordings("effects", 4)}
+    return build_bank(tmp_path_factory.mktemp("bank"), recordings=recordings)
+
+
+def test_bank_holds_every_split_and_its_clips_decode_back(bank: SourceBank) -> None:
+    for kind in corpus.KINDS:
+        for split in SPLITS:
+            clips = bank.clips(kind, split)
+            assert clips and all(split_of(c.group) == split for c in clips)
+    clip = bank.clips("effects", "train")[0]
+    original = decode(corpus.Recording(Path(clip.source), None, clip.package, clip.group))
+    stored = bank.audio("effects", clip)
+    assert stored.size == original.size == clip.n_frames
+    assert np.abs(stored).max() == pytest.approx(0.891, abs=1e-3)  # peak-normalised to -1 dBFS
+    assert np.corrcoef(stored, original)[0, 1] > 0.9999
+    # Speech is trimmed of its leading and trailing silence.
+    speech = bank.clips("speech", "train")[0]
+    x = bank.audio("speech", speech)
+    threshold = 10 ** (-45 / 20) * np.abs(x).max()
+    assert np.abs(x[:481]).max() > threshold and np.abs(x[-481:]).max() > threshold
+
+
+def test_bank_index_and_data_must_agree(bank: SourceBank, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no source bank here"):
+        SourceBank(tmp_path)
+    for name in ("bank.json", "speech.i16", "music.i16"):
+        (tmp_path / name).write_bytes((bank.root / name).read_bytes())
+    (tmp_path / "effects.i16").write_bytes((bank.root / "effects.i16").read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="effects.i16: missing or not"):
+        SourceBank(tmp_path)
+
+
+def test_split_depends_on_the_group_name_only() -> None:
+    names = [f"speaker-{i}" for i in range(2000)]
+    shares = {s: np.mean([split_of(n) == s for n in names]) for s in SPLITS}
+    assert shares["test"] == pytest.approx(0.15, abs=0.03) and shares["valid"] == pytest.approx(0.07, abs=0.02)
+    assert [split_of(n) for n in names[:50]] == [split_of(n) for n in names[:50]]
+
+
+def test_training_corpus_never_reads_a_reserved_package() -> None:
+    reserved = ("fillets-ng-data", "fillets-ng-data-cs", "warzone2100-data", "wesnoth", "hyperrogue-music", "sound-theme-freedesktop",
+                "asterisk-core-sounds-en", "asterisk-core-sounds-es", "asc-music", "chromium-bsu-data")
+    for source in corpus.SOURCES:
+        assert not any(source.package == r or (source.package.startswith(r) and r != "fillets-ng-data")
+                       for r in reserved), source.package
+
+
+def test_examples_sum_to_the_mix_at_their_drawn_loudness(bank: SourceBank) -> None:
+    data = MixerDataset(bank, "train", 6, FIXED, seed=1)
+    meter = pyloudnorm.Meter(FS)
+    for i in range(len(data)):
+        mix, stems = data[i]
+        assert mix.shape == (1, 4 * FS) and stems.shape == (3, 1, 4 * FS)
+        np.testing.assert_allclose(mix.numpy(), stems.sum(0).numpy(), atol=1e-6)
+        dialogue = stems[0, 0].numpy().astype(np.float64)
+        assert meter.integrated_loudness(dialogue) == pytest.approx(-27.0, abs=0.5)
+    again = MixerDataset(bank, "train", 6, FIXED, seed=1)[3][1]
+    np.testing.assert_array_equal(again.numpy(), data[3][1].numpy())  # example i of an epoch is reproducible
+
+
+def test_dropped_stems_are_silent_and_never_all_at_once(bank: SourceBank) -> None:
+    config = MixerConfig(segment_s=2.0, p_drop=(0.5, 0.5, 0.5), p_legacy=0.0)
+    pools = {k: bank.clips(k, "train") for k in corpus.KINDS}
+    silent = np.array([[not np.any(s) for s in make_example(bank, pools, np.random.default_rng(i), config)]
+                       for i in range(40)])
+    assert silent.any(axis=0).all() and not silent.all(axis=1).any()
+
+
+def test_legacy_channel_band_limits_every_stem_and_puts_its_noise_in_effects() -> None:
+    rng = np.random.default_rng(0)
+    n = 4 * FS
+    stems = np.zeros((3, n), np.float32)
+    stems[0], stems[1] = rng.standard_normal((2, n)).astype(np.float32) * 0.05  # white: energy up to 24 kHz
+    quiet = MixerConfig(p_wow=0.0, p_compress=0.0, p_hiss=0.0, p_hum=0.0, p_buzz=0.0, p_crackle=0.0)
+    out = legacy_channel(stems, np.random.default_rng(3), quiet)
+    assert not np.any(out[2])
+    for k in (0, 1):
+        f, p = scipy.signal.welch(out[k], FS, nperseg=4096)
+        assert 10 * np.log10(p[f > 12000].mean() / p[(f > 500) & (f < 3000)].mean()) < -30.0
+        assert 10 * np.log10(p[f < 25].mean() / p[(f > 500) & (f < 3000)].mean()) < -10.0
+    # The effects stem was silent: what it holds now is the transfer's hiss, or its hum, under the mix.
+    hiss = legacy_channel(stems, np.random.default_rng(3), MixerConfig(**{**quiet.__dict__, "p_hiss": 1.0}))[2]
+    assert -55.0 < 10 * np.log10(np.mean(hiss ** 2) / np.mean(out.sum(0) ** 2)) < -20.0
+    hum = legacy_channel(stems, np.random.default_rng(3), MixerConfig(**{**quiet.__dict__, "p_hum": 1.0}))[2]
+    f, p = scipy.signal.welch(hum, FS, nperseg=1 << 15)
+    near = [np.abs(f[:, None] - f0 * np.arange(1, 8)[None]).min(1) < 3.0 for f0 in (50.0, 60.0)]
+    assert max(p[m].sum() for m in near) > 0.95 * p.sum()
+
+
+def test_compressor_gain_follows_the_mix_and_never_boosts() -> None:
+    t = np.arange(4 * FS) / FS
+    mix = (0.05 * np.sin(2 * np.pi * 440 * t) * np.where((t > 1.5) & (t < 2.5), 8.0, 1.0)).astype(np.float32)
+    gain = compressor_gain(mix, np.random.default_rng(0))
+    assert gain.max() <= 1.0 + 1e-6
+    assert gain[int(2.3 * FS)] < 0.8 * gain[int(0.5 * FS)]
+
+
+def test_bank_test_items_are_dnr_folders_from_the_test_split(bank: SourceBank, tmp_path: Path) -> None:
+    folders = make_bank_dataset(bank.root, tmp_path, "test", n_items=2, item_s=3.0, seed=4)
+    items = list_items(tmp_path / "test")
+    assert [i.folder for i in items] == folders
+    mix, stems = load_item(items[0])
+    np.testing.assert_allclose(mix, stems.sum(0), atol=1e-5)
+    assert json.loads((tmp_path / "test" / "dataset.json").read_text())["split"] == "test"
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor() -> None:
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    lrs = [learning_rate(s, config) for s in range(120)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[60] == pytest.approx(0.55e-3, rel=1e-6) and lrs[115] == pytest.approx(1e-4)
+
+
+def test_training_from_a_bank_validates_keeps_the_best_and_resumes(bank: SourceBank, tmp_path: Path) -> None:
+    out = tmp_path / "b.safetensors"
+    config = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, segment_s=1.0, warmup_steps=2,
+                         ema_decay=0.9, valid_examples=3)
+    log: list[dict] = []
+    train(bank.root, out, config, model_config=TINY, device="cpu", on_log=log.append)
+    epochs = [r for r in log if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(set(r["valid"]) >= {"dialogue_si_sdri_db", "music_si_sdri_db", "mean_si_sdri_db"} for r in epochs)
+    assert epochs[-1]["hours_seen"] == pytest.approx(4 * 2 * 1.0 / 3600.0)
+    notes = json.loads(config_path(out).read_text())["notes"]
+    best = max(r["valid"]["mean_si_sdri_db"] for r in epochs)
+    assert notes["valid"]["mean_si_sdri_db"] == pytest.approx(best)  # the shipped file is the best epoch's
+    with safe_open(str(out), "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert load_checkpoint(out)[0].config == TINY
+    log.clear()
+    train(bank.root, out, TrainConfig(**{**config.__dict__, "epochs": 3}), device="cpu", on_log=log.append)
+    assert [r["step"] for r in log if r["event"] == "step"] == [5, 6]  # resumed after step 4
+
+
+def test_compact_bank_decodes_to_the_same_clips(bank: SourceBank, tmp_path: Path) -> None:
+    compact = export_compact(bank, tmp_path / "compact", hours={"speech": 0.001, "music": 0.001, "effects": 0.001},
+                             valid_hours=0.0001)
+    assert compact.doc["codec"] == "opus" and not compact.clips("speech", "test")
+    for kind in corpus.KINDS:
+        assert compact.clips(kind, "train") and compact.clips(kind, "valid")
+        clip = compact.clips(kind, "train")[0]
+        original = next(c for c in bank.clips(kind, "train") if c.source == clip.source)
+        a, b = compact.audio(kind, clip), bank.audio(kind, original)
+        assert a.size == b.size
+        assert 10 * np.log10(np.sum(b ** 2) / np.sum((a - b) ** 2)) > 8.0  # Opus at ~32 kbit/s
+    assert sum(p.stat().st_size for p in (tmp_path / "compact").iterdir()) < 2 * sum(
+        p.stat().st_size for p in bank.root.glob("*.i16")) / 10
+
+
+def test_device_training_script_rehearsed_on_cpu(bank: SourceBank, tmp_path: Path) -> None:
+    """separation/train_device.sh, the script a lent GPU runs, with tiny settings on this CPU."""
+    import os
+    import subprocess
+    import sys
+
+    compact = export_compact(bank, tmp_path / "compact", hours={"speech": 0.002, "music": 0.002, "effects": 0.002},
+                             valid_hours=0.0005)
+    out = tmp_path / "out"
+    # TRAIN_DEVICE_FRESH: lay out the import package as on a bare machine, not the venv's install.
+    env = {**os.environ, "PYTHON": sys.executable, "TRAIN_DEVICE_FRESH": "1", "TMPDIR": str(tmp_path),
+           "TRAIN_DEVICE_ARGS": "--epochs 2 --steps-per-epoch 2 --batch-size 2 --segment-s 1 --valid-examples 2 "
+                                "--num-workers 0 --epoch-minutes 1",
+           "BENCH_DEVICE_ARGS": "--minutes 0.1 --devices cpu"}
+    root = Path(__file__).parent.parent
+    done = subprocess.run(["bash", str(root / "separation/train_device.sh"), str(compact.root), str(out), "5"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
+    assert [r["epoch"] for r in records] == [1, 2] and "valid" in records[-1]
+    net, doc = load_checkpoint(out / "dme.safetensors")
+    assert net.config == load_checkpoint(root / "separation/checkpoints/dme-small.safetensors")[0].config
+    assert (out / "dme.state.json").is_file()
+    assert "neural" in (out / "bench.log").read_text()
