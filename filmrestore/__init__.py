@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 SAMPLE_RATE_HZ = 48_000
 """Internal sample rate of every stage."""
 
-DEFAULT_SEPARATOR = "dsp"
+DEFAULT_SEPARATOR = "neural"
 """The separator `run`, `separate`, the flows and the tasks use unless told otherwise: the one that
 measures best on the legacy test split (README, *Measured figures*)."""

@@ -112,7 +112,24 @@ def read_segment(path: Path, start_frame: int, n_frames: int, n_channels: int) -
     return out
 
 
-class RemixDataset(torch.utils.data.Dataset):
+class EpochDataset(torch.utils.data.Dataset):
+    """``n_examples`` examples per epoch; example ``i`` of epoch ``e`` draws from the generator
+    seeded with ``(seed, e, i)``, so it is reproducible. Call :meth:`set_epoch` for new draws."""
+
+    def __init__(self, n_examples: int, seed: int) -> None:
+        self.n_examples, self.seed, self.epoch = n_examples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_examples
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+class RemixDataset(EpochDataset):
     """Training examples from DnR item folders, remixed on the fly.
 
     Each example is ``(mix [shape=(n_channels, segment_frames)], stems [shape=(3, n_channels,
@@ -129,19 +146,13 @@ class RemixDataset(torch.utils.data.Dataset):
                  remix: bool = True, p_cross: float = 0.5, gain_db_range: tuple[float, float] = (-6.0, 6.0),
                  n_channels: int = 1, seed: int = 0) -> None:
         self.items = list_items(root)
+        super().__init__(n_examples or len(self.items), seed)
         self.segment_frames = int(round(segment_s * SAMPLE_RATE_HZ))
-        self.n_examples = n_examples or len(self.items)
         self.remix, self.p_cross, self.gain_db_range = remix, p_cross, gain_db_range
-        self.n_channels, self.seed, self.epoch = n_channels, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n_examples
+        self.n_channels = n_channels
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.rng(index)
         home = index % len(self.items)
         if self.remix:
             stems = np.stack([self._remixed_stem(stem, home, rng) for stem in STEMS])

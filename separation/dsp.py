@@ -1,4 +1,4 @@
-"""The default separator: STFT soft masks from DSP evidence, no trained weights.
+"""The DSP separator: STFT soft masks from DSP evidence, no trained weights (`--separator dsp`).
 
 Evidence, all computed in torch so it runs on a GPU as well as a CPU:
 

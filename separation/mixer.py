@@ -33,6 +33,7 @@ import scipy.signal
 import torch
 
 from filmrestore.separation.bank import SAMPLE_RATE_HZ, Clip, SourceBank
+from filmrestore.separation.dataset import EpochDataset
 
 FS = SAMPLE_RATE_HZ
 _METER = pyloudnorm.Meter(FS)
@@ -62,7 +63,7 @@ class MixerConfig:
     p_crackle: float = 0.3
 
 
-class MixerDataset(torch.utils.data.Dataset):
+class MixerDataset(EpochDataset):
     """``n_examples`` fresh mixtures per epoch from ``split`` of a bank; example ``i`` of an epoch
     is reproducible (its generator is seeded with ``(seed, epoch, i)``).
 
@@ -76,17 +77,11 @@ class MixerDataset(torch.utils.data.Dataset):
         empty = [k for k, v in self.pools.items() if not v]
         if empty:
             raise ValueError(f"{self.bank.root}: split {split!r} has no {', '.join(empty)} clips")
-        self.n_examples, self.config, self.seed, self.epoch = n_examples, config, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n_examples
+        super().__init__(n_examples, seed)
+        self.config = config
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        stems = make_example(self.bank, self.pools, rng, self.config)
+        stems = make_example(self.bank, self.pools, self.rng(index), self.config)
         return torch.from_numpy(stems.sum(0)[None]), torch.from_numpy(stems[:, None])
 
 
@@ -155,12 +150,13 @@ def draw_music(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Gener
 
 
 def draw_events(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Generator) -> np.ndarray:
-    """Foreground effects at Poisson times (0.3-1.5 a second), each at its own level. [shape=(n,)]"""
+    """Foreground effects at Poisson times (0.3-1.5 a second), each at its own level and played
+    0.8-1.25 times as fast (the bank holds about an hour of effects: this multiplies it). [shape=(n,)]"""
     out = np.zeros(n, np.float32)
     count = max(1, rng.poisson(rng.uniform(0.3, 1.5) * n / FS))
     for _ in range(count):
         clip = clips[int(rng.integers(len(clips)))]
-        x = bank.audio("effects", clip, 0, int(rng.uniform(0.3, 4.0) * FS))
+        x = _resample(bank.audio("effects", clip, 0, int(rng.uniform(0.3, 4.0) * FS)), rng.uniform(0.8, 1.25))
         x = x * _fade(x.size, 0.005) * np.float32(10.0 ** (rng.uniform(-10.0, 0.0) / 20.0))
         _add(out, int(rng.integers(-x.size // 2, n)), x)
     return out

@@ -11,7 +11,7 @@ from prefect import task
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import hash_file
 from filmrestore.manifest import StageManifest
-from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
+from filmrestore.separation import DEFAULT_CHECKPOINT, STEMS, get_separator, resolve_device, separate_file
 from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
 
 
@@ -19,8 +19,10 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     # The device is left out on purpose: CPU and GPU runs give the same stems
     # within tolerance, so a GPU box may resume a run a CPU box started.
     checkpoint = p.get("checkpoint")
-    # The checkpoint's content, not just its path: retraining into the same file redoes the stems.
-    weights = hash_file(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    # The checkpoint's content, not just its path: retraining into the same file, or a new
+    # shipped model behind the default, redoes the stems.
+    weights_file = checkpoint or (str(DEFAULT_CHECKPOINT) if p["separator"] == "neural" else None)
+    weights = hash_file(weights_file) if weights_file and Path(weights_file).is_file() else None
     return {"restored": p["restored"], "separator": p["separator"], "checkpoint": checkpoint,
             "checkpoint_hash": weights}
 

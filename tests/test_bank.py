@@ -224,3 +224,12 @@ def test_device_training_script_rehearsed_on_cpu(bank: SourceBank, tmp_path: Pat
     assert net.config == load_checkpoint(root / "separation/checkpoints/dme-small.safetensors")[0].config
     assert (out / "dme.state.json").is_file()
     assert "neural" in (out / "bench.log").read_text()
+
+
+def test_corpus_globs_keep_to_their_folders() -> None:
+    match = corpus._match
+    assert match("/usr/share/games/hedgewars/Data/Sounds/1C.ogg", "**/[0-9][A-G]*.ogg")
+    assert not match("/usr/share/games/hedgewars/Data/Sounds/boom.ogg", "**/[0-9][A-G]*.ogg")
+    assert match("voices/Default/x.ogg", "**/*.ogg") and match("x.ogg", "**/*.ogg")
+    assert not match("voices/Default/x.ogg", "*.ogg")  # '*' stays within one folder
+    assert match("sound/player/a/b.wav", "sound/player/**/*") and not match("sound/items/b.wav", "sound/player/**/*")
