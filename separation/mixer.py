@@ -33,7 +33,7 @@ import scipy.signal
 import torch
 
 from filmrestore.separation.bank import SAMPLE_RATE_HZ, Clip, SourceBank
-from filmrestore.separation.dataset import EpochDataset
+from filmrestore.separation.dataset import EpochDataset, _active_share
 
 FS = SAMPLE_RATE_HZ
 _METER = pyloudnorm.Meter(FS)
@@ -353,12 +353,3 @@ def _cue_envelope(n: int, rng: np.random.Generator) -> np.ndarray:
     at, fade = int(rng.uniform(0.1, 0.9) * n), max(1, int(rng.uniform(0.2, 2.0) * FS))
     env = np.clip((np.arange(n) - at) / fade, 0.0, 1.0).astype(np.float32)
     return env if rng.random() < 0.5 else env[::-1].copy()
-
-
-def _active_share(x: np.ndarray, threshold_db: float = -50.0) -> float:
-    block = FS // 10
-    m = x.size // block
-    if m == 0:
-        return 0.0
-    rms = np.sqrt(np.mean(np.square(x[: m * block].reshape(m, block), dtype=np.float64), axis=1))
-    return float(np.mean(rms > 10.0 ** (threshold_db / 20.0)))
