@@ -4,7 +4,7 @@ Generates, in a temporary folder, a stereo and a 7.1.4 programme of the same len
 (default 60 minutes, 48 kHz, 24-bit) from real recordings of the corpus (Colobot music
 tracks with Dutch speech lines over them, at about -23 LUFS), then measures each file with:
 
-- ``ours``: tasks/loudness.py, streaming 10 s blocks from the file (integrated, LRA, true peak);
+- ``ours``: filmrestore/loudness/, streaming 10 s blocks from the file (integrated, LRA, true peak);
 - ``ours, no TP``: the same with ``true_peak=False`` (what the pipeline's loudness-only meters use);
 - ``ours, ffmpeg weights`` (7.1.4 only): ffmpeg weights BL/BR/SL/SR/TBL/TBR 1.41 (the 5.1
   convention); BS.1770-4 Table 3 weights only |azimuth| 60-120 deg (SL/SR), so the two
@@ -35,7 +35,8 @@ import soundfile as sf
 
 from filmrestore.audio import AudioWriter, iter_blocks, read_info
 from filmrestore.corpus import find_recordings
-from filmrestore.tasks.loudness import LoudnessMeter, channel_weights_for
+from filmrestore.loudness.channels import channel_weights_for
+from filmrestore.loudness.meter import LoudnessMeter
 
 FS = 48_000
 BLOCK = 480_000

@@ -2,7 +2,7 @@
 
 A real recording of the corpus (a Colobot music track, mono, 48 kHz) damaged with
 mains hum (50.1 Hz, 3 harmonics), clicks (20 a minute) and white hiss (-55 dBFS) is
-run through each detector and processor of tasks/restore.py, streamed in 10 s blocks.
+run through each detector and processor of filmrestore/restoration/, streamed in 10 s blocks.
 Prints one table: seconds of audio, CPU seconds of this process (one core: numba and
 BLAS are held to one thread), real-time factor, and what the function found or did.
 
@@ -25,15 +25,10 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from filmrestore.corpus import find_recordings  # noqa: E402
-from filmrestore.tasks.restore import (  # noqa: E402
-    ClickRemover,
-    Dehisser,
-    HumRemover,
-    Restorer,
-    detect_hiss,
-    detect_hum,
-    plan_restoration,
-)
+from filmrestore.restoration.clicks import ClickRemover  # noqa: E402
+from filmrestore.restoration.hiss import Dehisser, detect_hiss  # noqa: E402
+from filmrestore.restoration.hum import HumRemover, detect_hum  # noqa: E402
+from filmrestore.restoration.restorer import Restorer, plan_restoration  # noqa: E402
 
 FS = 48_000
 BLOCK = 480_000

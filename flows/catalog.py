@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from filmrestore.errors import CatalogError, ConfigError
-from filmrestore.tasks.loudness import get_preset
+from filmrestore.loudness.specs import get_preset
 
 TITLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # restore_title's parameters that a row may set in ``options``.

@@ -154,7 +154,7 @@ def extract(
     stream: StreamOpt = None,
 ) -> None:
     """Decode one audio stream to a 48 kHz float32 WAV, aligned to the container's zero."""
-    from filmrestore.tasks.extract import extract_audio
+    from filmrestore.media import extract_audio
 
     record, report = extract_audio(source, output, stream)
     console.print(f"{record.path}: {record.n_channels} ch, {record.duration_s:.3f} s ({report.get('codec', '?')})")
@@ -191,7 +191,7 @@ def loudness(
     no_dialogue: Annotated[bool, typer.Option("--no-dialogue", help="Skip dialogue gating (silero-vad on the programme).")] = False,
 ) -> None:
     """Measure BS.1770-4 loudness, loudness range, true peak and dialogue-gated loudness."""
-    from filmrestore.tasks.loudness import measure_file
+    from filmrestore.loudness.measure import measure_file
 
     report = measure_file(file, layout=layout, dialogue_from_programme=not no_dialogue).to_dict()
     if as_json:

@@ -6,7 +6,9 @@ import abc
 
 import torch
 
-STEMS: tuple[str, str, str] = ("dialogue", "music", "effects")
+from filmrestore import STEMS
+
+__all__ = ["STEMS", "Separator"]
 
 
 class Separator(torch.nn.Module, abc.ABC):

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from filmrestore import STEMS
 from filmrestore.audio import iter_aligned_blocks
+from filmrestore.loudness.meter import LoudnessMeter
+from filmrestore.loudness.specs import get_preset, programme_gain
+from filmrestore.loudness.speech import iter_speech_activity, speech_segments
 from filmrestore.manifest import StageManifest
-from filmrestore.separation import STEMS
 from filmrestore.tasks.common import log_stage, run_stage, task_options
-from filmrestore.tasks.loudness import (LoudnessMeter, get_preset, iter_speech_activity, programme_gain,
-                                        speech_segments)
 from filmrestore.upmix.foldown import downmix_to_stereo
 from filmrestore.upmix.plan import ImageAnalysis, make_plan
 from filmrestore.upmix.render import SceneRenderer

@@ -24,13 +24,15 @@ from typing import Any
 import numpy as np
 from prefect import task
 
+from filmrestore import STEMS
 from filmrestore.audio import AudioWriter, iter_aligned_blocks
 from filmrestore.errors import FilmrestoreError, PlanError
+from filmrestore.loudness.limiter import TruePeakLimiter
+from filmrestore.loudness.meter import LoudnessMeter
+from filmrestore.loudness.specs import get_preset, verdict
+from filmrestore.loudness.speech import iter_speech_activity, mask_from_segments
 from filmrestore.manifest import FileRecord, StageManifest, write_json
-from filmrestore.separation import STEMS
 from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
-from filmrestore.tasks.loudness import (LoudnessMeter, TruePeakLimiter, get_preset, iter_speech_activity,
-                                        mask_from_segments, verdict)
 from filmrestore.tasks.normalize import BLOCK_FRAMES, expand_runs, render_input, stem_paths
 from filmrestore.upmix.adm import AdmScene, AdmSceneWriter, get_profile, scene_for
 from filmrestore.upmix.foldown import fold_down, octave_band_levels_db
@@ -40,53 +42,6 @@ from filmrestore.upmix.render import SceneRenderer
 
 FOLDOWN_TOLERANCE_DB = 1.0  # per octave band, stereo fold-down vs the input mix (DESIGN.md)
 PLAN_FILE = "plan.json"
-
-
-class _LinkedLimiter:
-    """The true-peak limiter's gain, from the mix, applied to the mix and to extra tracks; output aligned with input."""
-
-    def __init__(self, sample_rate_hz: int, n_mix: int, n_extra: int, ceiling_dbtp: float) -> None:
-        self._limiter = TruePeakLimiter(sample_rate_hz, n_mix, ceiling_dbtp)
-        self._n_mix = n_mix
-        self._delay = np.zeros((n_mix + n_extra, self._limiter.latency_frames), np.float32)
-        self._to_drop = self._limiter.latency_frames
-
-    def process(self, mix: np.ndarray, extra: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(mix [shape=(n_mix, n)], extra [shape=(n_extra, n)] or its rows) -> both limited, delay compensated.
-
-        Each output row is written once, ``delayed input * gain`` straight from its source row
-        (no stacked copy of all tracks); the last ``latency`` frames of every row carry over.
-        """
-        n, n_mix = mix.shape[1], self._n_mix
-        gain = self._limiter.gain(np.ascontiguousarray(mix, dtype=np.float32)).astype(np.float32)
-        rows = [*mix, *extra]
-        latency = self._delay.shape[1]
-        head = min(latency, n)  # output frames still taken from the delay line
-        mix_out = np.empty((n_mix, n), np.float32)
-        extra_out = np.empty((len(rows) - n_mix, n), np.float32)
-        for i, row in enumerate(rows):
-            out = mix_out[i] if i < n_mix else extra_out[i - n_mix]
-            np.multiply(self._delay[i, :head], gain[:head], out=out[:head])
-            np.multiply(row[:n - head], gain[head:], out=out[head:])
-        self._carry(rows, n)
-        drop = min(self._to_drop, n)
-        self._to_drop -= drop
-        return mix_out[:, drop:], extra_out[:, drop:]
-
-    def _carry(self, rows: list[np.ndarray], n: int) -> None:
-        """Keep the last ``latency`` frames of (delay line, block) per row."""
-        latency = self._delay.shape[1]
-        if n >= latency:
-            for i, row in enumerate(rows):
-                self._delay[i] = row[n - latency:]
-        else:
-            self._delay = np.concatenate([self._delay[:, n:], np.vstack(rows)], axis=1)
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray]:
-        """The frames still in the delay line."""
-        n = self._delay.shape[1]
-        return self.process(np.zeros((self._n_mix, n), np.float32),
-                            np.zeros((self._delay.shape[0] - self._n_mix, n), np.float32))
 
 
 class _BandEnergy:
@@ -221,7 +176,7 @@ def render_deliverables(
     paths = stem_paths(stems)
     dialogue = StageManifest.from_dict(stems).file("dialogue")
     renderer = SceneRenderer(dialogue.sample_rate_hz, min(dialogue.n_channels, 2), plan)
-    limiter = _LinkedLimiter(dialogue.sample_rate_hz, 12, scene.n_tracks, ceiling_dbtp)
+    limiter = TruePeakLimiter(dialogue.sample_rate_hz, 12, ceiling_dbtp, n_linked=scene.n_tracks)
     meter = LoudnessMeter(dialogue.sample_rate_hz, 12)
     mix_bands, stereo_bands = _BandEnergy(dialogue.sample_rate_hz), _BandEnergy(dialogue.sample_rate_hz)
     out = _Deliverables(title_dir, title, dialogue.n_channels, dialogue.sample_rate_hz, scene)
@@ -234,12 +189,12 @@ def render_deliverables(
             stems_in = render_input({name: scaled[name] for name in STEMS})
             mix_bands.add(sum(stems_in.values()))
             rendered = renderer.process(stems_in)
-            mix, tracks = limiter.process(rendered.mix, rendered.track_rows(rows))
+            mix, tracks = limiter.process_linked(rendered.mix, rendered.track_rows(rows))
             _deliver(out, meter, stereo_bands, scaled, mix, tracks)
             done += next(iter(blocks.values())).shape[1]
             if on_progress:
                 on_progress(done, dialogue.n_frames)
-        _deliver(out, meter, stereo_bands, {}, *limiter.flush())
+        _deliver(out, meter, stereo_bands, {}, *limiter.flush_linked())
         records = out.close()
     except BaseException:
         out.abort()

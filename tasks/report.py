@@ -17,13 +17,13 @@ import numpy as np
 from prefect import task
 
 from filmrestore import __version__
+from filmrestore import STEMS
 from filmrestore.audio import read_audio, read_info
 from filmrestore.manifest import StageManifest, write_json
 
 PLOT_DIR = "qc"
 SPECTROGRAM_COLUMNS = 600  # time columns per stem, whatever the film's length
 SPECTROGRAM_FFT_FRAMES = 4096  # 85 ms at 48 kHz: 11.7 Hz bins
-PLOT_STEMS = ("dialogue", "music", "effects")
 SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
 
 
@@ -267,7 +267,7 @@ def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[dict[
         return previous
     target = (stages["normalize"].report.get("spec") or {}).get("target_lufs") if "normalize" in stages else None
     plots = {"loudness": plot_loudness(folder / "loudness.png", loudness_series(stages), target)}
-    stems = {name: title_dir / "stems" / f"{name}.wav" for name in PLOT_STEMS}
+    stems = {name: title_dir / "stems" / f"{name}.wav" for name in STEMS}
     if all(p.is_file() for p in stems.values()):
         plots["spectrograms"] = plot_spectrograms(folder / "spectrograms.png", stems)
     peaks = (qc["loudness"]["after"].get("bed_7.1.4") or {}).get("true_peak_per_channel_dbtp") or []

@@ -10,7 +10,7 @@ import pytest
 
 from filmrestore.audio import read_audio
 from filmrestore.errors import CorruptMediaError, EmptyAudioError, NoAudioStreamError
-from filmrestore.tasks.extract import extract_audio, probe_audio_streams
+from filmrestore.media import extract_audio, probe_audio_streams
 
 SR = 48_000
 VIDEO = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24:duration={d}"]

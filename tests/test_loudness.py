@@ -1,4 +1,4 @@
-"""Loudness meter, presets, gain and true-peak limiter (tasks/loudness.py).
+"""Loudness meter, presets, gain and true-peak limiter (filmrestore/loudness/).
 
 Cases follow EBU Tech 3341 (meter) and Tech 3342 (loudness range) where they can be
 synthesised; every signal is made here at 48 kHz.
@@ -19,19 +19,12 @@ import pytest
 
 from filmrestore.audio import AudioWriter, write_audio
 from filmrestore.errors import ConfigError, SilentProgrammeError
-from filmrestore.tasks.loudness import (
-    PRESETS,
-    LoudnessMeter,
-    TruePeakLimiter,
-    channel_weights_for,
-    get_preset,
-    measure_array,
-    measure_file,
-    programme_gain,
-    programme_gain_db,
-    speech_activity,
-    verdict,
-)
+from filmrestore.loudness.channels import channel_weights_for
+from filmrestore.loudness.limiter import TruePeakLimiter
+from filmrestore.loudness.measure import measure_array, measure_file
+from filmrestore.loudness.meter import LoudnessMeter
+from filmrestore.loudness.specs import PRESETS, get_preset, programme_gain, programme_gain_db, verdict
+from filmrestore.loudness.speech import speech_activity
 
 FS = 48_000
 RNG_SEED = 1770
@@ -426,8 +419,7 @@ def _limit(x: np.ndarray, ceiling_dbtp: float, block_sizes: list[int] | None = N
     limiter = TruePeakLimiter(FS, x.shape[0], ceiling_dbtp)
     bounds = np.cumsum([0, *(block_sizes or [x.shape[1]])])
     outs = [limiter.process(x[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    out = np.concatenate([*outs, limiter.flush()], axis=1)
-    return out[:, limiter.latency_frames:]
+    return np.concatenate([*outs, limiter.flush()], axis=1)  # aligned: no delay to cut
 
 
 @pytest.mark.parametrize("ceiling_dbtp,tone_peak_dbfs", [(-1.0, 5.0), (-6.0, 0.0), (-2.0, 4.0)])
@@ -468,9 +460,35 @@ def test_limiter_blockwise_equals_whole() -> None:
     assert measure_array(whole, FS, channel_weights=[1, 1, 1]).true_peak_dbtp <= -1.0
 
 
+def test_linked_rows_get_the_block_gain_blockwise_as_whole() -> None:
+    """The render's use: the bed's gain applied to the ADM object tracks too, aligned, in any blocks."""
+    rng = np.random.default_rng(RNG_SEED + 9)
+    x = (0.5 * rng.standard_normal((2, FS)) * np.repeat(rng.uniform(0.1, 3, 10), FS // 10)).astype(np.float32)
+    tracks = (0.3 * rng.standard_normal((3, FS))).astype(np.float32)
+
+    def run(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        limiter = TruePeakLimiter(FS, 2, -1.0, n_linked=3)
+        bounds = np.cumsum([0, *sizes])
+        parts = [limiter.process_linked(x[:, a:b], list(tracks[:, a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        parts.append(limiter.flush_linked())
+        return np.concatenate([p[0] for p in parts], 1), np.concatenate([p[1] for p in parts], 1)
+
+    whole_x, whole_tracks = run([FS])
+    sizes = [7, 100, 239, 5000, 1, 20_000]
+    blocked_x, blocked_tracks = run([*sizes, FS - sum(sizes)])
+    assert whole_x.shape == x.shape and whole_tracks.shape == tracks.shape
+    np.testing.assert_allclose(blocked_x, whole_x, atol=1e-6)
+    np.testing.assert_allclose(blocked_tracks, whole_tracks, atol=1e-6)
+    audible = np.abs(x[0]) > 0.05  # where the gain the block got can be read off frame by frame
+    gain = whole_x[0, audible] / x[0, audible]
+    assert gain.min() < 0.5  # it limited
+    np.testing.assert_allclose(whole_tracks[:, audible], tracks[:, audible] * gain, rtol=1e-4, atol=1e-6)
+    assert _limit(x, -1.0).tolist() == whole_x.tolist()  # linked rows do not change the block's own output
+
+
 def test_oversampler_skips_only_frames_that_cannot_reach_the_floor() -> None:
     """The frame-skipping peak search equals the full 4x interpolation wherever it matters."""
-    from filmrestore.tasks.loudness import TruePeakOversampler
+    from filmrestore.loudness.kernels import TruePeakOversampler
 
     rng = np.random.default_rng(RNG_SEED + 6)
     levels = np.repeat([[0.01, 1.0, 0.01, 0.3, 0.01, 1.0], [0.3, 0.01, 0.01, 1.0, 0.01, 0.01]], 10_000, axis=1)
@@ -501,7 +519,7 @@ def test_measure_file_with_dialogue_stem(tmp_path: Path) -> None:
 
 
 def test_speech_segments_and_mask_round_trip() -> None:
-    from filmrestore.tasks.loudness import mask_from_segments, speech_segments
+    from filmrestore.loudness.speech import mask_from_segments, speech_segments
 
     rng = np.random.default_rng(RNG_SEED + 8)
     for mask in (rng.random(500) > 0.7, np.ones(7, bool), np.zeros(9, bool), np.r_[True, False, True]):
@@ -518,7 +536,7 @@ def test_vad_runs_on_one_torch_thread_and_restores_the_count_even_when_overlappi
 
     import torch
 
-    from filmrestore.tasks.loudness import vad_probabilities
+    from filmrestore.loudness.speech import vad_probabilities
 
     before = torch.get_num_threads()
     rng = np.random.default_rng(5)

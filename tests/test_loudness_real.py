@@ -17,14 +17,9 @@ import pytest
 
 from filmrestore.audio import write_audio
 from filmrestore.corpus import find_recordings
-from filmrestore.tasks.loudness import (
-    SUB_BLOCK_S,
-    mask_from_segments,
-    measure_array,
-    measure_file,
-    speech_activity,
-    speech_segments,
-)
+from filmrestore.loudness.measure import measure_array, measure_file
+from filmrestore.loudness.meter import SUB_BLOCK_S
+from filmrestore.loudness.speech import mask_from_segments, speech_activity, speech_segments
 
 FS = 48_000
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")

@@ -10,17 +10,10 @@ from scipy import signal
 
 from filmrestore.audio import read_info, write_audio
 from filmrestore.errors import ConfigError, EmptyAudioError
-from filmrestore.tasks.restore import (
-    ClickRemover,
-    Dehisser,
-    HumRemover,
-    Restorer,
-        detect_hiss,
-    detect_hum,
-    plan_restoration,
-    read_detection_sample,
-    restore_file,
-)
+from filmrestore.restoration.clicks import ClickRemover
+from filmrestore.restoration.hiss import Dehisser, detect_hiss
+from filmrestore.restoration.hum import HumRemover, detect_hum
+from filmrestore.restoration.restorer import Restorer, RestorePlan, plan_restoration, read_detection_sample, restore_file
 
 FS = 48000
 N = 6 * FS

@@ -11,16 +11,10 @@ import pytest
 from scipy import signal
 
 from filmrestore.corpus import find_recordings
-from filmrestore.tasks.restore import (
-    ClickRemover,
-    Dehisser,
-    HumRemover,
-    Restorer,
-    detect_channel_faults,
-    detect_hiss,
-    detect_hum,
-    plan_restoration,
-)
+from filmrestore.restoration.clicks import ClickRemover
+from filmrestore.restoration.hiss import Dehisser, detect_hiss
+from filmrestore.restoration.hum import HumRemover, detect_hum
+from filmrestore.restoration.restorer import Restorer, detect_channel_faults, plan_restoration
 
 from test_loudness_real import decode
 from test_restore import add_clicks, hum, level_db, lock_in_amplitude, si_sdr_db, stream

@@ -12,6 +12,7 @@ from scipy import signal
 
 from filmrestore.audio import read_audio
 from filmrestore.demo import make_demo_clip, reference_dir
+from filmrestore.media import extract_audio
 from filmrestore.synth import (
     MIX_LUFS_RANGE,
     band_limit,
@@ -23,7 +24,6 @@ from filmrestore.synth import (
     synth_effects,
     synth_music,
 )
-from filmrestore.tasks.extract import extract_audio
 
 SR = 48_000
 SEEDS = [0, 1, 2]
