@@ -78,6 +78,9 @@ def train(
     from filmrestore.separation.train import train as run_training
 
     def log(record: dict) -> None:
+        if record["event"] == "skipped":
+            console.print(f"step {record['step']}: batch skipped (non-finite loss or gradient)", markup=False,
+                          highlight=False)
         if record["event"] == "epoch":
             valid = record.get("valid") or {}
             figures = " ".join(f"{k.split('_')[0]} {v:+.2f}" for k, v in valid.items())

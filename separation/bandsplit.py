@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_STEMS = 3
+from filmrestore import STEMS
+
+N_STEMS = len(STEMS)
 
 
 @dataclass(frozen=True)
@@ -162,17 +164,30 @@ class TimeBlock(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = h + self._depthwise(self.norm1(h))
-        return h + self.mlp(self.norm2(h))
+        if torch.is_grad_enabled():
+            return h + self.mlp(self.norm2(h))
+        # Inference: the same maps with the activation and the residual added in place.
+        first, _, second = self.mlp
+        z = F.silu(first(self.norm2(h)), inplace=True)
+        return torch.addmm(h.reshape(-1, h.shape[-1]), z.reshape(-1, z.shape[-1]), second.weight.t(),
+                           ).add_(second.bias).reshape(h.shape)
 
     def _depthwise(self, z: torch.Tensor) -> torch.Tensor:
-        """Zero-padded ('same') dilated depthwise convolution over axis 1."""
-        n_frames = z.shape[1]
-        half = self.dilation * (self.kernel_frames // 2)
-        padded = F.pad(z, (0, 0, half, half))
-        out = self.tap_bias + padded[:, :n_frames] * self.taps[0]
-        for k in range(1, self.kernel_frames):
-            start = k * self.dilation
-            out = out + padded[:, start:start + n_frames] * self.taps[k]
+        """Zero-padded ('same') dilated depthwise convolution over axis 1.
+
+        Each tap adds its shifted, weighted copy of ``z`` into the overlapping frames of the
+        output (``addcmul_``: one pass per tap, no padded copy of ``z``).
+        """
+        n_frames, centre = z.shape[1], self.kernel_frames // 2
+        out = torch.addcmul(self.tap_bias, z, self.taps[centre])
+        for k in range(self.kernel_frames):
+            shift = (k - centre) * self.dilation  # output frame t reads input frame t + shift
+            if k == centre or abs(shift) >= n_frames:
+                continue
+            if shift > 0:
+                out[:, :n_frames - shift].addcmul_(z[:, shift:], self.taps[k])
+            else:
+                out[:, -shift:].addcmul_(z[:, :n_frames + shift], self.taps[k])
         return out
 
 
@@ -196,11 +211,11 @@ class BandBlock(nn.Module):
         n, n_bands, n_frames, dim = h.shape
         z = self.norm(h).reshape(n, n_bands, n_frames * dim)
         # bmm with the weights expanded over the batch: matmul would fold the batch into the
-        # rows and copy a transposed result back.
-        z = F.silu(torch.bmm(self.w1.expand(n, -1, -1), z).reshape(n, -1, n_frames, dim) + self.b1)
-        z = torch.bmm(self.w2.expand(n, -1, -1), z.reshape(n, -1, n_frames * dim))
-        z = z.reshape(n, n_bands, n_frames, dim)
-        return h + z + self.b2
+        # rows and copy a transposed result back. The biases ride in the products (baddbmm).
+        z = torch.baddbmm(self.b1.reshape(1, -1, 1), self.w1.expand(n, -1, -1), z)
+        z = F.silu(z, inplace=not torch.is_grad_enabled())
+        residual = (h + self.b2).reshape(n, n_bands, n_frames * dim)
+        return torch.baddbmm(residual, self.w2.expand(n, -1, -1), z).reshape(n, n_bands, n_frames, dim)
 
 
 class BandSplitNet(nn.Module):

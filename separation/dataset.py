@@ -255,9 +255,10 @@ def real_effects(files: list[Path], n_frames: int, rng: np.random.Generator) -> 
 
 
 def _add(out: np.ndarray, start: int, x: np.ndarray) -> None:
-    end = min(out.size, start + x.size)
-    if end > start:
-        out[start:end] += x[: end - start]
+    """Add ``x`` into ``out`` from frame ``start`` (which may be negative), clipped at both ends."""
+    lo, hi = max(0, start), min(out.size, start + x.size)
+    if hi > lo:
+        out[lo:hi] += x[lo - start: hi - start]
 
 
 def _active_share(x: np.ndarray, threshold_db: float = -50.0) -> float:

@@ -33,7 +33,7 @@ import scipy.signal
 import torch
 
 from filmrestore.separation.bank import SAMPLE_RATE_HZ, Clip, SourceBank
-from filmrestore.separation.dataset import EpochDataset, _active_share
+from filmrestore.separation.dataset import EpochDataset, _active_share, _add
 
 FS = SAMPLE_RATE_HZ
 _METER = pyloudnorm.Meter(FS)
@@ -331,12 +331,6 @@ def _resample(x: np.ndarray, factor: float) -> np.ndarray:
 
 def _sos(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
     return scipy.signal.sosfilt(sos, x).astype(np.float32)
-
-
-def _add(out: np.ndarray, start: int, x: np.ndarray) -> None:
-    lo, hi = max(0, start), min(out.size, start + x.size)
-    if hi > lo:
-        out[lo:hi] += x[lo - start: hi - start]
 
 
 def _fade(n: int, fade_s: float) -> np.ndarray:

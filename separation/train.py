@@ -97,6 +97,9 @@ def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor
     return torch.where(sounding, snr, silent)
 
 
+_MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient before training stops
+
+
 def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     """Waveform + multi-resolution STFT-magnitude L1-SNR, mean over examples and stems, in dB
     (see :func:`_stem_loss` for silent stems).
@@ -224,6 +227,7 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
                                          persistent_workers=False)
     use_amp = dev.type == "cuda"
     losses = []
+    skipped = 0
     started = time.monotonic()
     for mix, stems in loader:
         if losses and config.epoch_minutes is not None and time.monotonic() - started > 60.0 * config.epoch_minutes:
@@ -236,14 +240,21 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
         loss = separation_loss(estimate.float(), stems, mix)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if not (math.isfinite(float(loss.detach())) and math.isfinite(float(grad_norm))):
+            # One bad batch must not poison the weights: skip it; many in a row is divergence.
+            skipped += 1
+            if skipped >= _MAX_SKIPPED_STEPS:
+                raise ConfigError(f"training diverged at step {state.step} ({skipped} batches in a row with a "
+                                  f"non-finite loss or gradient); lower the learning rate")
+            _log(on_log, event="skipped", epoch=epoch, step=state.step, loss=float(loss.detach()))
+            continue
+        skipped = 0
         state.optimizer.step()
         _update_ema(state.ema, state.net, config.ema_decay, state.step)
         state.step += 1
         state.seconds_seen += mix.shape[0] * mix.shape[-1] / model.sample_rate_hz
         losses.append(float(loss.detach()))
-        if not math.isfinite(losses[-1]):
-            raise ConfigError(f"training diverged at step {state.step} (loss {losses[-1]}); lower the learning rate")
         _log(on_log, event="step", epoch=epoch, step=state.step, loss=losses[-1])
     return losses
 

@@ -211,3 +211,30 @@ def test_neural_cuda_autocast_matches_cpu() -> None:
     assert np.abs(sum(gpu.values()) - x).max() < 1e-4
     for s in STEMS:
         assert si_sdr(gpu[s], cpu[s]) > 20.0
+
+
+def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose loss is NaN (a fault real data cannot be made to cause on demand) leaves the
+    weights alone; twenty in a row is divergence, reported as such."""
+    import filmrestore.separation.train as trainer
+
+    real_loss, calls = trainer.separation_loss, {"n": 0}
+
+    def sometimes_nan(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_loss(estimate, target, mix)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(trainer, "separation_loss", sometimes_nan)
+    out = tmp_path / "n.safetensors"
+    log: list[dict] = []
+    train(data, out, TrainConfig(epochs=1, steps_per_epoch=4, batch_size=1, segment_s=0.5), model_config=TINY,
+          device="cpu", on_log=log.append)
+    assert [r["event"] for r in log if r["event"] in ("step", "skipped")] == ["step", "skipped", "step", "step"]
+    assert all(bool(torch.isfinite(p).all()) for p in load_checkpoint(out)[0].parameters())
+
+    monkeypatch.setattr(trainer, "separation_loss", lambda e, t, m: real_loss(e, t, m) * float("nan"))
+    with pytest.raises(ConfigError, match=r"diverged at step 0 \(20 batches in a row"):
+        train(data, tmp_path / "d.safetensors", TrainConfig(epochs=1, steps_per_epoch=30, batch_size=1,
+                                                            segment_s=0.5), model_config=TINY, device="cpu")
