@@ -31,7 +31,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-STAGES = ("extract", "restore", "separate", "normalize", "render")
+STAGES = ("extract", "restore", "separate", "plan", "normalize", "render")
 
 
 def _free_port() -> int:

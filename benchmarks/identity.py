@@ -77,7 +77,8 @@ def run_titles(work: Path) -> dict[str, dict[str, str]]:
                                "--device", "cpu", *options], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"filmrestore run failed for {title}:\n{proc.stderr[-3000:]}")
-        files = sorted({p for pattern in COMPARED for p in folder.glob(pattern) if p.is_file()})
+        files = sorted({p for pattern in COMPARED for p in folder.glob(pattern)
+                        if p.is_file() and ".manifests" not in p.relative_to(folder).parts})
         hashes[title] = {str(p.relative_to(folder)): _digest(p) for p in files}
         print(f"{title}: {len(files)} files hashed", file=sys.stderr)
     return hashes

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filmrestore.demo import make_demo_clip
 
-STAGES = ("extract", "restore", "separate", "normalize", "render")
+STAGES = ("extract", "restore", "separate", "plan", "normalize", "render")
 
 
 # Runs the command in a fresh child and prints that child's own peak RSS (KiB) last, so each
@@ -58,7 +58,7 @@ def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
         raise SystemExit(f"filmrestore run failed on {clip}:\n{proc.stderr[-3000:]}")
     qc = json.loads((out / clip.stem / "qc.json").read_text())
     return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024,
-            "stages": {s: qc["stages"][s]["elapsed_s"] or 0.0 for s in STAGES}}
+            "stages": {s: (qc["stages"].get(s) or {}).get("elapsed_s") or 0.0 for s in STAGES}}
 
 
 def median_run(runs: list[dict]) -> dict:

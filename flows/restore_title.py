@@ -18,6 +18,7 @@ from filmrestore.audio import ensure_writable_dir
 from filmrestore.errors import MediaError
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
+from filmrestore.tasks.plan import plan_task
 from filmrestore.tasks.render import render_task
 from filmrestore.tasks.report import report_task
 from filmrestore.tasks.restore import restore_task
@@ -50,9 +51,10 @@ def restore_title(
     extracted = extract_task(source, title_dir, stream)
     restored = restore_task(extracted, title_dir)
     stems = separate_task(restored, title_dir, separator, device, checkpoint)
-    loudness = normalize_task(restored, stems, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-    rendered = render_task(stems, loudness, title_dir, adm_profile)
-    return report_task(source, title_dir, [extracted, restored, stems, loudness, rendered])
+    plan = plan_task(stems, title_dir, adm_profile)
+    loudness = normalize_task(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+    rendered = render_task(stems, plan, loudness, title_dir, adm_profile)
+    return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered])
 
 
 def run_restore_title(source: str | Path, out: str | Path, title: str | None = None, **options: Any) -> dict[str, Any]:

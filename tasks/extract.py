@@ -11,7 +11,8 @@ from prefect import task
 from filmrestore.audio import fingerprint_source
 from filmrestore.manifest import StageManifest
 from filmrestore.media import extract_audio
-from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
+from filmrestore.resume import run_stage
+from filmrestore.tasks.common import log_stage, progress_reporter, task_options
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:

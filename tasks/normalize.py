@@ -1,12 +1,11 @@
-"""Stage 4, normalize: measure the stems and the 7.1.4 render, choose one programme gain.
+"""Stage 5, normalize: measure the stems and the 7.1.4 render, choose one programme gain.
 
-BS.1770 loudness is measured where the delivery spec measures it: on the final
-7.1.4 render (channel weights, LFE excluded), gated on dialogue when the spec
-asks. One pass over the stems feeds every meter, the (fast, float32) scene
-renderer with the static default plan, and the image analysis the placement
-plan needs (the effects' interchannel level difference per 0.5 s). Only the
-integrated loudness decides the gain, so the stem and bed meters skip true
-peak; the restored mix keeps it (it is the "before" figure a person compares).
+BS.1770 loudness is measured where the delivery spec measures it: on the 7.1.4 bed
+rendered with the title's plan (the plan stage's ``plan.json``, as the render stage will
+write it; channel weights, LFE excluded), gated on dialogue when the spec asks. One pass
+over the stems feeds every meter and the scene renderer. Only the integrated loudness
+decides the gain, so the stem and bed meters skip true peak; the restored mix keeps it
+(it is the "before" figure a person compares).
 The speech mask is computed once here and stored as segments in the report, so
 the render stage gates its after-measurement without running the VAD again.
 """
@@ -25,13 +24,12 @@ from filmrestore.loudness.meter import LoudnessMeter
 from filmrestore.loudness.specs import get_preset, programme_gain
 from filmrestore.loudness.speech import iter_speech_activity, speech_segments
 from filmrestore.manifest import StageManifest
-from filmrestore.tasks.common import log_stage, run_stage, task_options
-from filmrestore.upmix.foldown import downmix_to_stereo
-from filmrestore.upmix.plan import ImageAnalysis, make_plan
-from filmrestore.upmix.render import SceneRenderer
-
-BLOCK_FRAMES = 480_000  # 10 s at 48 kHz: large enough for numpy, small enough for flat memory
-ILD_STEP_DB = 0.5  # the stored ILD series is rounded to this and run-length encoded
+from filmrestore.resume import run_stage
+from filmrestore.tasks.common import log_stage, task_options
+from filmrestore.tasks.plan import plan_of
+from filmrestore.upmix.deliver import BLOCK_FRAMES
+from filmrestore.upmix.plan import Plan
+from filmrestore.upmix.render import SceneRenderer, render_input
 
 
 def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
@@ -40,69 +38,45 @@ def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
     return {stem: files[stem].path for stem in STEMS}
 
 
-def render_input(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Stems as the renderer takes them: mono or stereo (a 5.1/7.1 source is folded to stereo)."""
-    return {name: x if x.shape[0] <= 2 else downmix_to_stereo(x) for name, x in blocks.items()}
-
-
-def run_length(values: list[float], step: float = ILD_STEP_DB) -> list[list[float]]:
-    """``[[value, count], ...]`` of values rounded to ``step``: a title's ILD series in a few entries."""
-    runs: list[list[float]] = []
-    for v in values:
-        q = round(round(v / step) * step, 3)
-        if runs and runs[-1][0] == q:
-            runs[-1][1] += 1
-        else:
-            runs.append([q, 1])
-    return runs
-
-
-def expand_runs(runs: list[list[float]]) -> list[float]:
-    """Inverse of :func:`run_length`."""
-    return [float(v) for v, n in runs for _ in range(int(n))]
-
-
-def measure_programme(stems: dict[str, Any], sample_rate_hz: int, n_channels: int) -> dict[str, Any]:
-    """Loudness of each stem, of their sum (the restored mix) and of the unnormalised 7.1.4 render,
-    plus the speech mask and the effects' ILD series."""
+def measure_programme(stems: dict[str, Any], plan: Plan, sample_rate_hz: int, n_channels: int) -> dict[str, Any]:
+    """Loudness of each stem, of their sum (the restored mix) and of the unnormalised 7.1.4 render
+    with ``plan``, plus the speech mask."""
     paths = stem_paths(stems)
-    n_frames = StageManifest.from_dict(stems).file("dialogue").n_frames
     meters = {name: LoudnessMeter(sample_rate_hz, n_channels, true_peak=False) for name in STEMS}
     meters["mix"] = LoudnessMeter(sample_rate_hz, n_channels)
     meters["bed_7.1.4"] = LoudnessMeter(sample_rate_hz, 12, true_peak=False)
-    renderer = SceneRenderer(sample_rate_hz, min(n_channels, 2), make_plan(sample_rate_hz, n_frames))
-    image = ImageAnalysis(sample_rate_hz)
+    renderer = SceneRenderer(sample_rate_hz, min(n_channels, 2), plan)
     for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
         for name, block in blocks.items():
             meters[name].process(block)
         meters["mix"].process(sum(blocks.values()))
-        stems_in = render_input(blocks)
-        image.process(stems_in["effects"])
-        meters["bed_7.1.4"].process(renderer.process(stems_in).mix)
+        meters["bed_7.1.4"].process(renderer.process(render_input(blocks)).mix)
     speech = np.concatenate([np.zeros(0, bool), *iter_speech_activity(paths["dialogue"])])
     for meter in meters.values():
         meter.process_speech(speech)
     return {"reports": {name: meter.result() for name, meter in meters.items()},
-            "speech": {"segments": speech_segments(speech), "n_sub_blocks": int(speech.size)},
-            "effects_ild_db": run_length(image.ild_db())}
+            "speech": {"segments": speech_segments(speech), "n_sub_blocks": int(speech.size)}}
 
 
 def run_normalize(
     restored: dict[str, Any],
     stems: dict[str, Any],
+    plan: dict[str, Any],
     title_dir: str | Path,
     preset: str = "ebu-r128",
     target_lufs: float | None = None,
     ceiling_dbtp: float | None = None,
     gate: str | None = None,
 ) -> tuple[StageManifest, bool]:
-    """Measure before normalisation and decide the programme gain toward ``preset``."""
+    """Measure before normalisation (the bed with the plan-stage manifest ``plan``'s plan) and
+    decide the programme gain toward ``preset``."""
     spec = get_preset(preset, target_lufs, ceiling_dbtp, gate)
-    params = {"stems": stems, "preset": preset, "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp, "gate": gate}
+    params = _key_params({"stems": stems, "plan": plan, "preset": preset, "target_lufs": target_lufs,
+                          "ceiling_dbtp": ceiling_dbtp, "gate": gate})
     source = StageManifest.from_dict(restored).file("restored")
 
     def compute() -> StageManifest:
-        measured = measure_programme(stems, source.sample_rate_hz, source.n_channels)
+        measured = measure_programme(stems, plan_of(plan), source.sample_rate_hz, source.n_channels)
         reports = measured["reports"]
         decision = programme_gain(reports["bed_7.1.4"], spec, source=source.path)
         report = {
@@ -115,7 +89,6 @@ def run_normalize(
             "before": {name: r.to_dict() for name, r in reports.items()},
             "before_series": {"bed_7.1.4": reports["bed_7.1.4"].series_to_dict()},
             "speech": measured["speech"],
-            "effects_ild_db": measured["effects_ild_db"],
         }
         return StageManifest("normalize", {}, {k: v for k, v in params.items() if k != "stems"}, report)
 
@@ -123,15 +96,17 @@ def run_normalize(
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
-    return {k: p.get(k) for k in ("stems", "preset", "target_lufs", "ceiling_dbtp", "gate")}
+    """Stems, the plan's content and the delivery spec."""
+    return {"plan": StageManifest.from_dict(p["plan"]).report["digest"],
+            **{k: p.get(k) for k in ("stems", "preset", "target_lufs", "ceiling_dbtp", "gate")}}
 
 
 @task(**task_options("normalize", _key_params))
 def normalize_task(
-    restored: dict[str, Any], stems: dict[str, Any], title_dir: str, preset: str = "ebu-r128",
+    restored: dict[str, Any], stems: dict[str, Any], plan: dict[str, Any], title_dir: str, preset: str = "ebu-r128",
     target_lufs: float | None = None, ceiling_dbtp: float | None = None, gate: str | None = None,
 ) -> dict[str, Any]:
     """Prefect wrapper: loudness before normalisation, and the programme gain."""
-    manifest, reused = run_normalize(restored, stems, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+    manifest, reused = run_normalize(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
     log_stage("normalize", manifest, reused)
     return manifest.to_dict()

@@ -10,7 +10,8 @@ from prefect import task
 from filmrestore.manifest import StageManifest
 from filmrestore.restoration.blocks import Progress
 from filmrestore.restoration.restorer import plan_restoration, read_detection_sample, restore_file
-from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
+from filmrestore.resume import run_stage
+from filmrestore.tasks.common import log_stage, progress_reporter, task_options
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:

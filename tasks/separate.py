@@ -12,7 +12,8 @@ from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import hash_file
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import DEFAULT_CHECKPOINT, STEMS, get_separator, resolve_device, separate_file
-from filmrestore.tasks.common import log_stage, progress_reporter, run_stage, task_options
+from filmrestore.resume import run_stage
+from filmrestore.tasks.common import log_stage, progress_reporter, task_options
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:

@@ -225,7 +225,7 @@ def _progress_artifacts(client: Any, tmp_path: Path, tag: str) -> list:
 # ----------------------------------------------------------------------------- QC plots
 
 def test_stem_spectrogram_finds_a_tone_and_reads_a_bounded_number_of_windows(tmp_path: Path) -> None:
-    from filmrestore.tasks.report import stem_spectrogram
+    from filmrestore.plots import stem_spectrogram
 
     rate_hz, tone_hz = 48_000, 1_000.0
     t = np.arange(rate_hz * 30) / rate_hz
@@ -245,7 +245,8 @@ def test_stem_spectrogram_finds_a_tone_and_reads_a_bounded_number_of_windows(tmp
 
 def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Path) -> None:
     from filmrestore.manifest import StageManifest
-    from filmrestore.tasks.report import loudness_series, plot_layout, plot_loudness
+    from filmrestore.plots import plot_layout, plot_loudness
+    from filmrestore.qc import loudness_series
 
     series = {"time_s": [3.0, 4.0, 5.0], "short_term_lufs": [-30.0, None, -20.0]}
     stages = {"normalize": StageManifest("normalize", {}, report={"before_series": {"bed_7.1.4": series}}),
@@ -262,8 +263,6 @@ def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
-    from prefect import get_client
-
     from filmrestore.demo import make_demo_clip
     from filmrestore.flows.restore_catalog import run_restore_catalog
 

@@ -13,7 +13,7 @@ from filmrestore.audio import (AudioWriter, iter_blocks, partial_path, read_audi
                                write_audio)
 from filmrestore.errors import AudioFormatError, OutputNotWritableError
 from filmrestore.manifest import FileRecord, StageManifest
-from filmrestore.tasks.common import load_valid_manifest, run_stage, stage_key
+from filmrestore.resume import load_valid_manifest, run_stage, stage_key
 
 
 def _noise(n_channels: int, n_frames: int, seed: int = 0) -> np.ndarray:

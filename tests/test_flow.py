@@ -15,12 +15,12 @@ import soundfile as sf
 
 from filmrestore.audio import read_audio
 from filmrestore.flows.restore_title import run_restore_title
-from filmrestore.tasks.common import MANIFEST_DIR
+from filmrestore.resume import MANIFEST_DIR
 from filmrestore.upmix.layouts import BED_7_1_4
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
-STAGES = ("extract", "restore", "separate", "normalize", "render")
+STAGES = ("extract", "restore", "separate", "plan", "normalize", "render")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from filmrestore.audio import hash_file
-from filmrestore.tasks.common import MANIFEST_DIR, artifact_key
+from filmrestore.resume import MANIFEST_DIR
+from filmrestore.tasks.common import artifact_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.orchestration, pytest.mark.slow]
 
@@ -279,7 +280,7 @@ def test_killed_worker_retry_resumes_at_separation_with_identical_deliverables(
     assert final.run_count == 2
     after = _manifest_mtimes(title_dir)
     assert {s: after[s] for s in ("extract", "restore")} == before  # not recomputed
-    assert sorted(after) == ["extract", "normalize", "render", "restore", "separate"]
+    assert sorted(after) == ["extract", "normalize", "plan", "render", "restore", "separate"]
     retried = _attempt_logs(api, run.id, since=final.start_time)
     assert "extract reused from a previous run" in retried and "restore reused from a previous run" in retried
     assert "separate done in" in retried  # the interrupted stage is the first one computed again

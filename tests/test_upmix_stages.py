@@ -1,4 +1,5 @@
-"""The normalize and render stages with a plan: edited plans re-render, bad plans fail before writing."""
+"""The plan, normalize and render stages: an edited plan re-measures and re-renders, a bad plan fails
+before anything is written."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from filmrestore.audio import read_audio, write_audio
 from filmrestore.errors import PlanError
 from filmrestore.manifest import FileRecord, StageManifest
 from filmrestore.tasks.normalize import run_normalize
-from filmrestore.tasks.render import PLAN_FILE, run_render
+from filmrestore.tasks.plan import PLAN_FILE, run_plan
+from filmrestore.tasks.render import run_render
 from filmrestore.upmix.adm import check_adm_file
 from filmrestore.upmix.layouts import BED_7_1_4
 
@@ -43,47 +45,68 @@ def stages(tmp_path: Path) -> dict:
             "title_dir": title_dir}
 
 
-def test_edited_plan_re_renders_and_bad_plan_fails_first(stages: dict) -> None:
+def _run(stages: dict, adm_profile: str = "ebu") -> tuple[StageManifest, StageManifest, StageManifest, list[bool]]:
+    """plan -> normalize -> render, as the flow runs them; also whether each stage was reused."""
     title_dir = stages["title_dir"]
-    norm, _ = run_normalize(stages["restored"], stages["stems"], title_dir)
+    plan, plan_reused = run_plan(stages["stems"], title_dir, adm_profile)
+    norm, norm_reused = run_normalize(stages["restored"], stages["stems"], plan.to_dict(), title_dir)
+    rendered, render_reused = run_render(stages["stems"], plan.to_dict(), norm.to_dict(), title_dir, adm_profile)
+    return plan, norm, rendered, [plan_reused, norm_reused, render_reused]
+
+
+def test_edited_plan_re_measures_and_re_renders_and_bad_plan_fails_first(stages: dict) -> None:
+    title_dir = stages["title_dir"]
+    plan, norm, rendered, reused = _run(stages)
+    assert reused == [False, False, False]
     assert norm.report["speech"]["segments"] and norm.report["speech"]["n_sub_blocks"] == N_FRAMES // 4800
-    assert norm.report["effects_ild_db"][0][0] > 10  # the effects lean left
-    rendered, reused = run_render(stages["stems"], norm.to_dict(), title_dir)
-    assert not reused and check_adm_file(title_dir / "adm.wav", "ebu") == []
-    plan = json.loads((title_dir / PLAN_FILE).read_text())
-    effects_l = next(o for o in plan["objects"] if o["feed"] == "effects.L")
+    assert plan.report["effects_ild_db"][0][0] > 10  # the effects lean left
+    assert check_adm_file(title_dir / "adm.wav", "ebu") == []
+    doc = json.loads((title_dir / PLAN_FILE).read_text())
+    effects_l = next(o for o in doc["objects"] if o["feed"] == "effects.L")
     assert effects_l["blocks"][0]["azimuth_deg"] > 35  # pushed out towards the side by its ILD
-    assert run_render(stages["stems"], norm.to_dict(), title_dir)[1]  # unchanged plan: reused
+    assert _run(stages)[3] == [True, True, True]  # unchanged plan: everything reused
 
     side = BED_7_1_4.index("M+090")
     before = read_audio(title_dir / "bed_7.1.4.wav")[side]
-    dialogue = next(o for o in plan["objects"] if o["feed"] == "dialogue")
+    dialogue = next(o for o in doc["objects"] if o["feed"] == "dialogue")
     dialogue["blocks"][0]["azimuth_deg"] = 90.0  # an engineer moves the dialogue to the left side
-    (title_dir / PLAN_FILE).write_text(json.dumps(plan))
-    again, reused = run_render(stages["stems"], norm.to_dict(), title_dir)
-    assert not reused and again.report["plan"]["edited"]
+    (title_dir / PLAN_FILE).write_text(json.dumps(doc))
+    plan2, norm2, again, reused = _run(stages)
+    assert reused == [False, False, False] and again.report["plan"]["edited"]
     after = read_audio(title_dir / "bed_7.1.4.wav")[side]
     assert np.sum(after.astype(np.float64) ** 2) > 3 * np.sum(before.astype(np.float64) ** 2)
+    # BS.1770 weighs a side channel +1.5 dB: the bed is measured louder, and the gain follows.
+    assert norm2.report["gain_db"] < norm.report["gain_db"] - 0.2
+    loudness = again.report["after"]["bed_7.1.4"]["integrated_lufs"]
+    assert abs(loudness - norm2.report["spec"]["target_lufs"]) <= 0.5
 
     outputs = {p: p.stat().st_mtime_ns for p in title_dir.rglob("*.wav")}
     dialogue["blocks"][0]["elevation_deg"] = float("nan")
-    (title_dir / PLAN_FILE).write_text(json.dumps(plan))
+    (title_dir / PLAN_FILE).write_text(json.dumps(doc))
     with pytest.raises(PlanError, match=r"plan.json: object 'Dialogue': block 0: elevation_deg = nan"):
-        run_render(stages["stems"], norm.to_dict(), title_dir)
+        _run(stages)
     assert {p: p.stat().st_mtime_ns for p in title_dir.rglob("*.wav")} == outputs
     assert not list(title_dir.rglob("*.part"))
 
 
+def test_a_deleted_plan_is_made_again(stages: dict) -> None:
+    title_dir = stages["title_dir"]
+    plan, norm, _, _ = _run(stages)
+    (title_dir / PLAN_FILE).unlink()
+    plan2, norm2, _, reused = _run(stages)
+    assert reused == [False, True, True]  # the same plan again: the measurement and render stand
+    assert (title_dir / PLAN_FILE).is_file() and plan2.report["digest"] == plan.report["digest"]
+
+
 def test_dolby_profile_refuses_a_plan_with_too_many_objects(stages: dict) -> None:
     title_dir = stages["title_dir"]
-    norm, _ = run_normalize(stages["restored"], stages["stems"], title_dir)
-    run_render(stages["stems"], norm.to_dict(), title_dir, adm_profile="dolby")
+    _run(stages, adm_profile="dolby")
     assert check_adm_file(title_dir / "adm.wav", "dolby") == []
-    plan = json.loads((title_dir / PLAN_FILE).read_text())
-    plan["objects"] += [dict(plan["objects"][0], name=f"Copy {i}") for i in range(112)]
-    (title_dir / PLAN_FILE).write_text(json.dumps(plan))
+    doc = json.loads((title_dir / PLAN_FILE).read_text())
+    doc["objects"] += [dict(doc["objects"][0], name=f"Copy {i}") for i in range(112)]
+    (title_dir / PLAN_FILE).write_text(json.dumps(doc))
     with pytest.raises(PlanError, match="121 objects .* exceed the dolby profile's limit of 118"):
-        run_render(stages["stems"], norm.to_dict(), title_dir, adm_profile="dolby")
+        run_plan(stages["stems"], title_dir, adm_profile="dolby")  # refused before normalize runs
 
 
 def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,11 +114,12 @@ def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatc
     from filmrestore.errors import AudioFormatError
 
     title_dir = stages["title_dir"]
-    norm, _ = run_normalize(stages["restored"], stages["stems"], title_dir)
+    plan, _ = run_plan(stages["stems"], title_dir)
+    norm, _ = run_normalize(stages["restored"], stages["stems"], plan.to_dict(), title_dir)
     monkeypatch.setattr("filmrestore.tasks.render.BLOCK_FRAMES", FS)  # 1 s blocks: several written before the end
     music = Path(StageManifest.from_dict(stages["stems"]).file("music").path)
     write_audio(music, read_audio(music)[:, :N_FRAMES - 2 * FS], FS)  # 2 s short: fails at block 5 of 6
     with pytest.raises(AudioFormatError, match="differ in length"):
-        run_render(stages["stems"], norm.to_dict(), title_dir)
+        run_render(stages["stems"], plan.to_dict(), norm.to_dict(), title_dir)
     assert not list(title_dir.rglob("*.part"))
     assert not list(title_dir.rglob("*.wav"))

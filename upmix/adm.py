@@ -40,6 +40,7 @@ import numpy as np
 
 from filmrestore.audio import AudioWriter
 from filmrestore.errors import AudioFormatError, ConfigError, PlanError
+from filmrestore.upmix.admtime import TICKS_PER_S, seconds_to_ticks, ticks_time
 from filmrestore.upmix.layouts import BED_7_1_4, Layout, get_layout
 from filmrestore.upmix.plan import Block, ObjectPlan, Plan, plan_problems
 from filmrestore.upmix.render import INPUTS
@@ -65,7 +66,6 @@ ALLOCENTRIC_4_7_0: dict[str, tuple[float, float, float]] = {
 }
 SILENT_UID = "ATU_00000000"
 _EBUCORE_NS = "urn:ebu:metadata-schema:ebuCore_2016"
-_TICKS_PER_S = 100_000  # BS.2076 time "hh:mm:ss.zzzzz"
 # BS.2076 audioContent <dialogue>: 1 = dialogue, 0 = non-dialogue (kind 1 music, 2 effects), 2 = mixed.
 _CONTENT = {"dialogue": ("Dialogue", '<dialogue dialogueContentKind="1">1</dialogue>'),
             "music": ("Music", '<dialogue nonDialogueContentKind="1">0</dialogue>'),
@@ -124,24 +124,6 @@ def pack_format_id(layout: Layout) -> str:
 def track_uid(track_index: int) -> str:
     """audioTrackUID of 1-based WAV track ``track_index``: ATU_00000001, ..."""
     return f"ATU_{track_index:08X}"
-
-
-def seconds_to_ticks(t_s: float) -> int:
-    """A time in seconds on the ADM 10 us grid (plans keep times on it)."""
-    return int(round(t_s * _TICKS_PER_S))
-
-
-def adm_time(seconds: Fraction) -> str:
-    """BS.2076 time "hh:mm:ss.zzzzz", rounded *up* to 10 us so a duration covers its last sample."""
-    ticks = math.ceil(seconds * _TICKS_PER_S)
-    return _ticks_time(ticks)
-
-
-def _ticks_time(ticks: int) -> str:
-    whole_s, frac = divmod(ticks, _TICKS_PER_S)
-    minutes, secs = divmod(whole_s, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{frac:05d}"
 
 
 def polar_to_cartesian(azimuth_deg: float, elevation_deg: float) -> tuple[float, float, float]:
@@ -286,7 +268,7 @@ def _block_xml(obj_index: int, n: int, block: Block, end_ticks: int | None, cart
     jump = (f'<jumpPosition interpolationLength="{block.interpolation_s:.5f}">1</jumpPosition>'
             if block.jump else "")
     return (f'<audioBlockFormat audioBlockFormatID="AB_0003{0x1000 + obj_index:04x}_{n:08x}" '
-            f'rtime="{_ticks_time(start)}" duration="{_ticks_time(stop - start)}">{position}'
+            f'rtime="{ticks_time(start)}" duration="{ticks_time(stop - start)}">{position}'
             f'<width>{block.width_deg:g}</width><gain>{block.gain:.6f}</gain>{jump}</audioBlockFormat>')
 
 
@@ -299,8 +281,8 @@ def _speaker_at(azimuth_deg: float, elevation_deg: float) -> str | None:
 
 def axml_body(scene: AdmScene, n_frames: int, title: str, bit_depth: int = 24) -> bytes:
     """``axml``: EBUCore-wrapped audioFormatExtended (BS.2076-2) for the scene, ``n_frames`` long."""
-    end_ticks = math.ceil(Fraction(n_frames, scene.sample_rate_hz) * _TICKS_PER_S)
-    duration = _ticks_time(end_ticks)
+    end_ticks = math.ceil(Fraction(n_frames, scene.sample_rate_hz) * TICKS_PER_S)
+    duration = ticks_time(end_ticks)
     contents = [c for c in ("dialogue", "music", "effects") if any(o.content == c for o in scene.objects)]
     contents += ["bed"]
     content_ids = {c: f"ACO_{0x1001 + i:04X}" for i, c in enumerate(contents)}

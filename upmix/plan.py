@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from filmrestore.errors import ConfigError, PlanError
+from filmrestore.upmix.admtime import on_grid_s
 
 PLAN_FORMAT = "filmrestore-plan/1"
 STEM_NAMES: tuple[str, ...] = ("dialogue", "music", "effects")
 FEEDS: tuple[str, ...] = ("dialogue", "music.L", "music.R", "effects.L", "effects.R")
 ANALYSIS_BLOCK_S = 0.5  # ILD analysis and default block grid; a multiple of 10 ms (exact in ADM time)
-_ADM_TICKS_PER_S = 100_000  # BS.2076 time has 5 decimals
 
 
 def feed_stem(feed: str) -> str:
@@ -208,11 +208,6 @@ def ild_to_shift_deg(ild_db: float, half_angle_deg: float = 30.0) -> float:
     return math.degrees(math.atan(balance * math.tan(math.radians(half_angle_deg))))
 
 
-def _grid_s(t_s: float) -> float:
-    """A time on the ADM grid (10 us)."""
-    return round(t_s * _ADM_TICKS_PER_S) / _ADM_TICKS_PER_S
-
-
 def moving_pair_blocks(ild_db: Sequence[float], duration_s: float, side: str, spread: float = 0.5,
                        smooth: float = 0.5, jump_deg: float = 40.0,
                        block_s: float = ANALYSIS_BLOCK_S) -> tuple[Block, ...]:
@@ -235,22 +230,22 @@ def moving_pair_blocks(ild_db: Sequence[float], duration_s: float, side: str, sp
         azimuths = [base]
     blocks: list[Block] = []
     for i, az in enumerate(azimuths):
-        start = _grid_s(i * block_s)
+        start = on_grid_s(i * block_s)
         if start >= duration_s:
             break
         if blocks and blocks[-1].azimuth_deg == az:
-            blocks[-1] = replace(blocks[-1], duration_s=_grid_s(start + block_s - blocks[-1].start_s))
+            blocks[-1] = replace(blocks[-1], duration_s=on_grid_s(start + block_s - blocks[-1].start_s))
             continue
         big = bool(blocks) and abs(az - blocks[-1].azimuth_deg) > jump_deg
-        blocks.append(Block(start, _grid_s(block_s), az, 0.0, 1.0, 0.0, bool(blocks), 0.0 if big else block_s))
+        blocks.append(Block(start, on_grid_s(block_s), az, 0.0, 1.0, 0.0, bool(blocks), 0.0 if big else block_s))
     last = blocks[-1]
-    final_s = _grid_s(duration_s - last.start_s)
+    final_s = on_grid_s(duration_s - last.start_s)
     blocks[-1] = replace(last, duration_s=final_s, interpolation_s=min(last.interpolation_s, final_s))
     return tuple(blocks)
 
 
 def _static(name: str, feed: str, azimuth_deg: float, duration_s: float, gain: float = 1.0) -> ObjectPlan:
-    return ObjectPlan(name, feed, (Block(0.0, _grid_s(duration_s), azimuth_deg, 0.0, gain),))
+    return ObjectPlan(name, feed, (Block(0.0, on_grid_s(duration_s), azimuth_deg, 0.0, gain),))
 
 
 def make_plan(sample_rate_hz: int, n_frames: int, stems: Iterable[str] = STEM_NAMES,

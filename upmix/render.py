@@ -33,8 +33,9 @@ import numpy as np
 import scipy.fft
 
 from filmrestore.errors import ConfigError
+from filmrestore.upmix.admtime import grid_samples
 from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response
-from filmrestore.upmix.foldown import fold_down_matrix
+from filmrestore.upmix.foldown import downmix_to_stereo, fold_down_matrix
 from filmrestore.upmix.layouts import BED_7_1_4, Layout
 from filmrestore.upmix.panner import point_source_gains
 from filmrestore.upmix.plan import FEEDS, STEM_NAMES, BedRules, ObjectPlan, Plan, make_plan
@@ -50,7 +51,6 @@ _AMBIENCE_SENDS = {
 }
 _LR4_TAPS = 2048
 _FFT_SIZE = 16384
-_ADM_TICKS_PER_S = 100_000
 
 
 def db_to_gain(level_db: float) -> float:
@@ -141,21 +141,16 @@ class _Segment:
     target: float = 0.0
 
 
-def _sample_time(t_s: float, sample_rate_hz: int) -> Fraction:
-    """A plan time on the ADM 10 us grid, in samples (exact, as the ADM renderer reads it)."""
-    return Fraction(round(t_s * _ADM_TICKS_PER_S), _ADM_TICKS_PER_S) * sample_rate_hz
-
-
 def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> list[_Segment]:
     """The gain segments of an object over time (BS.2127 s7.3.3 interpretation of block timing)."""
     segments: list[_Segment] = []
     previous: tuple[Fraction, np.ndarray] | None = None
     for block in obj.blocks:
-        start = _sample_time(block.start_s, sample_rate_hz)
-        end = _sample_time(block.start_s + block.duration_s, sample_rate_hz)
+        start = grid_samples(block.start_s, sample_rate_hz)
+        end = grid_samples(block.start_s + block.duration_s, sample_rate_hz)
         gains = block.gain * point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
         ramp_s = block.interpolation_s if block.jump else block.duration_s
-        target = _sample_time(block.start_s + ramp_s, sample_rate_hz) if ramp_s else start
+        target = grid_samples(block.start_s + ramp_s, sample_rate_hz) if ramp_s else start
         if previous is not None and previous[0] == start and target != start:
             segments.append(_Segment(math.ceil(start), math.ceil(target), gains, previous[1],
                                      float(start), float(target)))
@@ -339,3 +334,8 @@ def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | N
 
 __all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "db_to_gain",
            "decorrelator_parameters", "object_segments", "render_bed"]
+
+
+def render_input(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stems as the renderer takes them: mono or stereo (a 5.1/7.1 source is folded to stereo)."""
+    return {name: x if x.shape[0] <= 2 else downmix_to_stereo(x) for name, x in blocks.items()}

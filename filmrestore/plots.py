@@ -1,0 +1,144 @@
+"""The QC plots (PNG, matplotlib's Agg canvas, no pyplot state so titles may run in threads),
+drawn into ``<title>/qc/``: short-term loudness over time before and after normalisation, a
+spectrogram of each stem, and the 7.1.4 speaker map with each channel's true peak. Every
+reader of audio here works on a bounded number of short windows, so memory does not grow
+with the film."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from filmrestore import STEMS
+from filmrestore.audio import read_audio, read_info
+from filmrestore.manifest import StageManifest, write_json
+from filmrestore.qc import loudness_series
+
+
+PLOT_DIR = "qc"
+SPECTROGRAM_COLUMNS = 600  # time columns per stem, whatever the film's length
+SPECTROGRAM_FFT_FRAMES = 4096  # 85 ms at 48 kHz: 11.7 Hz bins
+
+def stem_spectrogram(path: str | Path, n_columns: int = SPECTROGRAM_COLUMNS,
+                     fft_frames: int = SPECTROGRAM_FFT_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A QC spectrogram from ``n_columns`` Hann windows spread evenly over the file.
+
+    Returns ``(times_s [shape=(n_columns,)], freqs_hz [shape=(fft_frames // 2 + 1,)],
+    power_db [shape=(n_bins, n_columns)])``; channels are summed to mono. Reads one
+    window per column, so memory is independent of the file's length.
+    """
+    info = read_info(path)
+    n_columns = max(1, min(n_columns, info.n_frames // fft_frames))
+    starts = np.linspace(0, max(info.n_frames - fft_frames, 0), n_columns).astype(np.int64)
+    window = np.hanning(fft_frames).astype(np.float32)
+    power = np.empty((fft_frames // 2 + 1, n_columns), dtype=np.float32)
+    for i, start in enumerate(starts):
+        x = read_audio(path, int(start), fft_frames).sum(axis=0)
+        x = np.pad(x, (0, fft_frames - x.shape[0]))
+        power[:, i] = np.abs(np.fft.rfft(x * window)) ** 2
+    # |X(f0)| = A sum(w) / 2 for a sine of amplitude A: scale so that a full-scale sine peaks at 0 dB.
+    power_db = 10.0 * np.log10(np.maximum(4.0 * power / window.sum() ** 2, 1e-12))
+    times_s = (starts + fft_frames / 2) / info.sample_rate_hz
+    return times_s, np.fft.rfftfreq(fft_frames, 1.0 / info.sample_rate_hz), power_db
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def _figure(width_in: float, height_in: float) -> Any:
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+    return Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+
+
+def plot_loudness(path: Path, series: dict[str, dict[str, list]], target_lufs: float | None) -> Path:
+    """Short-term loudness (LUFS) against time, one line per series, the target dashed."""
+    fig = _figure(9, 3.2)
+    ax = fig.add_subplot()
+    for name, s in series.items():
+        values = np.array([np.nan if v is None else v for v in s["short_term_lufs"]], dtype=float)
+        ax.plot(s["time_s"], values, label=name, linewidth=1.2)
+    if target_lufs is not None:
+        ax.axhline(target_lufs, color="k", linestyle="--", linewidth=0.8, label=f"target {target_lufs:.0f} LUFS")
+    ax.set(xlabel="time (s)", ylabel="short-term loudness (LUFS)", title="Short-term loudness (3 s window)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.savefig(path)
+    return path
+
+
+def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
+    """One spectrogram panel per stem (dB, log frequency axis)."""
+    fig = _figure(9, 2.4 * len(stems))
+    axes = fig.subplots(len(stems), 1, sharex=True, squeeze=False)[:, 0]
+    image = None
+    for ax, (name, stem_path) in zip(axes, stems.items()):
+        times_s, freqs_hz, power_db = stem_spectrogram(stem_path)
+        keep = freqs_hz >= 20.0
+        image = ax.pcolormesh(times_s, freqs_hz[keep], power_db[keep], shading="nearest", cmap="magma",
+                              vmin=-100.0, vmax=-10.0, rasterized=True)
+        ax.set_yscale("log")
+        ax.set(ylabel="Hz", title=name)
+    axes[-1].set_xlabel("time (s)")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="power (dB re full-scale sine)")
+    fig.savefig(path)
+    return path
+
+
+def plot_layout(path: Path, peaks_dbtp: list[float | None]) -> Path:
+    """The 7.1.4 bed seen from above (front up, left on the left), each channel's true peak."""
+    from filmrestore.upmix.layouts import BED_7_1_4
+
+    fig = _figure(5.5, 5.5)
+    ax = fig.add_subplot()
+    ax.add_patch(_circle(1.0))
+    ax.add_patch(_circle(0.6))
+    for speaker, peak in zip(BED_7_1_4.speakers, list(peaks_dbtp) + [None] * BED_7_1_4.n_channels):
+        height = speaker.elevation_deg > 0
+        radius = 0.0 if speaker.is_lfe else (0.6 if height else 1.0)  # upper ring drawn inside
+        az = np.radians(speaker.azimuth_deg)
+        x, y = -radius * np.sin(az), radius * np.cos(az) - (0.25 if speaker.is_lfe else 0.0)
+        ax.scatter([x], [y], s=380, marker="^" if height else ("s" if speaker.is_lfe else "o"),
+                   c="tab:orange" if height else "tab:blue", edgecolors="k", zorder=3)
+        label = f"{speaker.wave_name}\n{'–' if peak is None else f'{peak:.1f}'}"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, -26), ha="center", fontsize=8)
+    ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal",
+           title="7.1.4 (4+7+0): true peak (dBTP); ● mid, ▲ upper, ■ LFE")
+    ax.text(0, 1.25, "screen", ha="center", fontsize=9)
+    ax.axis("off")
+    fig.savefig(path)
+    return path
+
+
+def _circle(radius: float) -> Any:
+    from matplotlib.patches import Circle
+
+    return Circle((0, 0), radius, fill=False, linestyle=":", color="0.6")
+
+
+def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """Draw the QC plots into ``<title>/qc/``; returns ``{name: path relative to the title folder}``."""
+    title_dir = Path(title_dir)
+    folder = title_dir / PLOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stages = {m["stage"]: StageManifest.from_dict(m) for m in manifests}
+    # Plots depend only on the stages' outputs: a re-run with the same manifests keeps them.
+    stamp, key = folder / "plots.key", "\n".join(sorted(m.cache_key for m in stages.values())) + "\n"
+    previous = json.loads((folder / "plots.json").read_text()) if (folder / "plots.json").is_file() else None
+    if previous and stamp.is_file() and stamp.read_text() == key and \
+            all((title_dir / rel).is_file() for rel in previous.values()):
+        return previous
+    target = (stages["normalize"].report.get("spec") or {}).get("target_lufs") if "normalize" in stages else None
+    plots = {"loudness": plot_loudness(folder / "loudness.png", loudness_series(stages), target)}
+    stems = {name: title_dir / "stems" / f"{name}.wav" for name in STEMS}
+    if all(p.is_file() for p in stems.values()):
+        plots["spectrograms"] = plot_spectrograms(folder / "spectrograms.png", stems)
+    peaks = (qc["loudness"]["after"].get("bed_7.1.4") or {}).get("true_peak_per_channel_dbtp") or []
+    plots["layout"] = plot_layout(folder / "layout.png", peaks)
+    relative = {name: str(path.relative_to(title_dir)) for name, path in plots.items()}
+    write_json(folder / "plots.json", relative)
+    stamp.write_text(key)
+    return relative

@@ -1,0 +1,142 @@
+"""The QC document of a title: every stage's findings gathered into ``qc.json``'s dict and
+rendered as ``qc.md`` (markdown tables: stages, restoration, loudness, verdict, plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from filmrestore import __version__
+from filmrestore.manifest import StageManifest
+
+
+SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
+
+
+def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The QC document: per stage its timing, parameters and findings; loudness; the verdict."""
+    stages = {m["stage"]: StageManifest.from_dict(m) for m in manifests}
+    rendered = stages["render"]
+    return {
+        "title": Path(title_dir).name,
+        "source": str(source),
+        "filmrestore_version": __version__,
+        "stages": {
+            name: {"elapsed_s": m.report.get("elapsed_s"), "params": m.params, "report": m.report}
+            for name, m in stages.items()
+        },
+        "loudness": {
+            "before": stages["normalize"].report.get("before", {}),
+            "after": rendered.report.get("after", {}),
+            "gain_db": stages["normalize"].report.get("gain_db"),
+        },
+        "verdict": rendered.report.get("verdict", {}),
+        "foldown_check": rendered.report.get("foldown_check", {}),
+        "deliverables": {name: rec.path for name, rec in rendered.files.items()},
+    }
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def qc_markdown(qc: dict[str, Any]) -> str:
+    """A human-readable QC report (also shown as a Prefect markdown artifact)."""
+    verdict = qc["verdict"]
+    lines = [
+        f"# QC: {qc['title']}",
+        "",
+        f"Source: `{qc['source']}`  ",
+        f"Preset: **{verdict.get('preset', '?')}** — **{'PASS' if verdict.get('pass') else 'FAIL'}** "
+        f"({verdict.get('summary', '')})",
+        "",
+        "## Stages",
+        "",
+        "| stage | time (s) | findings |",
+        "| --- | ---: | --- |",
+    ]
+    for name, stage in qc["stages"].items():
+        findings = {k: v for k, v in stage["report"].items() if k != "elapsed_s" and not isinstance(v, (dict, list))}
+        lines.append(f"| {name} | {_fmt(stage['elapsed_s'])} | {', '.join(f'{k}={v}' for k, v in findings.items())} |")
+    lines += _restoration_lines((qc["stages"].get("restore") or {}).get("report") or {})
+    lines += ["", "## Loudness", "", "| signal | when | integrated (LUFS) | true peak (dBTP) | LRA (LU) | dialogue (LUFS) |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for when in ("before", "after"):
+        for signal, r in qc["loudness"][when].items():
+            lines.append(
+                f"| {signal} | {when} | {_fmt(r.get('integrated_lufs'))} | {_fmt(r.get('true_peak_dbtp'))} "
+                f"| {_fmt(r.get('lra_lu'))} | {_fmt(r.get('dialogue_lufs'))} |"
+            )
+    lines += ["", f"Programme gain: {_fmt(qc['loudness']['gain_db'], ' dB')}", ""]
+    check = qc.get("foldown_check") or {}
+    if check:
+        lines += ["## Fold-down check", "",
+                  f"Stereo fold-down vs input mix, worst octave band: {_fmt(check.get('max_abs_diff_db'), ' dB')} "
+                  f"({'ok' if check.get('pass') else 'too far'})", ""]
+    lines += _plot_lines(qc.get("plots") or {})
+    lines += ["## Deliverables", ""] + [f"- `{name}`: `{path}`" for name, path in qc["deliverables"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _restoration_lines(report: dict[str, Any]) -> list[str]:
+    """What the restore stage found (hum, clicks, hiss) and whether it applied each repair."""
+    if "applied" not in report:
+        return []
+    applied = set(report["applied"])
+    hum, clicks, hiss = report.get("hum") or {}, report.get("clicks") or {}, report.get("hiss") or {}
+    hum_found = hum.get("fundamental_hz") is not None
+    rows = [
+        ("hum", "dehum", hum_found,
+         f"{_fmt(hum.get('fundamental_exact_hz'), ' Hz')}, harmonics {hum.get('harmonic_numbers')}, "
+         f"strongest {_fmt(hum.get('level_dbfs'), ' dBFS')}" if hum_found else "no mains series"),
+        ("clicks", "declick", bool(clicks.get("detected")),
+         f"{clicks.get('n_clicks', 0)} in {_fmt(clicks.get('analysed_s'), ' s')} analysed "
+         f"({_fmt(clicks.get('rate_per_min'))}/min); {report.get('clicks_repaired', 0)} repaired in the programme"),
+        ("hiss", "dehiss", bool(hiss.get("detected")),
+         f"floor {_fmt(hiss.get('floor_dbfs'), ' dBFS')}, {_fmt(hiss.get('headroom_db'), ' dB')} below the "
+         f"programme, spread {_fmt(hiss.get('spread_db'), ' dB')}, flatness {_fmt(hiss.get('flatness'))}"),
+    ]
+    channels = report.get("channels") or {}
+    if channels.get("correlation") is not None:  # stereo: a lost side or a reversed polarity
+        fault = channels.get("fault")
+        repair = {"dead-channel": "copy-live-channel", "polarity": "fix-polarity"}.get(fault or "", "")
+        rows.insert(0, ("channels", repair, fault is not None,
+                        f"{fault or 'none'}; levels {channels.get('levels_dbfs')} dBFS, "
+                        f"correlation {channels['correlation']:.2f}"))
+    lines = ["", "## Restoration", "", "| damage | found | measured | repair |", "| --- | --- | --- | --- |"]
+    for name, repair, found, measured in rows:
+        lines.append(f"| {name} | {'yes' if found else 'no'} | {measured} | {repair if repair in applied else '–'} |")
+    return lines
+
+
+PLOT_TITLES = {"loudness": "Loudness over time", "spectrograms": "Stem spectrograms",
+                "layout": "7.1.4 layout: true peak per channel"}
+
+
+def _plot_lines(plots: dict[str, str]) -> list[str]:
+    """Markdown image links, relative to the title folder (where qc.md lies)."""
+    lines: list[str] = []
+    for name, rel in plots.items():
+        lines += [f"## {PLOT_TITLES.get(name, name)}", "", f"![{name}]({rel})", ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------- plot data
+
+def loudness_series(stages: dict[str, StageManifest]) -> dict[str, dict[str, list]]:
+    """Short-term loudness series (1 s steps) of the bed before and after normalisation.
+
+    Read from the normalize/render manifests (``report["before_series"|"after_series"]
+    ["bed_7.1.4"]``, as :meth:`LoudnessReport.series_to_dict` writes): those stages'
+    meters already saw every sample, so nothing is measured again here.
+    """
+    series: dict[str, dict[str, list]] = {}
+    for when, (stage, key) in SERIES_KEYS.items():
+        found = (stages[stage].report.get(key) or {}).get("bed_7.1.4") if stage in stages else None
+        if found and found.get("time_s"):
+            series[f"bed_7.1.4 {when}"] = found
+    return series
