@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from filmrestore import __version__
+from filmrestore.loudness.specs import spec_label
 from filmrestore.manifest import StageManifest
-
 
 SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
 
@@ -51,7 +51,8 @@ def qc_markdown(qc: dict[str, Any]) -> str:
         f"# QC: {qc['title']}",
         "",
         f"Source: `{qc['source']}`  ",
-        f"Preset: **{verdict.get('preset', '?')}** — **{'PASS' if verdict.get('pass') else 'FAIL'}** "
+        f"Preset: **{spec_label({'name': verdict.get('preset', '?'), 'based_on': verdict.get('based_on')})}** — "
+        f"**{'PASS' if verdict.get('pass') else 'FAIL'}** "
         f"({verdict.get('summary', '')})",
         "",
         "## Stages",

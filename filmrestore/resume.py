@@ -28,8 +28,8 @@ STAGE_VERSIONS = {
     "restore": 2,
     "separate": 1,
     "plan": 1,
-    "normalize": 4,  # 4: measures the bed rendered with the plan stage's plan
-    "render": 4,
+    "normalize": 5,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom
+    "render": 5,
     "report": 2,
 }
 

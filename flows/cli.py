@@ -2,7 +2,8 @@
 
 Expected failures (bad media, unwritable folders, silent programmes, bad
 options) print one line naming the file and the problem and exit with code 2;
-no traceback.
+no traceback. A delivery that was written but FAILS its loudness spec exits with
+code 3 (``EXIT_DELIVERY_FAILED``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 EXIT_EXPECTED_ERROR = 2
+EXIT_DELIVERY_FAILED = 3  # everything written, but the delivery fails its loudness spec
 
 
 class Preset(str, Enum):
@@ -126,6 +128,8 @@ def run(
         gate=gate.value if gate else None, adm_profile=adm_profile,
     )
     print_deliverables(result)
+    if not result.get("verdict", {}).get("pass"):
+        raise typer.Exit(EXIT_DELIVERY_FAILED)
 
 
 @app.command()
@@ -144,6 +148,8 @@ def demo(
     console.print(f"demo clip: {clip}")
     result = run_restore_title(clip, out, "demo_clip", preset=preset.value, device=device.value)
     print_deliverables(result)
+    if not result.get("verdict", {}).get("pass"):
+        raise typer.Exit(EXIT_DELIVERY_FAILED)
 
 
 @app.command()
@@ -203,12 +209,15 @@ def loudness(
 
 def print_deliverables(result: dict[str, Any]) -> None:
     """Show where the deliverables are and the loudness verdict."""
+    from filmrestore.loudness.specs import spec_label
+
     console.print(f"[bold]deliverables in[/] {result['title_dir']}")
     for name, path in result["deliverables"].items():
         console.print(f"  {name:<16} {path}")
     verdict = result.get("verdict", {})
     status = "[green]PASS[/]" if verdict.get("pass") else "[red]FAIL[/]"
-    console.print(f"loudness ({verdict.get('preset', '?')}): {status} {verdict.get('summary', '')}")
+    label = spec_label({"name": verdict.get("preset", "?"), "based_on": verdict.get("based_on")})
+    console.print(f"loudness ({label}): {status} {verdict.get('summary', '')}", highlight=False)
 
 
 from filmrestore.flows import cli_upmix  # noqa: E402,F401  (registers commands)

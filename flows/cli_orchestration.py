@@ -46,16 +46,19 @@ def catalog(
     task_runner: Annotated[TaskRunner, typer.Option("--task-runner", help="Fan-out engine.")] = TaskRunner.threads,
     dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler.")] = None,
 ) -> None:
-    """Restore every title of a catalogue; a broken title fails alone. Exit 1 if any title failed."""
-    from filmrestore.flows.restore_catalog import run_restore_catalog
+    """Restore every title of a catalogue; a broken title fails alone. Exit 1 if any title failed or
+    its delivery FAILS its loudness spec."""
+    from filmrestore.flows.restore_catalog import run_restore_catalog, title_failed
 
     summary = run_restore_catalog(manifest, media_root, out, parallel, mode.value, deployment, task_runner.value,
                                   dask_address)
     failed = 0
     for row in summary["titles"]:
-        ok = row["status"] == "Completed"
+        ok = not title_failed(row)
         failed += not ok
-        detail = f"{row['loudness_after_lufs']} LUFS, {row['verdict']}, {row['qc_report']}" if ok else row["message"]
+        done = row["status"] == "Completed"
+        detail = (f"{row['verdict']} ({row['verdict_lufs']} LUFS {row['verdict_gate']}-gated), {row['qc_report']}"
+                  if done else row["message"])
         console.print(f"{row['title']:<24} {'[green]' if ok else '[red]'}{row['status']}[/] "
                       f"{row['duration_s']} s  {detail}", highlight=False, soft_wrap=True)
     if failed:

@@ -34,7 +34,7 @@ from filmrestore.manifest import write_json
 TITLE_DEPLOYMENT = "restore-title/restore-title"
 Mode = Literal["subflow", "deployment"]
 SUMMARY_COLUMNS = ("title", "status", "duration_s", "loudness_before_lufs", "loudness_after_lufs", "verdict",
-                   "qc_report", "message")
+                   "verdict_lufs", "verdict_gate", "qc_report", "message")
 
 
 def summary_path(catalog: str | Path, out: str | Path) -> Path:
@@ -49,8 +49,16 @@ def _qc_figures(title_dir: Path) -> dict[str, Any]:
     qc = json.loads((title_dir / "qc.json").read_text())
     before = qc["loudness"]["before"].get("bed_7.1.4", {})
     after = qc["loudness"]["after"].get("bed_7.1.4", {})
+    verdict = qc["verdict"]
     return {"loudness_before_lufs": before.get("integrated_lufs"), "loudness_after_lufs": after.get("integrated_lufs"),
-            "verdict": "PASS" if qc["verdict"].get("pass") else "FAIL", "qc_report": str(title_dir / "qc.md")}
+            "verdict": "PASS" if verdict.get("pass") else "FAIL",
+            "verdict_lufs": verdict.get("measured_lufs"), "verdict_gate": verdict.get("gate"),
+            "qc_report": str(title_dir / "qc.md")}
+
+
+def title_failed(row: dict[str, Any]) -> bool:
+    """A title failed when its run did not complete or its delivery FAILS its loudness spec."""
+    return row["status"] != "Completed" or row.get("verdict") == "FAIL"
 
 
 def title_row(entry: CatalogEntry, out: str | Path, state: State, flow_run_id: Any, run_time_s: float) -> dict[str, Any]:
@@ -123,9 +131,9 @@ def summary_markdown(catalog: str, rows: list[dict[str, Any]], ui_url: str | Non
     """The catalogue's summary as markdown, each title linking to its QC artifact in the UI."""
     from filmrestore.tasks.common import artifact_key
 
-    n_ok = sum(r["status"] == "Completed" for r in rows)
-    lines = [f"# Catalogue `{Path(catalog).name}`", "", f"**{n_ok} of {len(rows)} titles completed.**", "",
-             "| title | status | run time (s) | loudness before (LUFS) | after (LUFS) | verdict | QC |",
+    n_ok = sum(not title_failed(r) for r in rows)
+    lines = [f"# Catalogue `{Path(catalog).name}`", "", f"**{n_ok} of {len(rows)} titles completed and passed.**",
+             "", "| title | status | run time (s) | loudness before (LUFS) | after (LUFS) | verdict | QC |",
              "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         qc = "–"
@@ -134,12 +142,20 @@ def summary_markdown(catalog: str, rows: list[dict[str, Any]], ui_url: str | Non
             qc = (f"[{key}]({ui_url}/artifacts/key/{key}) " if ui_url else "") + f"`{r['qc_report']}`"
         status = r["status"] if not r["message"] else f"{r['status']}: {r['message']}"
         lines.append(f"| {r['title']} | {status} | {r['duration_s']} | {_fmt(r['loudness_before_lufs'])} "
-                     f"| {_fmt(r['loudness_after_lufs'])} | {r['verdict'] or '–'} | {qc} |")
+                     f"| {_fmt(r['loudness_after_lufs'])} | {_verdict(r)} | {qc} |")
     return "\n".join(lines) + "\n"
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """``PASS (-27.1 LUFS dialogue-gated)``: the figure the verdict used, not the programme's."""
+    if not row.get("verdict"):
+        return "–"
+    gate = f" {row['verdict_gate']}-gated" if row.get("verdict_gate") else ""
+    return f"{row['verdict']} ({_fmt(row.get('verdict_lufs'))} LUFS{gate})"
 
 
 def publish_summary(catalog: str, out: str, rows: list[dict[str, Any]]) -> Path:
@@ -169,8 +185,8 @@ def restore_catalog(
 ) -> State:
     """Restore every title of ``catalog`` (CSV/JSON, sources under ``media_root``) into ``out``.
 
-    Completed when every title completed; Failed (after every title ran) otherwise,
-    naming the titles that failed.
+    Completed when every title completed and passed its loudness spec; Failed (after every
+    title ran) otherwise, naming the titles that failed or whose delivery FAILS.
     """
     entries = read_catalog(catalog, media_root)
     ensure_writable_dir(out)
@@ -178,10 +194,11 @@ def restore_catalog(
     rows = fan_out(entries, lambda e: catalog_title.submit(e.to_dict(), out, mode, deployment), parallel)
     rows.sort(key=lambda r: order[r["title"]])
     path = publish_summary(catalog, out, rows)
-    failed = [r["title"] for r in rows if r["status"] != "Completed"]
+    failed = [r["title"] for r in rows if title_failed(r)]
     summary = {"summary": str(path), "completed": len(rows) - len(failed), "failed": failed}
     if failed:
-        return Failed(message=f"{len(failed)} of {len(rows)} titles failed: {', '.join(failed)}", data=summary)
+        return Failed(message=f"{len(failed)} of {len(rows)} titles failed or FAIL their spec: {', '.join(failed)}",
+                      data=summary)
     return Completed(message=f"all {len(rows)} titles completed", data=summary)
 
 

@@ -12,6 +12,7 @@ the render stage gates its after-measurement without running the VAD again.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,13 @@ def run_normalize(
         reports = measured["reports"]
         decision = programme_gain(reports["bed_7.1.4"], spec, source=source.path)
         report = {
-            "spec": {"name": spec.name, "target_lufs": spec.target_lufs, "ceiling_dbtp": spec.ceiling_dbtp,
-                     "gate": spec.gate, "tolerance_lu": spec.tolerance_lu},
+            "spec": asdict(spec),
             "gain_db": round(decision.gain_db, 3),
             "measured_lufs": decision.measured_lufs,
+            "target_lufs": decision.target_lufs,
             "basis": decision.basis,
             "dialogue_fallback": decision.dialogue_fallback,
+            "fallback": decision.fallback,
             "before": {name: r.to_dict() for name, r in reports.items()},
             "before_series": {"bed_7.1.4": reports["bed_7.1.4"].series_to_dict()},
             "speech": measured["speech"],

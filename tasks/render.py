@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from filmrestore.loudness.specs import get_preset, verdict
+from filmrestore.loudness.specs import DeliverySpec, verdict
 from filmrestore.loudness.speech import mask_from_segments
 from filmrestore.manifest import StageManifest
 from filmrestore.resume import run_stage
@@ -41,15 +41,14 @@ def run_render(
     params = _key_params({"stems": stems, "plan": plan, "loudness": loudness, "adm_profile": adm_profile})
 
     def compute() -> StageManifest:
-        spec = get_preset(spec_d["name"], spec_d["target_lufs"], spec_d["ceiling_dbtp"], spec_d["gate"])
+        spec = DeliverySpec(**spec_d)
         placement = plan_of(plan)
         scene = scene_for(placement, get_profile(adm_profile))  # a plan that does not fit fails before any output
         records, after = render_deliverables(
             stem_paths(stems), norm["gain_db"], spec.ceiling_dbtp, title_dir, title_dir.name, placement, scene,
             _speech_mask(norm), on_progress, BLOCK_FRAMES)
         result = verdict(after["bed"], spec)
-        result["preset"] = spec.name
-        result["summary"] = _summary(after["bed"].to_dict(), spec_d)
+        result["summary"] = _summary(result)
         report = {"after": {"bed_7.1.4": after["bed"].to_dict()},
                   "after_series": {"bed_7.1.4": after["bed"].series_to_dict()}, "verdict": result,
                   "foldown_check": after["foldown_check"],
@@ -59,11 +58,15 @@ def run_render(
     return run_stage(title_dir, "render", params, compute)
 
 
-def _summary(after: dict[str, Any], spec: dict[str, Any]) -> str:
-    measured = after["dialogue_lufs"] if spec["gate"] == "dialogue" and after["dialogue_lufs"] is not None \
-        else after["integrated_lufs"]
-    return (f"{measured:.1f} LUFS ({spec['gate']}-gated) for target {spec['target_lufs']:.1f}, "
-            f"true peak {after['true_peak_dbtp']:.1f} dBTP for ceiling {spec['ceiling_dbtp']:.1f}")
+def _summary(result: dict[str, Any]) -> str:
+    """One line: what was measured against what, and why a dialogue-gated spec fell back."""
+    def fmt(value: float | None) -> str:
+        return "-inf" if value is None else f"{value:.1f}"
+
+    why = f"; {result['fallback']}" if result.get("fallback") else ""
+    return (f"{fmt(result['measured_lufs'])} LUFS ({result['gate']}-gated{why}) for target "
+            f"{result['target_lufs']:.1f} +-{result['tolerance_lu']:g} LU, true peak {fmt(result['true_peak_dbtp'])} "
+            f"dBTP for ceiling {result['ceiling_dbtp']:.1f}")
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,22 @@ def test_cli_refuses_an_escaping_catalogue_before_running_anything(media: Path, 
 # ----------------------------------------------------------------------------- fan-out
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_title_whose_delivery_fails_counts_as_failed_and_the_summary_shows_the_verdict_figure() -> None:
+    from filmrestore.flows.restore_catalog import SUMMARY_COLUMNS, summary_markdown, title_failed
+
+    def row(title: str, status: str, verdict: str | None, lufs: float | None, gate: str | None) -> dict[str, Any]:
+        return {**{k: None for k in SUMMARY_COLUMNS}, "title": title, "status": status, "duration_s": 1.0,
+                "message": "", "verdict": verdict, "verdict_lufs": lufs, "verdict_gate": gate,
+                "loudness_after_lufs": -24.5}
+
+    rows = [row("ok", "Completed", "PASS", -27.1, "dialogue"), row("loud", "Completed", "FAIL", -6.9, "programme"),
+            row("broken", "Failed", None, None, None)]
+    assert [title_failed(r) for r in rows] == [False, True, True]
+    text = summary_markdown("reels.csv", rows, None)
+    assert "**1 of 3 titles completed and passed.**" in text
+    assert "PASS (-27.1 LUFS dialogue-gated)" in text and "FAIL (-6.9 LUFS programme-gated)" in text
+
+
 def test_fan_out_keeps_at_most_parallel_in_flight() -> None:
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner

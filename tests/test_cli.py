@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from filmrestore.audio import write_audio
-from filmrestore.flows.cli import EXIT_EXPECTED_ERROR, app
+from filmrestore.flows.cli import EXIT_DELIVERY_FAILED, EXIT_EXPECTED_ERROR, app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -64,6 +64,27 @@ def test_silent_soundtrack_is_not_amplified(tmp_path: Path) -> None:
     assert code == EXIT_EXPECTED_ERROR
     title_dir = tmp_path / "out" / "silence"
     assert not (title_dir / "bed_7.1.4.wav").exists() and not (title_dir / "adm.wav").exists()
+
+
+def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path, demo_clip: Path) -> None:
+    """A preset with a changed number is reported as custom; -6 LUFS under a -1 dBTP ceiling cannot
+    be met: everything is written, the verdict says FAIL, and the exit code (3) tells a script."""
+    out, title_dir = tmp_path / "out", tmp_path / "out" / demo_clip.stem
+    code, output = _invoke("run", demo_clip, "--out", out, "--target", "-16", "--device", "cpu")
+    assert "loudness (custom (from ebu-r128)):" in output, output
+    qc = json.loads((title_dir / "qc.json").read_text())
+    assert (qc["verdict"]["preset"], qc["verdict"]["based_on"], qc["verdict"]["target_lufs"]) == \
+        ("custom", "ebu-r128", -16.0)
+    assert code == (0 if qc["verdict"]["pass"] else EXIT_DELIVERY_FAILED), output
+
+    code, output = _invoke("run", demo_clip, "--out", out, "--preset", "custom", "--target", "-6",
+                           "--ceiling", "-1", "--device", "cpu")  # stages before normalize are reused
+    assert code == EXIT_DELIVERY_FAILED != EXIT_EXPECTED_ERROR, output
+    assert "loudness (custom): FAIL" in output, output
+    qc = json.loads((title_dir / "qc.json").read_text())
+    assert qc["verdict"]["pass"] is False and qc["verdict"]["loudness_pass"] is False
+    assert qc["verdict"]["true_peak_dbtp"] <= -1.0
+    assert (title_dir / "bed_7.1.4.wav").is_file() and (title_dir / "adm.wav").is_file()
 
 
 def test_unwritable_output_folder(tmp_path: Path, demo_clip: Path) -> None:

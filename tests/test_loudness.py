@@ -23,7 +23,7 @@ from filmrestore.loudness.channels import channel_weights_for
 from filmrestore.loudness.limiter import TruePeakLimiter
 from filmrestore.loudness.measure import measure_array, measure_file
 from filmrestore.loudness.meter import LoudnessMeter
-from filmrestore.loudness.specs import PRESETS, get_preset, programme_gain, programme_gain_db, verdict
+from filmrestore.loudness.specs import PRESETS, get_preset, programme_gain, programme_gain_db, spec_label, verdict
 from filmrestore.loudness.speech import speech_activity
 
 FS = 48_000
@@ -297,7 +297,7 @@ def test_silence_gives_minus_inf_and_json_nulls() -> None:
     assert report.true_peak_dbtp == -math.inf
     d = report.to_dict()
     assert set(d) == {"integrated_lufs", "momentary_max_lufs", "short_term_max_lufs", "lra_lu",
-                      "true_peak_dbtp", "true_peak_per_channel_dbtp", "dialogue_lufs", "channels",
+                      "true_peak_dbtp", "true_peak_per_channel_dbtp", "dialogue_lufs", "dialogue_share", "channels",
                       "duration_s"}
     assert d["integrated_lufs"] is None and d["true_peak_per_channel_dbtp"] == [None, None]
     json.dumps(d, allow_nan=False)  # no NaN or inf reaches JSON
@@ -378,6 +378,13 @@ def test_presets_and_overrides() -> None:
     assert (netflix.target_lufs, netflix.ceiling_dbtp, netflix.gate) == (-27.0, -2.0, "dialogue")
     custom = get_preset("ebu-r128", target=-16, ceiling=-1.5, gate="dialogue")
     assert (custom.target_lufs, custom.ceiling_dbtp, custom.gate) == (-16.0, -1.5, "dialogue")
+    # A named spec whose numbers changed is no longer that spec; the same numbers keep it.
+    assert (custom.name, custom.based_on, spec_label(custom)) == ("custom", "ebu-r128", "custom (from ebu-r128)")
+    assert get_preset("ebu-r128", target=-23.0, ceiling=-1.0, gate="programme") is PRESETS["ebu-r128"]
+    changed = get_preset("netflix", gate="programme", ceiling=-0.1)
+    assert (changed.name, changed.based_on, changed.fallback_target_lufs) == ("custom", "netflix", None)
+    report = measure_array(sine(-23.0, 5.0), FS)
+    assert (verdict(report, custom)["preset"], verdict(report, custom)["based_on"]) == ("custom", "ebu-r128")
     assert get_preset("custom", target=-20).target_lufs == -20.0
     with pytest.raises(ConfigError, match="unknown loudness preset 'bbc'"):
         get_preset("bbc")
@@ -404,6 +411,27 @@ def test_dialogue_gain_and_fallback_flag() -> None:
     report.dialogue_lufs = -25.0
     decision = programme_gain(report, spec)
     assert (decision.basis, decision.gain_db, decision.dialogue_fallback) == ("dialogue", -2.0, False)
+
+
+def test_netflix_measures_dialogue_unless_it_is_under_15_percent_of_the_programme() -> None:
+    """Netflix's own rule: dialogue-gated at -27 LUFS +-2 LU; with 15 % dialogue or less, the
+    programme at -24 LUFS. The share counts gating blocks above the absolute gate."""
+    programme = sine(-30.0, 20.0)  # every block audible
+    n_sub_blocks = 200
+    spec = get_preset("netflix")
+    for share, basis, target in ((0.10, "programme", -24.0), (0.50, "dialogue", -27.0)):
+        mask = np.zeros(n_sub_blocks, bool)
+        mask[: int(share * n_sub_blocks)] = True
+        report = measure_array(programme, FS, speech=mask)
+        assert report.dialogue_share == pytest.approx(share, abs=0.03)
+        decision = programme_gain(report, spec)
+        assert (decision.basis, decision.target_lufs) == (basis, target)
+        assert decision.gain_db == pytest.approx(target - decision.measured_lufs)
+        result = verdict(report, spec)
+        assert (result["gate"], result["target_lufs"], result["tolerance_lu"]) == (basis, target, 2.0)
+        assert (result["fallback"] is not None) == (basis == "programme")
+    assert "under 15 %" in verdict(measure_array(programme, FS, speech=np.r_[np.ones(10, bool),
+                                                                              np.zeros(190, bool)]), spec)["fallback"]
 
 
 def test_silent_programme_is_never_amplified() -> None:

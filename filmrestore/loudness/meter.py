@@ -79,6 +79,8 @@ class LoudnessReport:
     channels: int
     duration_s: float
     dialogue_lufs: float | None = None
+    #: Share of the gating blocks above the absolute gate that are speech (None without a mask).
+    dialogue_share: float | None = None
     short_term_series_s: list[float] = field(default_factory=list, repr=False)
     short_term_series_lufs: list[float] = field(default_factory=list, repr=False)
 
@@ -92,6 +94,7 @@ class LoudnessReport:
             "true_peak_dbtp": finite_or_none(self.true_peak_dbtp),
             "true_peak_per_channel_dbtp": [finite_or_none(v) for v in self.true_peak_per_channel_dbtp],
             "dialogue_lufs": finite_or_none(self.dialogue_lufs),
+            "dialogue_share": finite_or_none(self.dialogue_share),
             "channels": int(self.channels),
             "duration_s": round(float(self.duration_s), 6),
         }
@@ -260,6 +263,7 @@ class LoudnessMeter:
             channels=self.n_channels,
             duration_s=self.n_frames / self.sample_rate_hz,
             dialogue_lufs=self._dialogue_loudness(momentary),
+            dialogue_share=self._dialogue_share(momentary),
             short_term_series_s=times_s,
             short_term_series_lufs=series,
         )
@@ -271,13 +275,27 @@ class LoudnessMeter:
         times_s = (ends[on_second] * SUB_BLOCK_S).tolist()
         return times_s, [float(v) for v in _loudness(short_term[on_second])]
 
-    def _dialogue_loudness(self, momentary: np.ndarray) -> float | None:
-        """Integrated loudness over speech-active gating blocks (same gates); None if no speech."""
+    def _speech_active(self, momentary: np.ndarray) -> np.ndarray | None:
+        """Per gating block, whether it is speech-active; None when no mask was given."""
         if not self._speech_given:
             return None
         mask = np.zeros(len(momentary) + MOMENTARY_SUB_BLOCKS - 1, dtype=bool)
         given = np.concatenate(self._speech)[:len(mask)]
         mask[:len(given)] = given
-        active = _speech_blocks(mask, len(momentary))
+        return _speech_blocks(mask, len(momentary))
+
+    def _dialogue_loudness(self, momentary: np.ndarray) -> float | None:
+        """Integrated loudness over speech-active gating blocks (same gates); None if no speech."""
+        active = self._speech_active(momentary)
+        if active is None:
+            return None
         value = gated_loudness(momentary[active])
         return value if math.isfinite(value) else None
+
+    def _dialogue_share(self, momentary: np.ndarray) -> float | None:
+        """Share of the gating blocks above the absolute gate that are speech-active."""
+        active = self._speech_active(momentary)
+        if active is None:
+            return None
+        audible = _loudness(momentary) > ABSOLUTE_GATE_LUFS
+        return float((active & audible).sum() / audible.sum()) if audible.any() else 0.0

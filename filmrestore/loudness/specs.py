@@ -4,7 +4,7 @@ pass/fail verdict of a measured delivery."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from filmrestore.errors import ConfigError, SilentProgrammeError
@@ -17,25 +17,42 @@ Gate = Literal["programme", "dialogue"]
 
 @dataclass(frozen=True)
 class DeliverySpec:
-    """A delivery target: integrated loudness, true-peak ceiling and what the loudness gates on."""
+    """A delivery target: integrated loudness, true-peak ceiling and what the loudness gates on.
+
+    ``based_on`` names the preset a ``custom`` spec was made from by changing its numbers (a
+    named spec whose numbers changed is no longer that spec). A dialogue-gated spec may carry
+    its own fallback rule: below ``dialogue_share_min`` of speech (share of the programme's
+    gating blocks) the programme loudness is measured against ``fallback_target_lufs``.
+    """
 
     name: str
     target_lufs: float
     ceiling_dbtp: float
     gate: Gate
     tolerance_lu: float = 1.0
+    based_on: str | None = None
+    dialogue_share_min: float | None = None
+    fallback_target_lufs: float | None = None
 
 
 PRESETS: dict[str, DeliverySpec] = {
-    "ebu-r128": DeliverySpec("ebu-r128", -23.0, -1.0, "programme"),  # EBU R 128 (2020)
+    "ebu-r128": DeliverySpec("ebu-r128", -23.0, -1.0, "programme"),  # EBU R 128 (2020): +-1 LU for live-free
     "atsc-a85": DeliverySpec("atsc-a85", -24.0, -2.0, "programme"),  # ATSC A/85:2013
-    "netflix": DeliverySpec("netflix", -27.0, -2.0, "dialogue"),  # Netflix sound mix spec
+    # Netflix Sound Mix Specifications v1.4: -27 LKFS +-2 LU dialogue-gated, -2 dBTP; a programme
+    # with 15 % dialogue or less is measured full-programme at -24 LKFS instead.
+    "netflix": DeliverySpec("netflix", -27.0, -2.0, "dialogue", tolerance_lu=2.0, dialogue_share_min=0.15,
+                            fallback_target_lufs=-24.0),
 }
 
 
 def get_preset(name: str, target: float | None = None, ceiling: float | None = None,
                gate: str | None = None) -> DeliverySpec:
-    """A preset by name with optional overrides; ``name="custom"`` needs ``target``."""
+    """A preset by name with optional overrides; ``name="custom"`` needs ``target``.
+
+    Overriding a named preset's target, ceiling or gate with a different value gives a
+    ``custom`` spec that records the preset it was ``based_on`` (and drops the preset's own
+    fallback rule); values equal to the preset's keep the preset.
+    """
     if name == "custom":
         if target is None:
             raise ConfigError("preset 'custom' needs a target loudness (LUFS)")
@@ -45,11 +62,22 @@ def get_preset(name: str, target: float | None = None, ceiling: float | None = N
     else:
         raise ConfigError(f"unknown loudness preset {name!r}; expected one of "
                           f"{sorted(PRESETS) + ['custom']}")
-    spec = DeliverySpec(base.name, base.target_lufs if target is None else float(target),
-                        base.ceiling_dbtp if ceiling is None else float(ceiling),
-                        base.gate if gate is None else gate, base.tolerance_lu)  # type: ignore[arg-type]
+    values = (base.target_lufs if target is None else float(target),
+              base.ceiling_dbtp if ceiling is None else float(ceiling),
+              base.gate if gate is None else gate)
+    if values == (base.target_lufs, base.ceiling_dbtp, base.gate):
+        spec = base
+    else:
+        spec = DeliverySpec("custom", *values, base.tolerance_lu,  # type: ignore[arg-type]
+                            based_on=base.name if base.name != "custom" else None)
     _validate_spec(spec)
     return spec
+
+
+def spec_label(spec: DeliverySpec | dict[str, Any]) -> str:
+    """``ebu-r128``, or ``custom (from ebu-r128)`` for a changed preset."""
+    d = spec if isinstance(spec, dict) else asdict(spec)
+    return f"{d['name']} (from {d['based_on']})" if d.get("based_on") else d["name"]
 
 
 def _validate_spec(spec: DeliverySpec) -> None:
@@ -69,24 +97,43 @@ class GainDecision:
     gain_db: float
     measured_lufs: float
     basis: Gate
-    dialogue_fallback: bool  # True when the spec gates on dialogue but no speech was found
+    dialogue_fallback: bool  # True when a dialogue-gated spec measured the programme instead
+    target_lufs: float = 0.0  # the target the gain aims at (a fallback rule may change it)
+    fallback: str | None = None  # why it fell back
 
 
-def _measured_for(report: LoudnessReport, spec: DeliverySpec) -> tuple[float, Gate, bool]:
-    if spec.gate == "dialogue":
-        if report.dialogue_lufs is not None and math.isfinite(report.dialogue_lufs):
-            return report.dialogue_lufs, "dialogue", False
-        return report.integrated_lufs, "programme", True
-    return report.integrated_lufs, "programme", False
+@dataclass(frozen=True)
+class _Basis:
+    measured_lufs: float
+    target_lufs: float
+    gate: Gate
+    fallback: str | None  # why a dialogue-gated spec measured the programme instead, or None
+
+
+def _basis(report: LoudnessReport, spec: DeliverySpec) -> _Basis:
+    """What a spec measures on a report, and against which target (its fallback rule applied)."""
+    if spec.gate != "dialogue":
+        return _Basis(report.integrated_lufs, spec.target_lufs, "programme", None)
+    share = report.dialogue_share
+    if report.dialogue_lufs is None or not math.isfinite(report.dialogue_lufs):
+        reason = "no speech found"
+    elif spec.dialogue_share_min is not None and share is not None and share < spec.dialogue_share_min:
+        reason = f"dialogue in {100 * share:.0f} % of the programme, under {100 * spec.dialogue_share_min:.0f} %"
+    else:
+        return _Basis(report.dialogue_lufs, spec.target_lufs, "dialogue", None)
+    target = spec.fallback_target_lufs if spec.fallback_target_lufs is not None else spec.target_lufs
+    return _Basis(report.integrated_lufs, target, "programme", reason)
 
 
 def programme_gain(report: LoudnessReport, spec: DeliverySpec, source: str = "programme") -> GainDecision:
-    """Gain toward ``spec.target_lufs``; raises :class:`SilentProgrammeError` on silence."""
-    measured, basis, fallback = _measured_for(report, spec)
-    if not math.isfinite(measured):
+    """Gain toward the spec's target (its fallback target when its fallback rule applies);
+    raises :class:`SilentProgrammeError` on silence."""
+    b = _basis(report, spec)
+    if not math.isfinite(b.measured_lufs):
         raise SilentProgrammeError(source, "is silent (integrated loudness -inf LUFS); "
                                    "refusing to amplify silence toward the target")
-    return GainDecision(spec.target_lufs - measured, measured, basis, fallback)
+    return GainDecision(b.target_lufs - b.measured_lufs, b.measured_lufs, b.gate, b.fallback is not None,
+                        b.target_lufs, b.fallback)
 
 
 def programme_gain_db(report: LoudnessReport, spec: DeliverySpec, source: str = "programme") -> float:
@@ -95,13 +142,20 @@ def programme_gain_db(report: LoudnessReport, spec: DeliverySpec, source: str = 
 
 
 def verdict(report_after: LoudnessReport, spec: DeliverySpec) -> dict[str, Any]:
-    """Pass/fail of a normalised programme against its spec (loudness within tolerance, TP <= ceiling)."""
-    measured, basis, fallback = _measured_for(report_after, spec)
-    loudness_ok = math.isfinite(measured) and abs(measured - spec.target_lufs) <= spec.tolerance_lu
+    """Pass/fail of a normalised programme against its spec (loudness within tolerance, TP <= ceiling).
+
+    ``preset`` is the spec's name (``custom`` for a changed preset, with ``based_on``), ``gate``
+    what was measured and ``fallback`` why a dialogue-gated spec measured the programme.
+    """
+    b = _basis(report_after, spec)
+    measured = b.measured_lufs
+    loudness_ok = math.isfinite(measured) and abs(measured - b.target_lufs) <= spec.tolerance_lu
     peak_ok = report_after.true_peak_dbtp <= spec.ceiling_dbtp
     return {
-        "preset": spec.name, "gate": basis, "dialogue_fallback": fallback,
-        "target_lufs": spec.target_lufs, "measured_lufs": finite_or_none(measured),
+        "preset": spec.name, "based_on": spec.based_on, "gate": b.gate,
+        "dialogue_fallback": b.fallback is not None, "fallback": b.fallback,
+        "dialogue_share": finite_or_none(report_after.dialogue_share),
+        "target_lufs": b.target_lufs, "measured_lufs": finite_or_none(measured),
         "tolerance_lu": spec.tolerance_lu, "loudness_pass": bool(loudness_ok),
         "ceiling_dbtp": spec.ceiling_dbtp, "true_peak_dbtp": finite_or_none(report_after.true_peak_dbtp),
         "true_peak_pass": bool(peak_ok), "pass": bool(loudness_ok and peak_ok),
