@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import ffmpeg
+import numpy as np
 
-from filmrestore.audio import ensure_writable_dir, partial_path, read_info
-from filmrestore.errors import ConfigError, CorruptMediaError, EmptyAudioError, NoAudioStreamError
+from filmrestore.audio import ensure_writable_dir, iter_blocks, partial_path, read_info
+from filmrestore.errors import (ConfigError, CorruptMediaError, EmptyAudioError, NoAudioStreamError,
+                               SilentProgrammeError)
 from filmrestore.manifest import FileRecord
 
 OUTPUT_RATE_HZ = 48_000
@@ -355,11 +357,24 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
         stderr = run_ffmpeg(args, source, total, on_progress)
         info = read_info(tmp)
         short_s = _check_length(source, info.n_frames, expected, stderr)
+        _check_signal(source, tmp)
         os.replace(tmp, out_wav)
     finally:
         tmp.unlink(missing_ok=True)
     record = FileRecord.from_path(out_wav)
     return record, _report(chosen, zero_time_s, record, short_s, stderr)
+
+
+def _check_signal(source: Path, decoded: Path) -> None:
+    """Refuse, naming the source, a stream that decodes to NaN/Inf samples or to digital silence
+    (every sample 0): nothing downstream can restore, separate or normalise it."""
+    peak = 0.0
+    for block in iter_blocks(decoded, 480_000):
+        if not np.isfinite(block).all():
+            raise CorruptMediaError(source, "its audio stream decodes to NaN or infinite samples")
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    if peak == 0.0:
+        raise SilentProgrammeError(source, "is silent: its audio stream is digital silence (every sample is 0)")
 
 
 def _format_frames(probe: dict[str, Any]) -> int:

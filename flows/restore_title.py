@@ -15,7 +15,7 @@ from prefect import flow
 
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir
-from filmrestore.errors import MediaError
+from filmrestore.errors import ConfigError, MediaError
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
 from filmrestore.tasks.plan import plan_task
@@ -57,10 +57,33 @@ def restore_title(
     return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered])
 
 
+def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
+                     stream: int | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
+                     ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu") -> None:
+    """Refuse a bad option before any stage runs (one ConfigError naming it): the delivery spec,
+    the separator and its checkpoint (read and checked, not run), the device, the stream index
+    and the ADM profile."""
+    from filmrestore.loudness.specs import get_preset
+    from filmrestore.upmix.adm import get_profile
+
+    get_preset(preset, target_lufs, ceiling_dbtp, gate)
+    get_profile(adm_profile)
+    if stream is not None and (not isinstance(stream, int) or isinstance(stream, bool) or stream < 0):
+        raise ConfigError(f"stream must be a non-negative integer (0-based among audio streams), got {stream!r}")
+    from filmrestore.separation import SEPARATOR_NAMES, get_separator, resolve_device
+
+    if separator not in SEPARATOR_NAMES:
+        raise ConfigError(f"unknown separator {separator!r}: available are {', '.join(SEPARATOR_NAMES)}")
+    resolve_device(device)
+    if checkpoint is not None or separator == "neural":
+        get_separator(separator, checkpoint)  # a missing, truncated or mismatched checkpoint fails here
+
+
 def run_restore_title(source: str | Path, out: str | Path, title: str | None = None, **options: Any) -> dict[str, Any]:
-    """Validate the paths, then run the flow (the CLI and tests call this)."""
+    """Validate the paths and options, then run the flow (the CLI and tests call this)."""
     source = Path(source)
     if not source.is_file():
-        raise MediaError(source, "source file does not exist")
+        raise MediaError(source, "source file does not exist" if not source.exists() else "is not a regular file")
+    validate_options(**options)
     ensure_writable_dir(out)
     return restore_title(str(source.resolve()), str(Path(out).resolve()), title or title_from_source(source), **options)

@@ -64,6 +64,9 @@ def test_silent_soundtrack_is_not_amplified(tmp_path: Path) -> None:
     assert code == EXIT_EXPECTED_ERROR
     title_dir = tmp_path / "out" / "silence"
     assert not (title_dir / "bed_7.1.4.wav").exists() and not (title_dir / "adm.wav").exists()
+    # refused at extract, naming the source: restore and separate never ran
+    assert str(clip) in output.replace("\n", "") and "digital silence" in output, output
+    assert not (title_dir / "work" / "restored.wav").exists() and not (title_dir / "work" / "stems").exists()
 
 
 def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path, demo_clip: Path) -> None:
@@ -85,6 +88,26 @@ def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path
     assert qc["verdict"]["pass"] is False and qc["verdict"]["loudness_pass"] is False
     assert qc["verdict"]["true_peak_dbtp"] <= -1.0
     assert (title_dir / "bed_7.1.4.wav").is_file() and (title_dir / "adm.wav").is_file()
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    (["--adm-profile", "bogus"], "unknown ADM profile 'bogus'"),
+    (["--preset", "custom"], "preset 'custom' needs a target"),
+    (["--separator", "neural", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
+    (["--target", "-90"], "target -90.0 LUFS out of (-70, 0)"),
+])
+def test_bad_options_are_refused_before_any_stage_runs(tmp_path: Path, demo_clip: Path, options: list[str],
+                                                       problem: str) -> None:
+    code, output = _invoke("run", demo_clip, "--out", tmp_path / "out", *options)
+    assert code == EXIT_EXPECTED_ERROR, output
+    error_lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and problem in error_lines[0], output
+    assert not (tmp_path / "out").exists()  # nothing extracted, nothing created
+
+
+def test_a_folder_as_source_is_not_called_missing(tmp_path: Path) -> None:
+    code, output = _invoke("run", tmp_path, "--out", tmp_path / "out")
+    _assert_one_clear_line(code, output, tmp_path, "is not a regular file")
 
 
 def test_unwritable_output_folder(tmp_path: Path, demo_clip: Path) -> None:
