@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import soundfile as sf
 
-from filmrestore.errors import AudioFormatError, OutputNotWritableError
+from filmrestore.errors import AudioFormatError, MediaError, OutputNotWritableError
 
 _U32_MAX = 0xFFFFFFFF
 _DS64_BODY_BYTES = 28  # riffSize(8) + dataSize(8) + sampleCount(8) + tableLength(4)
@@ -136,6 +136,24 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputNotWritableError(folder, "output folder is not writable")
     return folder
+
+
+def refuse_overwriting(source: str | Path, outputs: Sequence[str | Path] = (),
+                       out_dirs: Sequence[str | Path] = ()) -> None:
+    """Raise :class:`MediaError` naming ``source`` when a command would write over it: when it is
+    one of ``outputs`` (resolved through symlinks; the same inode for hard links) or lies inside
+    one of ``out_dirs`` (a folder the command fills). Inputs are never modified."""
+    src = Path(source).resolve()
+    for out in outputs:
+        target = Path(out).resolve()
+        same = target == src or (target.exists() and src.exists() and os.path.samefile(target, src))
+        if same:
+            raise MediaError(source, f"is also an output of this command ({out}); refusing to overwrite the input")
+    for folder in out_dirs:
+        root = Path(folder).resolve()
+        if src == root or root in src.parents:
+            raise MediaError(source, f"lies inside the folder this command writes ({folder}); "
+                             "refusing to overwrite the input: copy it elsewhere or choose another --out")
 
 
 def _chunk(tag: bytes, body: bytes) -> bytes:
@@ -327,6 +345,63 @@ def write_audio(path: str | Path, data: np.ndarray, sample_rate_hz: int, subtype
         w.write(data)
         w.close()
     return w.content_hash
+
+
+def read_chunks(path: str | Path, wanted: tuple[bytes, ...] = (b"fmt ", b"chna", b"axml")) -> dict[bytes, bytes]:
+    """The bodies of the wanted chunks of a RIFF/RF64/BW64 file (``ds64`` sizes honoured; ``data`` skipped).
+
+    Under the key ``b"data@"`` it also gives the data chunk's ``(offset, size)`` packed as two uint64.
+    """
+    path = Path(path)
+    chunks: dict[bytes, bytes] = {}
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise AudioFormatError(path, f"cannot read ({exc.strerror})") from exc
+    with f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+            raise AudioFormatError(path, "not a RIFF/RF64/BW64 WAVE file")
+        data_size = None
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                break
+            tag, size = struct.unpack("<4sI", header)
+            if tag == b"ds64":
+                body = f.read(size)
+                data_size = struct.unpack("<Q", body[8:16])[0]
+                size = 0
+            elif tag == b"data" and size == 0xFFFFFFFF and data_size is not None:
+                size = data_size
+            if tag == b"data":
+                chunks[b"data@"] = struct.pack("<QQ", f.tell(), size)
+            if tag in wanted:
+                chunks[tag] = f.read(size)
+                f.seek(size % 2, 1)
+            else:
+                f.seek(size + size % 2, 1)
+    return chunks
+
+
+def hash_audio_data(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 (first 128 bits) of the sample data of a WAV/RF64/BW64 file, streamed: the hash
+    :class:`AudioWriter` computes as it writes, so a written file can be re-verified. Raises
+    :class:`AudioFormatError` when the file is not a WAVE file or has no data chunk."""
+    found = read_chunks(path, ())
+    if b"data@" not in found:
+        raise AudioFormatError(path, "has no data chunk")
+    offset, size = struct.unpack("<QQ", found[b"data@"])
+    h = _new_hash()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = size
+        while left > 0 and (chunk := f.read(min(chunk_bytes, left))):
+            h.update(chunk)
+            left -= len(chunk)
+    if left:
+        raise AudioFormatError(path, f"data chunk is {left} bytes shorter than its header says")
+    return h.hexdigest()[:32]
 
 
 def read_channel_mask(path: str | Path) -> int | None:

@@ -50,6 +50,10 @@ class CheckpointError(MediaError):
     """A model checkpoint is missing, truncated or does not match its config."""
 
 
+class TitleBusyError(MediaError):
+    """Another run holds the title folder's lock."""
+
+
 class PlanError(FilmrestoreError):
     """An upmix plan or ADM profile constraint is violated."""
 

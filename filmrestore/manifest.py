@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filmrestore.audio import AudioWriter, hash_file, partial_path, read_info
+from filmrestore.audio import AudioWriter, hash_audio_data, partial_path, read_info
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class FileRecord:
 
     @classmethod
     def from_path(cls, path: str | Path) -> FileRecord:
-        """Describe an existing file (hashes it in full)."""
+        """Describe an existing file (hashes its sample data in full, as :class:`AudioWriter` does)."""
         info = read_info(path)
-        return cls(str(path), info.sample_rate_hz, info.n_channels, info.n_frames, hash_file(path))
+        return cls(str(path), info.sample_rate_hz, info.n_channels, info.n_frames, hash_audio_data(path))
 
     def exists(self) -> bool:
         return Path(self.path).is_file()

@@ -10,14 +10,19 @@ crash (outputs are renamed into place only when complete).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from filmrestore import __version__
+from filmrestore.audio import hash_audio_data
+from filmrestore.errors import AudioFormatError, TitleBusyError
 from filmrestore.manifest import StageManifest
 
 MANIFEST_DIR = ".manifests"
@@ -64,7 +69,15 @@ def manifest_path(title_dir: str | Path, stage: str) -> Path:
 
 
 def load_valid_manifest(title_dir: str | Path, stage: str, key: str) -> StageManifest | None:
-    """The stage's manifest on disk if it was made with ``key`` and all its files exist."""
+    """The stage's manifest on disk if it was made with ``key`` and every file it names is still
+    there with the content it was written with (see :func:`damaged_files`)."""
+    manifest = _matching_manifest(title_dir, stage, key)
+    if manifest is None or damaged_files(manifest):
+        return None
+    return manifest
+
+
+def _matching_manifest(title_dir: str | Path, stage: str, key: str) -> StageManifest | None:
     path = manifest_path(title_dir, stage)
     if not path.is_file():
         return None
@@ -72,9 +85,33 @@ def load_valid_manifest(title_dir: str | Path, stage: str, key: str) -> StageMan
         manifest = StageManifest.load(path)
     except (ValueError, KeyError, OSError):
         return None  # a damaged manifest means: redo the stage
-    if manifest.cache_key != key or not all(rec.exists() for rec in manifest.files.values()):
-        return None
-    return manifest
+    return manifest if manifest.cache_key == key else None
+
+
+# Content hashes verified in this process, by (path, size, mtime): a file is hashed once however
+# many times its manifest is checked (the Prefect cache key and the stage both check it).
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def damaged_files(manifest: StageManifest) -> list[str]:
+    """The files of ``manifest`` that are missing or whose content hash changed (streamed SHA-256
+    of the sample data, as written: truncated, overwritten or random bytes all show)."""
+    damaged = []
+    for rec in manifest.files.values():
+        try:
+            st = os.stat(rec.path)
+        except OSError:
+            damaged.append(rec.path)
+            continue
+        stamp = (rec.path, st.st_size, st.st_mtime_ns)
+        if stamp not in _VERIFIED:
+            try:
+                _VERIFIED[stamp] = hash_audio_data(rec.path)
+            except (AudioFormatError, OSError):
+                _VERIFIED[stamp] = ""  # not a readable WAVE file any more
+        if _VERIFIED[stamp] != rec.content_hash:
+            damaged.append(rec.path)
+    return damaged
 
 
 def run_stage(
@@ -82,17 +119,49 @@ def run_stage(
 ) -> tuple[StageManifest, bool]:
     """Return the stage's manifest, computing it only when no valid one is on disk.
 
-    Returns ``(manifest, reused)``. The compute time goes into ``report["elapsed_s"]``.
+    Returns ``(manifest, reused)``. The compute time goes into ``report["elapsed_s"]``; a stage
+    redone because a file it had written was damaged lists it in ``report["redone_because_damaged"]``.
     """
     key = stage_key(stage, params)
-    cached = load_valid_manifest(title_dir, stage, key)
-    if cached is not None:
-        return cached, True
+    previous = _matching_manifest(title_dir, stage, key)
+    damaged = damaged_files(previous) if previous is not None else []
+    if previous is not None and not damaged:
+        return previous, True
     start = time.perf_counter()
     manifest = compute()
     manifest.report["elapsed_s"] = round(time.perf_counter() - start, 3)
+    if damaged:  # the same inputs, but a file it had written changed on disk: said in qc.json
+        manifest.report["redone_because_damaged"] = damaged
     manifest.cache_key = key
     path = manifest_path(title_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.save(path)
     return manifest, False
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def title_lock(title_dir: str | Path) -> Iterator[None]:
+    """Hold the title folder's lock (an OS file lock on ``<title>/.lock``) for the ``with`` body.
+
+    A second run of the same title, in this process or another, is refused with one
+    :class:`TitleBusyError` naming the folder and the holder's pid; the OS releases the lock
+    when its holder ends, however it ends (no stale lock after a crash).
+    """
+    title_dir = Path(title_dir)
+    title_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(title_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise TitleBusyError(title_dir, f"is being written by another run (pid {holder}); wait for it "
+                                            "to finish or write to another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -160,8 +160,10 @@ def extract(
     stream: StreamOpt = None,
 ) -> None:
     """Decode one audio stream to a 48 kHz float32 WAV, aligned to the container's zero."""
+    from filmrestore.audio import refuse_overwriting
     from filmrestore.media import extract_audio
 
+    refuse_overwriting(source, [output])
     record, report = extract_audio(source, output, stream)
     console.print(f"{record.path}: {record.n_channels} ch, {record.duration_s:.3f} s ({report.get('codec', '?')})")
 
@@ -176,12 +178,13 @@ def separate(
     checkpoint: CheckpointOpt = None,
 ) -> None:
     """Separate a WAV file into dialogue, music and effects stems."""
-    from filmrestore.audio import read_info
+    from filmrestore.audio import read_info, refuse_overwriting
     from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
 
+    paths = {stem: out / f"{stem}.wav" for stem in STEMS}
+    refuse_overwriting(source, list(paths.values()))
     read_info(source)  # a clear error for a file that is not audio
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
-    paths = {stem: out / f"{stem}.wav" for stem in STEMS}
     records = separate_file(model, source, paths, device=resolve_device(device.value))
     for stem, record in records.items():
         console.print(f"{stem}: {record.path}")

@@ -14,8 +14,9 @@ from typing import Any
 from prefect import flow
 
 from filmrestore import DEFAULT_SEPARATOR
-from filmrestore.audio import ensure_writable_dir
+from filmrestore.audio import ensure_writable_dir, refuse_overwriting
 from filmrestore.errors import ConfigError, MediaError
+from filmrestore.resume import title_lock
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
 from filmrestore.tasks.plan import plan_task
@@ -48,13 +49,14 @@ def restore_title(
 ) -> dict[str, Any]:
     """Restore one title; returns the deliverables' paths and the QC verdict."""
     title_dir = str(Path(out) / title)
-    extracted = extract_task(source, title_dir, stream)
-    restored = restore_task(extracted, title_dir)
-    stems = separate_task(restored, title_dir, separator, device, checkpoint)
-    plan = plan_task(stems, title_dir, adm_profile)
-    loudness = normalize_task(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-    rendered = render_task(stems, plan, loudness, title_dir, adm_profile)
-    return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered])
+    with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
+        extracted = extract_task(source, title_dir, stream)
+        restored = restore_task(extracted, title_dir)
+        stems = separate_task(restored, title_dir, separator, device, checkpoint)
+        plan = plan_task(stems, title_dir, adm_profile)
+        loudness = normalize_task(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+        rendered = render_task(stems, plan, loudness, title_dir, adm_profile)
+        return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered])
 
 
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
@@ -85,5 +87,7 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     if not source.is_file():
         raise MediaError(source, "source file does not exist" if not source.exists() else "is not a regular file")
     validate_options(**options)
+    title = title or title_from_source(source)
+    refuse_overwriting(source, out_dirs=[Path(out) / title])
     ensure_writable_dir(out)
-    return restore_title(str(source.resolve()), str(Path(out).resolve()), title or title_from_source(source), **options)
+    return restore_title(str(source.resolve()), str(Path(out).resolve()), title, **options)

@@ -17,8 +17,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from filmrestore.audio import partial_path
+from filmrestore.audio import read_chunks
 from filmrestore.errors import PlanError
-from filmrestore.upmix.adm import (AdmSceneWriter, check_adm_file, get_profile, polar_to_cartesian, read_chunks,
+from filmrestore.upmix.adm import (AdmSceneWriter, check_adm_file, get_profile, polar_to_cartesian,
                                    read_pcm24_frames, scene_for)
 from filmrestore.upmix.admtime import adm_time
 from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS

@@ -110,6 +110,49 @@ def test_a_folder_as_source_is_not_called_missing(tmp_path: Path) -> None:
     _assert_one_clear_line(code, output, tmp_path, "is not a regular file")
 
 
+def test_no_command_writes_over_its_input(tmp_path: Path, demo_clip: Path) -> None:
+    """extract onto its source, separate into the folder of its input stem, run from inside the
+    title folder it writes, or through a hard link: refused, and the input is left as it was."""
+    clip = tmp_path / "clip.mov"
+    clip.write_bytes(demo_clip.read_bytes())
+    before = clip.read_bytes()
+    code, output = _invoke("extract", clip, clip)
+    _assert_one_clear_line(code, output, clip, "refusing to overwrite the input")
+    linked = tmp_path / "linked.wav"
+    linked.hardlink_to(clip)
+    code, output = _invoke("extract", clip, linked)
+    _assert_one_clear_line(code, output, clip, "refusing to overwrite the input")
+    stems = tmp_path / "d"
+    stems.mkdir()
+    write_audio(stems / "dialogue.wav", np.zeros((1, 4800), np.float32) + 0.1, 48_000)
+    code, output = _invoke("separate", stems / "dialogue.wav", "--out", stems)
+    _assert_one_clear_line(code, output, stems / "dialogue.wav", "refusing to overwrite the input")
+    inside = tmp_path / "out" / "t" / "work" / "soundtrack.mov"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(before)
+    code, output = _invoke("run", inside, "--out", tmp_path / "out", "--title", "t")
+    _assert_one_clear_line(code, output, inside, "lies inside the folder this command writes")
+    assert clip.read_bytes() == before and inside.read_bytes() == before
+
+
+def test_a_title_being_written_by_another_run_is_refused(tmp_path: Path, demo_clip: Path) -> None:
+    import sys
+
+    title_dir = tmp_path / "out" / demo_clip.stem
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom filmrestore.resume import title_lock\n"
+        f"with title_lock({str(title_dir)!r}):\n    print('locked', flush=True)\n    time.sleep(120)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, output = _invoke("run", demo_clip, "--out", tmp_path / "out", "--device", "cpu")
+    finally:
+        holder.kill()
+        holder.wait()
+    _assert_one_clear_line(code, output, title_dir, f"is being written by another run (pid {holder.pid})")
+    assert not (title_dir / "work").exists()
+
+
 def test_unwritable_output_folder(tmp_path: Path, demo_clip: Path) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the output folder should be")

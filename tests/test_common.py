@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from filmrestore.audio import (AudioWriter, iter_blocks, partial_path, read_audio, read_info, to_pcm24_bytes,
-                               write_audio)
+from filmrestore.audio import (AudioWriter, hash_audio_data, iter_blocks, partial_path, read_audio, read_info,
+                               to_pcm24_bytes, write_audio)
 from filmrestore.errors import AudioFormatError, OutputNotWritableError
 from filmrestore.manifest import FileRecord, StageManifest
 from filmrestore.resume import load_valid_manifest, run_stage, stage_key
@@ -124,3 +124,68 @@ def test_run_stage_resumes_and_redoes_missing_outputs(tmp_path: Path) -> None:
     assert len(calls) == 2
     run_stage(tmp_path, "restore", {"x": 2}, compute)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random_bytes", "delete"])
+def test_reuse_re_verifies_content_and_redoes_a_damaged_stage(tmp_path: Path, damage: str) -> None:
+    """A reused stage's files are re-hashed: a truncated file, random bytes in the samples or a
+    missing file make the stage run again (and say so), never a silent reuse."""
+    path = tmp_path / "work" / "out.wav"
+    runs = []
+
+    def compute() -> StageManifest:
+        runs.append(1)
+        write_audio(path, _noise(2, 48_000), 48_000)
+        return StageManifest("restore", {"out": FileRecord.from_path(path)})
+
+    first, reused = run_stage(tmp_path, "restore", {"x": 1}, compute)
+    assert not reused and first.file("out").content_hash == hash_audio_data(path)
+    assert run_stage(tmp_path, "restore", {"x": 1}, compute)[1]  # intact: reused, not hashed into a redo
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-3000])
+    elif damage == "random_bytes":
+        raw = bytearray(path.read_bytes())
+        raw[-6000:-3000] = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(raw))
+    else:
+        path.unlink()
+    again, reused = run_stage(tmp_path, "restore", {"x": 1}, compute)
+    assert not reused and len(runs) == 2
+    assert again.report.get("redone_because_damaged") == [str(path)]
+    assert hash_audio_data(path) == again.file("out").content_hash
+
+
+def test_the_data_hash_of_a_file_is_the_hash_its_writer_computed(tmp_path: Path) -> None:
+    x = _noise(3, 20_001)
+    written = write_audio(tmp_path / "a.wav", x, 48_000, "PCM_24")
+    assert hash_audio_data(tmp_path / "a.wav") == written == FileRecord.from_path(tmp_path / "a.wav").content_hash
+    (tmp_path / "b.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(AudioFormatError, match="b.wav: has no data chunk"):
+        hash_audio_data(tmp_path / "b.wav")
+
+
+def test_a_second_run_of_a_title_is_refused_while_the_first_holds_its_lock(tmp_path: Path) -> None:
+    """Two real processes: the holder's pid is named; the OS frees the lock when the holder dies."""
+    import subprocess
+    import sys
+
+    from filmrestore.errors import TitleBusyError
+    from filmrestore.resume import title_lock
+
+    title_dir = tmp_path / "out" / "reel"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom filmrestore.resume import title_lock\n"
+        f"with title_lock({str(title_dir)!r}):\n    print('locked', flush=True)\n    time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TitleBusyError, match=rf"{title_dir}: is being written by another run \(pid {holder.pid}\)"):
+            with title_lock(title_dir):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with title_lock(title_dir):  # released by the OS when its holder was killed
+        with pytest.raises(TitleBusyError):  # and a second holder in this process is refused too
+            with title_lock(title_dir):
+                pass

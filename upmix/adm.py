@@ -38,7 +38,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from filmrestore.audio import AudioWriter
+from filmrestore.audio import AudioWriter, read_chunks
 from filmrestore.errors import AudioFormatError, ConfigError, PlanError
 from filmrestore.upmix.admtime import TICKS_PER_S, seconds_to_ticks, ticks_time
 from filmrestore.upmix.layouts import BED_7_1_4, Layout, get_layout
@@ -401,43 +401,6 @@ class AdmSceneWriter:
 
 
 # ----------------------------------------------------------------------------- reading back and checking
-
-def read_chunks(path: str | Path, wanted: tuple[bytes, ...] = (b"fmt ", b"chna", b"axml")) -> dict[bytes, bytes]:
-    """The bodies of the wanted chunks of a RIFF/RF64/BW64 file (``ds64`` sizes honoured; ``data`` skipped).
-
-    Under the key ``b"data@"`` it also gives the data chunk's ``(offset, size)`` packed as two uint64.
-    """
-    path = Path(path)
-    chunks: dict[bytes, bytes] = {}
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise AudioFormatError(path, f"cannot read ({exc.strerror})") from exc
-    with f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
-            raise AudioFormatError(path, "not a RIFF/RF64/BW64 WAVE file")
-        data_size = None
-        while True:
-            header = f.read(8)
-            if len(header) < 8:
-                break
-            tag, size = struct.unpack("<4sI", header)
-            if tag == b"ds64":
-                body = f.read(size)
-                data_size = struct.unpack("<Q", body[8:16])[0]
-                size = 0
-            elif tag == b"data" and size == 0xFFFFFFFF and data_size is not None:
-                size = data_size
-            if tag == b"data":
-                chunks[b"data@"] = struct.pack("<QQ", f.tell(), size)
-            if tag in wanted:
-                chunks[tag] = f.read(size)
-                f.seek(size % 2, 1)
-            else:
-                f.seek(size + size % 2, 1)
-    return chunks
-
 
 def read_pcm24_frames(path: str | Path, start_frame: int, n_frames: int) -> np.ndarray:
     """Frames of a 24-bit RIFF/BW64 file [shape=(n_channels, n)] float32 (libsndfile does not open BW64)."""
