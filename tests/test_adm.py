@@ -16,8 +16,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from filmrestore.audio import partial_path
-from filmrestore.audio import read_chunks
+from filmrestore.audio import partial_path, read_chunks
 from filmrestore.errors import PlanError
 from filmrestore.upmix.adm import (AdmSceneWriter, check_adm_file, get_profile, polar_to_cartesian,
                                    read_pcm24_frames, scene_for)
