@@ -84,13 +84,16 @@ def qc_markdown(qc: dict[str, Any]) -> str:
 
 
 def _restoration_lines(report: dict[str, Any]) -> list[str]:
-    """What the restore stage found (hum, clicks, hiss) and whether it applied each repair."""
+    """What the restore stage found (DC offset, hum, clicks, hiss) and whether it applied each repair."""
     if "applied" not in report:
         return []
     applied = set(report["applied"])
     hum, clicks, hiss = report.get("hum") or {}, report.get("clicks") or {}, report.get("hiss") or {}
     hum_found = hum.get("fundamental_hz") is not None
+    dc = report.get("dc") or {}
     rows = [
+        ("dc offset", "remove-dc", bool(dc.get("detected")),
+         f"per channel {dc.get('offsets_dbfs')} dBFS" if dc else "not measured"),
         ("hum", "dehum", hum_found,
          f"{_fmt(hum.get('fundamental_exact_hz'), ' Hz')}, harmonics {hum.get('harmonic_numbers')}, "
          f"strongest {_fmt(hum.get('level_dbfs'), ' dBFS')}" if hum_found else "no mains series"),

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from filmrestore.audio import read_info, write_audio
+from filmrestore.audio import read_audio, read_info, write_audio
 from filmrestore.errors import ConfigError, EmptyAudioError
 from filmrestore.restoration.clicks import ClickRemover
+from filmrestore.restoration.dc import DCRemover, detect_dc
 from filmrestore.restoration.hiss import Dehisser, detect_hiss
 from filmrestore.restoration.hum import HumRemover, detect_hum
 from filmrestore.restoration.restorer import Restorer, RestorePlan, plan_restoration, read_detection_sample, restore_file
@@ -324,3 +325,34 @@ def test_quantisation_spurs_of_a_tone_are_no_hum():
     tone = np.round(127 * 0.5 * np.sin(2 * np.pi * 997.0 * np.arange(n) / 22_050)) / 127
     x = signal.resample_poly(tone, 320, 147)[None].astype(np.float32)  # 22.05 -> 48 kHz
     assert detect_hum(x, FS).fundamental_hz is None
+
+
+# ----------------------------------------------------------------------------- DC offset
+
+def test_dc_offset_is_detected_removed_without_transient_and_the_programme_kept(tmp_path: Path) -> None:
+    """A 0.4 offset on one side of a transfer: found, reported, and cut by a high-pass that starts
+    settled (no thump at the start), leaving a 440 Hz programme as it was; a clean take is left alone."""
+    t_s = np.arange(N) / FS
+    programme = (0.3 * np.sin(2 * np.pi * 440.0 * t_s)).astype(np.float32)
+    x = np.stack([programme + 0.4, programme]).astype(np.float32)
+    report = detect_dc(x)
+    assert report.detected and report.offsets[0] == pytest.approx(0.4, abs=1e-3) and abs(report.offsets[1]) < 1e-3
+    assert not detect_dc(np.stack([programme, programme])).detected
+    remover = DCRemover(FS, 2)
+    blocks = [remover.process(x[:, a:a + 7777]) for a in range(0, N, 7777)]
+    y = np.concatenate([*blocks, remover.flush()], axis=1)
+    assert y.shape == x.shape
+    whole = DCRemover(FS, 2).process(x)
+    np.testing.assert_allclose(y, whole, atol=1e-6)
+    assert np.abs(y[0] - programme).max() < 0.01  # within -40 dB of the programme from the first sample on
+    assert abs(float(y[0, FS:].mean())) < 1e-4
+    # The tone keeps its level to 0.01 dB; the high-pass only turns its phase by < 1 degree.
+    level_db = 10 * np.log10(np.mean(y[:, FS:] ** 2, axis=1) / np.mean(programme[FS:] ** 2))
+    assert np.abs(level_db).max() < 0.01
+    assert np.corrcoef(y[0, FS:], programme[FS:])[0, 1] > 0.9998
+
+    write_audio(tmp_path / "dc.wav", x, FS)
+    record, restored = restore_file(tmp_path / "dc.wav", tmp_path / "out.wav")
+    assert "remove-dc" in restored["applied"] and restored["dc"]["detected"]
+    out = read_audio(tmp_path / "out.wav")
+    assert abs(float(out[0, FS:].mean())) < 1e-3

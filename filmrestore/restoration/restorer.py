@@ -15,6 +15,7 @@ from filmrestore.errors import ConfigError, EmptyAudioError
 from filmrestore.manifest import FileRecord
 from filmrestore.restoration.blocks import Progress, Sample, as_segments, check_block
 from filmrestore.restoration.clicks import CLICK_MIN_COUNT, CLICK_MIN_RATE_PER_MIN, ClickRemover
+from filmrestore.restoration.dc import DCRemover, DCReport, detect_dc
 from filmrestore.restoration.hiss import Dehisser, HissReport, detect_hiss
 from filmrestore.restoration.hum import HumRemover, HumReport, detect_hum
 
@@ -106,6 +107,7 @@ class RestorePlan:
     click_strength: float = 0.0
     hiss_strength: float = 0.0
     channels: ChannelReport = field(default_factory=lambda: ChannelReport([]))
+    dc: DCReport = field(default_factory=DCReport)
 
     @property
     def applied(self) -> list[str]:
@@ -113,7 +115,8 @@ class RestorePlan:
         names = ("declick", "dehum", "dehiss")
         strengths = (self.click_strength, self.hum_strength, self.hiss_strength)
         fix = {"dead-channel": ["copy-live-channel"], "polarity": ["fix-polarity"]}.get(self.channels.fault or "", [])
-        return fix + [name for name, s in zip(names, strengths) if s > 0.0]
+        dc = ["remove-dc"] if self.dc.detected else []
+        return fix + dc + [name for name, s in zip(names, strengths) if s > 0.0]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the noise profile array is left out)."""
@@ -122,6 +125,7 @@ class RestorePlan:
             "clicks": {**asdict(self.clicks), "strength": self.click_strength},
             "hiss": {**self.hiss.to_dict(), "strength": self.hiss_strength},
             "channels": asdict(self.channels),
+            "dc": asdict(self.dc),
             "applied": self.applied,
         }
 
@@ -151,7 +155,7 @@ def _count_clicks(segments: list[np.ndarray], sample_rate_hz: int, strength: flo
 
 
 def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.0) -> RestorePlan:
-    """Detect hum, clicks and hiss in ``x_sample`` and decide what to apply.
+    """Detect a DC offset, hum, clicks and hiss in ``x_sample`` and decide what to apply.
 
     ``x_sample`` is [shape=(n_channels, n_frames)] or a list of such segments
     (a sparse sample of a long file; segments are never joined, so their seams
@@ -164,6 +168,9 @@ def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.
     segments = as_segments(x_sample)
     channels = detect_channel_faults(segments)
     segments = [fix_channels(seg, channels) for seg in segments]
+    dc = detect_dc(segments)
+    if dc.detected:  # the later detectors see the sample as the chain will give it to them
+        segments = [seg - np.asarray(dc.offsets)[:, None] for seg in segments]
     n_clicks, declicked = _count_clicks(segments, sample_rate_hz, strength)
     analysed_s = sum(s.shape[1] for s in segments) / sample_rate_hz
     rate = 60.0 * n_clicks / analysed_s
@@ -175,7 +182,7 @@ def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.
         cleaned = [_dehum(seg, sample_rate_hz, hum, strength) for seg in cleaned]
     hiss = detect_hiss(cleaned, sample_rate_hz)
     return RestorePlan(hum, clicks, hiss, strength if hum.fundamental_hz else 0.0,
-                       strength if clicks.detected else 0.0, strength if hiss.detected else 0.0, channels)
+                       strength if clicks.detected else 0.0, strength if hiss.detected else 0.0, channels, dc)
 
 
 def _dehum(x: np.ndarray, sample_rate_hz: int, hum: HumReport, strength: float) -> np.ndarray:
@@ -184,7 +191,8 @@ def _dehum(x: np.ndarray, sample_rate_hz: int, hum: HumReport, strength: float) 
 
 
 class Restorer:
-    """The planned processors chained: channel fix -> declick -> dehum -> dehiss [blocks of shape=(n_channels, n)].
+    """The planned processors chained: channel fix -> DC removal -> declick -> dehum -> dehiss
+    [blocks of shape=(n_channels, n)].
 
     Declicking comes first so that impulses are repaired before linear filters
     smear them. ``process`` returns aligned output lagging the input by at most
@@ -197,7 +205,9 @@ class Restorer:
         self.plan = plan
         self._declicker = (ClickRemover(sample_rate_hz, n_channels, plan.click_strength)
                            if plan.click_strength > 0 else None)
-        self._stages: list[Any] = [] if self._declicker is None else [self._declicker]
+        self._stages: list[Any] = [DCRemover(sample_rate_hz, n_channels)] if plan.dc.detected else []
+        if self._declicker is not None:
+            self._stages.append(self._declicker)
         if plan.hum_strength > 0 and plan.hum.fundamental_hz is not None:
             self._stages.append(HumRemover(sample_rate_hz, n_channels, plan.hum.fundamental_hz, 0,
                                            plan.hum_strength, plan.hum.harmonics_hz))
