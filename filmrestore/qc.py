@@ -13,12 +13,15 @@ from filmrestore.manifest import StageManifest
 SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
 
 
-def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    """The QC document: per stage its timing, parameters and findings; loudness; the verdict."""
+def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str, Any]],
+             title: str | None = None) -> dict[str, Any]:
+    """The QC document: per stage its timing, parameters and findings; loudness; the verdict.
+    ``title`` is the title as written (default: the folder's name)."""
     stages = {m["stage"]: StageManifest.from_dict(m) for m in manifests}
     rendered = stages["render"]
     return {
-        "title": Path(title_dir).name,
+        "title": title or Path(title_dir).name,
+        "folder": Path(title_dir).name,
         "source": str(source),
         "filmrestore_version": __version__,
         "stages": {

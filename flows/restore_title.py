@@ -8,6 +8,7 @@ channels, length, content hash), never arrays.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,17 @@ from filmrestore.tasks.restore import restore_task
 from filmrestore.tasks.separate import separate_task
 
 
+def title_folder(title: str) -> str:
+    """A folder name that keeps a title's letters: accents transliterated, anything else that is
+    not a letter, digit, ``.``, ``_`` or ``-`` becomes ``_`` (so no title leaves ``--out``):
+    ``Ça tourne (version française) 1962`` -> ``Ca_tourne_version_francaise_1962``."""
+    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._-")[:128] or "title"
+
+
 def title_from_source(source: str | Path) -> str:
     """A folder-safe title from the source file name (``Feature (1962).mov`` -> ``Feature_1962``)."""
-    stem = Path(source).stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "title"
+    return title_folder(Path(source).stem)
 
 
 @flow(name="restore-title", flow_run_name="restore {title}", log_prints=False, result_serializer="json")
@@ -46,8 +54,10 @@ def restore_title(
     ceiling_dbtp: float | None = None,
     gate: str | None = None,
     adm_profile: str = "ebu",
+    display_title: str | None = None,
 ) -> dict[str, Any]:
-    """Restore one title; returns the deliverables' paths and the QC verdict."""
+    """Restore one title (``title`` is its folder under ``out``, ``display_title`` the name as
+    written, for qc.json and the ADM programme); returns the deliverables' paths and the verdict."""
     title_dir = str(Path(out) / title)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
         extracted = extract_task(source, title_dir, stream)
@@ -55,8 +65,9 @@ def restore_title(
         stems = separate_task(restored, title_dir, separator, device, checkpoint)
         plan = plan_task(stems, title_dir, adm_profile)
         loudness = normalize_task(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-        rendered = render_task(stems, plan, loudness, title_dir, adm_profile)
-        return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered])
+        rendered = render_task(stems, plan, loudness, title_dir, adm_profile, display_title or title)
+        return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered],
+                           display_title or title)
 
 
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
@@ -87,7 +98,8 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     if not source.is_file():
         raise MediaError(source, "source file does not exist" if not source.exists() else "is not a regular file")
     validate_options(**options)
-    title = title or title_from_source(source)
-    refuse_overwriting(source, out_dirs=[Path(out) / title])
+    display = title or Path(source).stem
+    folder = title_folder(display)
+    refuse_overwriting(source, out_dirs=[Path(out) / folder])
     ensure_writable_dir(out)
-    return restore_title(str(source.resolve()), str(Path(out).resolve()), title, **options)
+    return restore_title(str(source.resolve()), str(Path(out).resolve()), folder, display_title=display, **options)

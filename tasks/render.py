@@ -31,21 +31,23 @@ def _speech_mask(norm: dict[str, Any]) -> np.ndarray | None:
 
 def run_render(
     stems: dict[str, Any], plan: dict[str, Any], loudness: dict[str, Any], title_dir: str | Path,
-    adm_profile: str = "ebu", on_progress: Callable[[int, int], None] | None = None,
+    adm_profile: str = "ebu", on_progress: Callable[[int, int], None] | None = None, programme_name: str | None = None,
 ) -> tuple[StageManifest, bool]:
     """Render the deliverables of a title with the gain the normalize stage chose and the plan
     of the plan-stage manifest ``plan``."""
     title_dir = Path(title_dir)
     norm = StageManifest.from_dict(loudness).report
     spec_d = norm["spec"]
-    params = _key_params({"stems": stems, "plan": plan, "loudness": loudness, "adm_profile": adm_profile})
+    name = programme_name or title_dir.name  # the ADM programme's name: the title as written
+    params = _key_params({"stems": stems, "plan": plan, "loudness": loudness, "adm_profile": adm_profile,
+                          "programme_name": name})
 
     def compute() -> StageManifest:
         spec = DeliverySpec(**spec_d)
         placement = plan_of(plan)
         scene = scene_for(placement, get_profile(adm_profile))  # a plan that does not fit fails before any output
         records, after = render_deliverables(
-            stem_paths(stems), norm["gain_db"], spec.ceiling_dbtp, title_dir, title_dir.name, placement, scene,
+            stem_paths(stems), norm["gain_db"], spec.ceiling_dbtp, title_dir, name, placement, scene,
             _speech_mask(norm), on_progress, BLOCK_FRAMES)
         result = verdict(after["bed"], spec)
         result["summary"] = _summary(result)
@@ -73,14 +75,15 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     """The render's cache key: stems, gain, spec, ADM profile and the plan's content."""
     norm = StageManifest.from_dict(p["loudness"]).report
     return {"stems": p["stems"], "gain_db": norm["gain_db"], "spec": norm["spec"],
-            "adm_profile": p.get("adm_profile", "ebu"), "plan": StageManifest.from_dict(p["plan"]).report["digest"]}
+            "adm_profile": p.get("adm_profile", "ebu"), "plan": StageManifest.from_dict(p["plan"]).report["digest"],
+            "programme_name": p.get("programme_name") or Path(p["title_dir"]).name}
 
 
 @task(**task_options("render", _key_params))
 def render_task(stems: dict[str, Any], plan: dict[str, Any], loudness: dict[str, Any], title_dir: str,
-                adm_profile: str = "ebu") -> dict[str, Any]:
+                adm_profile: str = "ebu", programme_name: str | None = None) -> dict[str, Any]:
     """Prefect wrapper: render the bed, the ADM file, the stem deliverables and the fold-downs."""
     progress = progress_reporter(title_dir, "render")
-    manifest, reused = run_render(stems, plan, loudness, title_dir, adm_profile, progress)
+    manifest, reused = run_render(stems, plan, loudness, title_dir, adm_profile, progress, programme_name)
     log_stage("render", manifest, reused)
     return manifest.to_dict()

@@ -35,13 +35,14 @@ def write_qc(title_dir: str | Path, qc: dict[str, Any]) -> dict[str, str]:
 
 
 @task(name="report", retries=1)
-def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]]) -> dict[str, Any]:
+def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]], title: str | None = None
+                ) -> dict[str, Any]:
     """Prefect wrapper: write the QC files and publish them as artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from filmrestore.tasks.common import artifact_key
 
-    qc = build_qc(source, title_dir, manifests)
+    qc = build_qc(source, title_dir, manifests, title)
     qc["plots"] = write_plots(title_dir, qc, manifests)
     paths = write_qc(title_dir, qc)
     create_markdown_artifact(artifact_markdown(qc, title_dir), key=artifact_key(title_dir, "qc"),

@@ -153,6 +153,25 @@ def test_a_title_being_written_by_another_run_is_refused(tmp_path: Path, demo_cl
     assert not (title_dir / "work").exists()
 
 
+def test_titles_keep_their_letters_in_the_folder_and_their_name_in_qc_and_adm(tmp_path: Path,
+                                                                          demo_clip: Path) -> None:
+    from filmrestore.audio import read_chunks
+
+    clip = tmp_path / "Ça tourne (version française) 1962.mov"
+    clip.write_bytes(demo_clip.read_bytes())
+    code, output = _invoke("run", clip, "--out", tmp_path / "out", "--separator", "dsp", "--device", "cpu")
+    assert code == 0, output
+    title_dir = tmp_path / "out" / "Ca_tourne_version_francaise_1962"
+    qc = json.loads((title_dir / "qc.json").read_text())
+    assert (qc["title"], qc["folder"]) == ("Ça tourne (version française) 1962", title_dir.name)
+    axml = read_chunks(title_dir / "adm.wav")[b"axml"].decode("utf-8")
+    assert 'audioProgrammeName="Ça tourne (version française) 1962"' in axml
+    code, output = _invoke("run", clip, "--out", tmp_path / "out", "--title", "../../escape", "--separator", "dsp",
+                           "--device", "cpu")
+    assert code == 0 and (tmp_path / "out" / "escape" / "qc.json").is_file(), output  # confined to --out
+    assert not (tmp_path / "escape").exists()
+
+
 def test_unwritable_output_folder(tmp_path: Path, demo_clip: Path) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the output folder should be")
