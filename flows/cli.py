@@ -41,6 +41,22 @@ EXIT_EXPECTED_ERROR = 2
 EXIT_DELIVERY_FAILED = 3  # everything written, but the delivery fails its loudness spec
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from filmrestore import __version__
+
+        typer.echo(f"filmrestore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect."""
+
+
 class Preset(str, Enum):
     ebu_r128 = "ebu-r128"
     atsc_a85 = "atsc-a85"

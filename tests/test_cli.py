@@ -221,3 +221,10 @@ def test_expected_error_prints_no_traceback_from_a_real_process(tmp_path: Path) 
     assert proc.returncode == EXIT_EXPECTED_ERROR, output
     assert "Traceback" not in output
     assert f"error: {video}: no audio stream" in output.replace("\n", "")
+
+
+def test_version() -> None:
+    from filmrestore import __version__
+
+    code, output = _invoke("--version")
+    assert (code, output.strip()) == (0, f"filmrestore {__version__}")
