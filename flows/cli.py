@@ -35,7 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+# Messages go to stderr, unwrapped and without rich's number highlighting, so piped output stays
+# one line per message; machine-readable results (--json) go to stdout.
+console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 EXIT_EXPECTED_ERROR = 2
 EXIT_DELIVERY_FAILED = 3  # everything written, but the delivery fails its loudness spec
@@ -134,6 +136,8 @@ def run(
     ceiling: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
     gate: Annotated[Optional[Gate], typer.Option("--gate", help="Custom gating: programme or dialogue.")] = None,
     adm_profile: Annotated[str, typer.Option("--adm-profile", help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the title folder, deliverables and verdict as "
+                                                         "JSON on stdout.")] = False,
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
     from filmrestore.flows.restore_title import run_restore_title
@@ -144,6 +148,8 @@ def run(
         gate=gate.value if gate else None, adm_profile=adm_profile,
     )
     print_deliverables(result)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
     if not result.get("verdict", {}).get("pass"):
         raise typer.Exit(EXIT_DELIVERY_FAILED)
 

@@ -159,9 +159,12 @@ def test_titles_keep_their_letters_in_the_folder_and_their_name_in_qc_and_adm(tm
 
     clip = tmp_path / "Ça tourne (version française) 1962.mov"
     clip.write_bytes(demo_clip.read_bytes())
-    code, output = _invoke("run", clip, "--out", tmp_path / "out", "--separator", "dsp", "--device", "cpu")
-    assert code == 0, output
+    result = runner.invoke(app, ["run", str(clip), "--out", str(tmp_path / "out"), "--separator", "dsp",
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
     title_dir = tmp_path / "out" / "Ca_tourne_version_francaise_1962"
+    printed = json.loads(result.stdout)  # stdout is the JSON alone; messages went to stderr
+    assert printed["title_dir"] == str(title_dir.resolve()) and printed["verdict"]["pass"] is True
     qc = json.loads((title_dir / "qc.json").read_text())
     assert (qc["title"], qc["folder"]) == ("Ça tourne (version française) 1962", title_dir.name)
     axml = read_chunks(title_dir / "adm.wav")[b"axml"].decode("utf-8")
