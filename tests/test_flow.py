@@ -30,9 +30,10 @@ def restored(demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _mtimes(title_dir: Path) -> dict[str, int]:
-    """Modification times of every stage output (the QC report, qc.* and qc/, is rewritten each run)."""
+    """Modification times of every stage output (the QC report, qc.* and qc/, is rewritten each run,
+    and so is the title lock, .lock, with the running pid)."""
     return {str(p.relative_to(title_dir)): p.stat().st_mtime_ns for p in title_dir.rglob("*") if p.is_file()
-            and not p.name.startswith("qc.") and p.relative_to(title_dir).parts[0] != "qc"}
+            and not p.name.startswith("qc.") and p.relative_to(title_dir).parts[0] != "qc" and p.name != ".lock"}
 
 
 def _wave_format(path: Path) -> tuple[int, int, int]:
