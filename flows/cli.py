@@ -215,16 +215,33 @@ def separate(
 @app.command()
 @expected_errors
 def loudness(
-    file: Annotated[Path, typer.Argument(help="WAV/RF64 file to measure.")],
+    file: Annotated[Path, typer.Argument(help="WAV/RF64/BW64 file to measure, or a video/audio file "
+                                              "(its first audio stream, or --stream N, decoded by ffmpeg).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     layout: Annotated[Optional[str], typer.Option("--layout", help="Channel layout (default: the file's WAVE speaker mask, else by channel count; 5 = L R C Ls Rs): "
                                       "mono, stereo, 3.0, 4.0, 5.0, 5.1, 7.0, 7.1, 5.1.4, 7.1.2, 7.1.4.")] = None,
     no_dialogue: Annotated[bool, typer.Option("--no-dialogue", help="Skip dialogue gating (silero-vad on the programme).")] = False,
+    stream: StreamOpt = None,
 ) -> None:
     """Measure BS.1770-4 loudness, loudness range, true peak and dialogue-gated loudness."""
-    from filmrestore.loudness.measure import measure_file
+    import tempfile
 
-    report = measure_file(file, layout=layout, dialogue_from_programme=not no_dialogue).to_dict()
+    from filmrestore.audio import read_info
+    from filmrestore.errors import AudioFormatError
+    from filmrestore.loudness.measure import measure_file
+    from filmrestore.media import extract_audio
+
+    def readable_as_is() -> bool:
+        try:
+            read_info(file)
+            return stream is None
+        except AudioFormatError:
+            return False
+
+    with tempfile.TemporaryDirectory(prefix="filmrestore-loudness-") as tmp:
+        # A video (or a stream of a multi-stream file) is decoded as extract does, into a temporary WAV.
+        measured = file if readable_as_is() else extract_audio(file, Path(tmp) / "audio.wav", stream)[0].path
+        report = measure_file(measured, layout=layout, dialogue_from_programme=not no_dialogue).to_dict()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

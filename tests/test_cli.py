@@ -231,3 +231,15 @@ def test_version() -> None:
 
     code, output = _invoke("--version")
     assert (code, output.strip()) == (0, f"filmrestore {__version__}")
+
+
+def test_loudness_measures_the_soundtrack_of_a_video(tmp_path: Path, demo_clip: Path) -> None:
+    """`loudness` on a .mov decodes its audio stream as extract does and meters that."""
+    from filmrestore.loudness.measure import measure_file
+    from filmrestore.media import extract_audio
+
+    code, output = _invoke("loudness", demo_clip, "--json", "--no-dialogue")
+    assert code == 0, output
+    extract_audio(demo_clip, tmp_path / "a.wav")
+    assert json.loads(output)["integrated_lufs"] == pytest.approx(measure_file(tmp_path / "a.wav").integrated_lufs,
+                                                                   abs=0.001)
