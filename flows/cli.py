@@ -55,8 +55,10 @@ def _print_version(value: bool) -> None:
 def _main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Print all of Prefect's log lines.")] = False,
 ) -> None:
     """Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect."""
+    _TerminalLines.verbose = verbose
 
 
 class Preset(str, Enum):
@@ -87,16 +89,50 @@ class _QuietExpectedErrors(logging.Filter):
         return True
 
 
+class _TerminalLines(logging.Filter):
+    """What Prefect's console handler prints from the CLI: the stages' own lines (one per stage,
+    marked by ``log_stage``), warnings and unexpected errors. Prefect's chatter (temporary
+    server, flow run begun or finished) and its lines about an expected error, which the CLI
+    states once itself, are left out; ``--verbose`` prints everything. The API (the UI) still
+    gets every record: this filter sits on the console handler only."""
+
+    verbose = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose or getattr(record, "filmrestore_stage", False):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        message = record.getMessage()
+        if message.startswith("Concurrency limits ") and "do not exist" in message:
+            return False  # the gpu slot of a run without a configured server: nothing to act on
+        expected = record.exc_info and isinstance(record.exc_info[1], FilmrestoreError)
+        return not (expected or any(name in message for name in _expected_error_names()))
+
+
+def _expected_error_names() -> set[str]:
+    found, todo = set(), [FilmrestoreError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
 def _quiet_prefect_tracebacks() -> None:
-    """Put :class:`_QuietExpectedErrors` on the handlers of Prefect's loggers (once)."""
+    """Put :class:`_QuietExpectedErrors` on the handlers of Prefect's loggers, and
+    :class:`_TerminalLines` on its console handlers (once)."""
     from prefect.logging.configuration import setup_logging
 
     if not logging.getLogger("prefect").handlers:
         setup_logging()
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # "": the root, Prefect's console
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _QuietExpectedErrors) for f in handler.filters):
                 handler.addFilter(_QuietExpectedErrors())
+            console_handler = "Console" in type(handler).__name__ or type(handler) is logging.StreamHandler
+            if console_handler and not any(isinstance(f, _TerminalLines) for f in handler.filters):
+                handler.addFilter(_TerminalLines())
 
 
 def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

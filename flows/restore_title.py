@@ -97,6 +97,11 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     source = Path(source)
     if not source.is_file():
         raise MediaError(source, "source file does not exist" if not source.exists() else "is not a regular file")
+    if source.stat().st_size == 0:
+        raise MediaError(source, "is empty (0 bytes)")
+    from filmrestore.media import probe_audio_streams, select_stream
+
+    select_stream(source, probe_audio_streams(source)[0], options.get("stream"))  # no audio, bad --stream: now
     validate_options(**options)
     display = title or Path(source).stem
     folder = title_folder(display)

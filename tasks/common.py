@@ -91,4 +91,6 @@ def log_stage(stage: str, manifest: StageManifest, reused: bool) -> None:
     from prefect import get_run_logger
 
     how = "reused from a previous run" if reused else f"done in {manifest.report.get('elapsed_s', 0):.1f} s"
-    get_run_logger().info("%s %s: %s", stage, how, ", ".join(sorted(manifest.files)))
+    # Marked, so that the CLI's terminal keeps these lines while it leaves Prefect's own chatter out.
+    get_run_logger().info("%s %s: %s", stage, how, ", ".join(sorted(manifest.files)),
+                          extra={"filmrestore_stage": True})

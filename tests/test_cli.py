@@ -243,3 +243,20 @@ def test_loudness_measures_the_soundtrack_of_a_video(tmp_path: Path, demo_clip: 
     extract_audio(demo_clip, tmp_path / "a.wav")
     assert json.loads(output)["integrated_lufs"] == pytest.approx(measure_file(tmp_path / "a.wav").integrated_lufs,
                                                                    abs=0.001)
+
+
+def test_an_expected_error_is_one_line_on_stderr_and_nothing_else(tmp_path: Path, demo_clip: Path) -> None:
+    """Through the real command: a bad --stream or an empty file is refused before any stage or
+    Prefect server starts, with exactly one stderr line and nothing on stdout."""
+    import sys
+
+    cli = Path(sys.executable).with_name("filmrestore")
+    empty = tmp_path / "empty.mov"
+    empty.write_bytes(b"")
+    for args, problem in (([str(demo_clip), "--stream", "5"], "no audio stream #5"),
+                          ([str(empty)], "is empty (0 bytes)")):
+        proc = subprocess.run([str(cli), "run", *args, "--out", str(tmp_path / "out")], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert proc.returncode == EXIT_EXPECTED_ERROR
+        assert proc.stdout == "" and proc.stderr.count("\n") == 1 and problem in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
