@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +35,24 @@ def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from filmrestore.demo import make_demo_clip
 
     return make_demo_clip(tmp_path_factory.mktemp("clip") / "demo_clip.mov", duration_s=12.0, seed=3)
+
+
+@contextlib.contextmanager
+def _title_locked_elsewhere(title_dir: Path) -> Iterator[subprocess.Popen]:
+    """Another real process holding ``title_dir``'s lock for the ``with`` body (killed after)."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom filmrestore.resume import title_lock\n"
+        f"with title_lock({str(title_dir)!r}):\n    print('locked', flush=True)\n    time.sleep(120)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.fixture
+def title_locked_elsewhere() -> Any:
+    """``with title_locked_elsewhere(title_dir) as holder:`` — the lock held by another process."""
+    return _title_locked_elsewhere

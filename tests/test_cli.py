@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,20 +136,11 @@ def test_no_command_writes_over_its_input(tmp_path: Path, demo_clip: Path) -> No
     assert clip.read_bytes() == before and inside.read_bytes() == before
 
 
-def test_a_title_being_written_by_another_run_is_refused(tmp_path: Path, demo_clip: Path) -> None:
-    import sys
-
+def test_a_title_being_written_by_another_run_is_refused(tmp_path: Path, demo_clip: Path,
+                                                       title_locked_elsewhere: Any) -> None:
     title_dir = tmp_path / "out" / demo_clip.stem
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time\nfrom filmrestore.resume import title_lock\n"
-        f"with title_lock({str(title_dir)!r}):\n    print('locked', flush=True)\n    time.sleep(120)\n")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with title_locked_elsewhere(title_dir) as holder:
         code, output = _invoke("run", demo_clip, "--out", tmp_path / "out", "--device", "cpu")
-    finally:
-        holder.kill()
-        holder.wait()
     _assert_one_clear_line(code, output, title_dir, f"is being written by another run (pid {holder.pid})")
     assert not (title_dir / "work").exists()
 

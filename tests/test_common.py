@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,27 +165,17 @@ def test_the_data_hash_of_a_file_is_the_hash_its_writer_computed(tmp_path: Path)
         hash_audio_data(tmp_path / "b.wav")
 
 
-def test_a_second_run_of_a_title_is_refused_while_the_first_holds_its_lock(tmp_path: Path) -> None:
+def test_a_second_run_of_a_title_is_refused_while_the_first_holds_its_lock(tmp_path: Path,
+                                                                          title_locked_elsewhere: Any) -> None:
     """Two real processes: the holder's pid is named; the OS frees the lock when the holder dies."""
-    import subprocess
-    import sys
-
     from filmrestore.errors import TitleBusyError
     from filmrestore.resume import title_lock
 
     title_dir = tmp_path / "out" / "reel"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom filmrestore.resume import title_lock\n"
-        f"with title_lock({str(title_dir)!r}):\n    print('locked', flush=True)\n    time.sleep(60)\n")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with title_locked_elsewhere(title_dir) as holder:
         with pytest.raises(TitleBusyError, match=rf"{title_dir}: is being written by another run \(pid {holder.pid}\)"):
             with title_lock(title_dir):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
     with title_lock(title_dir):  # released by the OS when its holder was killed
         with pytest.raises(TitleBusyError):  # and a second holder in this process is refused too
             with title_lock(title_dir):

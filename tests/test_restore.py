@@ -4,6 +4,8 @@ steady tones, damaged with mains hum, clicks and hiss."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import signal
