@@ -69,6 +69,28 @@ def plot_loudness(path: Path, series: dict[str, dict[str, list]], target_lufs: f
     return path
 
 
+FREQUENCY_TICKS_HZ = (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+DISPLAY_BANDS = 240  # log-spaced rows of a drawn spectrogram, 20 Hz to Nyquist (about 1/24 octave)
+
+
+def log_frequency_rows(freqs_hz: np.ndarray, power_db: np.ndarray, n_rows: int = DISPLAY_BANDS,
+                       low_hz: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a spectrogram onto ``n_rows`` log-spaced frequencies from ``low_hz`` to the top
+    bin: each row is the mean power of the FFT bins in its band, or the nearest bin where the
+    band is narrower than one bin (low frequencies). What a log axis shows, at a fraction of
+    the quads to draw. Returns ``(centres_hz [shape=(n_rows,)], power_db [shape=(n_rows, T)])``."""
+    edges = np.geomspace(low_hz, freqs_hz[-1], n_rows + 1)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    power = 10.0 ** (power_db / 10.0)
+    lo, hi = np.searchsorted(freqs_hz, edges[:-1]), np.searchsorted(freqs_hz, edges[1:])
+    nearest = np.clip(np.searchsorted(freqs_hz, centres), 0, len(freqs_hz) - 1)
+    cumulative = np.vstack([np.zeros((1, power.shape[1])), np.cumsum(power, axis=0)])
+    counts = (hi - lo)[:, None]
+    mean = (cumulative[hi] - cumulative[lo]) / np.maximum(counts, 1)
+    rows = np.where(counts > 0, mean, power[nearest])
+    return centres, 10.0 * np.log10(np.maximum(rows, 1e-12))
+
+
 def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
     """One spectrogram panel per stem (dB, log frequency axis)."""
     fig = _figure(9, 2.4 * len(stems))
@@ -76,10 +98,13 @@ def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
     image = None
     for ax, (name, stem_path) in zip(axes, stems.items()):
         times_s, freqs_hz, power_db = stem_spectrogram(stem_path)
-        keep = freqs_hz >= 20.0
-        image = ax.pcolormesh(times_s, freqs_hz[keep], power_db[keep], shading="nearest", cmap="magma",
+        rows_hz, rows_db = log_frequency_rows(freqs_hz, power_db)
+        # Drawn on log10(Hz) with fixed ticks: matplotlib's log axis spends most of the figure's
+        # time laying out its minor tick labels.
+        image = ax.pcolormesh(times_s, np.log10(rows_hz), rows_db, shading="nearest", cmap="magma",
                               vmin=-100.0, vmax=-10.0, rasterized=True)
-        ax.set_yscale("log")
+        ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
+        ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
         ax.set(ylabel="Hz", title=name)
     axes[-1].set_xlabel("time (s)")
     if image is not None:

@@ -126,6 +126,7 @@ def _quiet_prefect_tracebacks() -> None:
 
     if not logging.getLogger("prefect").handlers:
         setup_logging()
+    logging.getLogger("filmrestore").setLevel(logging.INFO)  # a run in-process logs its stages here
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # "": the root, Prefect's console
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _QuietExpectedErrors) for f in handler.filters):

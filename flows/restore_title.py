@@ -7,17 +7,21 @@ channels, length, content hash), never arrays.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import Task, flow
+from prefect.context import FlowRunContext
 
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir, refuse_overwriting
 from filmrestore.errors import ConfigError, MediaError
 from filmrestore.resume import title_lock
+from filmrestore.tasks.common import STAGE_LOGGER, is_transient
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
 from filmrestore.tasks.plan import plan_task
@@ -60,14 +64,54 @@ def restore_title(
     written, for qc.json and the ADM programme); returns the deliverables' paths and the verdict."""
     title_dir = str(Path(out) / title)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
-        extracted = extract_task(source, title_dir, stream)
-        restored = restore_task(extracted, title_dir)
-        stems = separate_task(restored, title_dir, separator, device, checkpoint)
-        plan = plan_task(stems, title_dir, adm_profile)
-        loudness = normalize_task(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-        rendered = render_task(stems, plan, loudness, title_dir, adm_profile, display_title or title)
-        return report_task(source, title_dir, [extracted, restored, stems, plan, loudness, rendered],
-                           display_title or title)
+        extracted = stage(extract_task, source, title_dir, stream)
+        restored = stage(restore_task, extracted, title_dir)
+        stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
+        plan = stage(plan_task, stems, title_dir, adm_profile)
+        loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+        rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, display_title or title)
+        return stage(report_task, source, title_dir, [extracted, restored, stems, plan, loudness, rendered],
+                     display_title or title)
+
+
+def stage(task: Task, *args: Any) -> Any:
+    """Run one stage: as its Prefect task inside a flow run (the UI shows it; Prefect retries it),
+    else in this process as the task's plain function, retried by the same rule
+    (:func:`~filmrestore.tasks.common.is_transient`, the task's retry count and delay)."""
+    if FlowRunContext.get() is not None:
+        return task(*args)
+    for attempt in range(task.retries + 1):
+        try:
+            return task.fn(*args)
+        except Exception as exc:
+            if attempt == task.retries or not is_transient(exc):
+                raise
+            logging.getLogger(STAGE_LOGGER).warning("%s failed (%s: %s); retrying", task.name,
+                                                    type(exc).__name__, exc)
+            time.sleep(float(task.retry_delay_seconds or 0))
+    raise AssertionError("unreachable")
+
+
+LOCAL_SERVER = "http://127.0.0.1:4200/api"  # where ``filmrestore server`` listens by default
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API a run reports to: ``PREFECT_API_URL`` when configured (environment or
+    Prefect profile), else a Prefect server answering on this machine's default port
+    (``filmrestore server``), else None: the flow then runs in this process without Prefect
+    (same stages, resume, lock and files; no temporary server to start)."""
+    import urllib.request
+
+    from prefect.settings import get_current_settings
+
+    configured = get_current_settings().api.url
+    if configured:
+        return configured
+    try:
+        with urllib.request.urlopen(f"{LOCAL_SERVER}/health", timeout=0.5) as reply:
+            return LOCAL_SERVER if reply.status == 200 and reply.read().strip() == b"true" else None
+    except (OSError, ValueError):
+        return None
 
 
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
@@ -93,7 +137,8 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
 
 
 def run_restore_title(source: str | Path, out: str | Path, title: str | None = None, **options: Any) -> dict[str, Any]:
-    """Validate the paths and options, then run the flow (the CLI and tests call this)."""
+    """Validate the paths and options, then run the flow (the CLI and tests call this): as a
+    Prefect flow run when :func:`prefect_api_url` finds an API, else in this process."""
     source = Path(source)
     if not source.is_file():
         raise MediaError(source, "source file does not exist" if not source.exists() else "is not a regular file")
@@ -107,4 +152,11 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     folder = title_folder(display)
     refuse_overwriting(source, out_dirs=[Path(out) / folder])
     ensure_writable_dir(out)
-    return restore_title(str(source.resolve()), str(Path(out).resolve()), folder, display_title=display, **options)
+    args = (str(source.resolve()), str(Path(out).resolve()), folder)
+    api = prefect_api_url()
+    if api is None:
+        return restore_title.fn(*args, display_title=display, **options)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        return restore_title(*args, display_title=display, **options)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +14,27 @@ from typing import Any
 from filmrestore.errors import FilmrestoreError
 from filmrestore.manifest import StageManifest
 from filmrestore.resume import load_valid_manifest, stage_key
+
+# OS errors that a retry cannot cure: a full disk or quota, a read-only or missing path, no permission.
+PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                       errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+STAGE_LOGGER = "filmrestore.stages"
+
+
+def in_prefect_run() -> bool:
+    """True inside a Prefect flow or task run: only there are artifacts, the run logger and
+    concurrency slots served by an API (a stage called in-process has none of them)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a stage that raised ``exc`` is worth running again: never for our own errors (bad
+    input, bad options, a FAILED check) or an OS error that stays (a full disk, no permission)."""
+    if isinstance(exc, FilmrestoreError):
+        return False
+    return not (isinstance(exc, OSError) and exc.errno in PERMANENT_OS_ERRORS)
 
 def prefect_cache_key(stage: str, key_params: Callable[[dict[str, Any]], dict[str, Any]]):
     """A Prefect ``cache_key_fn`` that hits only while the stage's outputs are intact on disk.
@@ -38,10 +61,8 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry unexpected faults, never our own specific errors."""
     try:
         state.result()
-    except FilmrestoreError:
-        return False
-    except Exception:  # noqa: BLE001 - any other fault may be transient (I/O, GPU OOM, ...)
-        return True
+    except Exception as exc:  # noqa: BLE001 - any other fault may be transient (I/O, GPU OOM, ...)
+        return is_transient(exc)
     return False
 
 
@@ -51,12 +72,16 @@ def artifact_key(title_dir: str | Path, what: str) -> str:
     return f"{title}-{what}"[:100]
 
 
-def progress_reporter(title_dir: str | Path, stage: str, step: float = 0.02) -> Callable[[int, int], None]:
-    """An ``on_progress(done, total)`` callback that updates a Prefect progress artifact.
+def progress_reporter(title_dir: str | Path, stage: str, step: float = 0.02
+                      ) -> Callable[[int, int], None] | None:
+    """An ``on_progress(done, total)`` callback that updates a Prefect progress artifact (None
+    outside a Prefect run: there is no API to send it to).
 
     Updates are sent only every ``step`` of progress so a long film does not
     flood the API with one request per block.
     """
+    if not in_prefect_run():
+        return None
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact_id = create_progress_artifact(
@@ -87,10 +112,15 @@ def task_options(stage: str, key_params: Callable[[dict[str, Any]], dict[str, An
 
 
 def log_stage(stage: str, manifest: StageManifest, reused: bool) -> None:
-    """Log one line per stage through Prefect's run logger."""
-    from prefect import get_run_logger
-
+    """Log one line per stage: through Prefect's run logger inside a run (the UI shows it), else
+    through the ``filmrestore.stages`` logger."""
     how = "reused from a previous run" if reused else f"done in {manifest.report.get('elapsed_s', 0):.1f} s"
+    if in_prefect_run():
+        from prefect import get_run_logger
+
+        logger: logging.Logger | logging.LoggerAdapter = get_run_logger()
+    else:
+        logger = logging.getLogger(STAGE_LOGGER)
     # Marked, so that the CLI's terminal keeps these lines while it leaves Prefect's own chatter out.
-    get_run_logger().info("%s %s: %s", stage, how, ", ".join(sorted(manifest.files)),
+    logger.info("%s %s: %s", stage, how, ", ".join(sorted(manifest.files)),
                           extra={"filmrestore_stage": True})

@@ -37,17 +37,25 @@ def write_qc(title_dir: str | Path, qc: dict[str, Any]) -> dict[str, str]:
 @task(name="report", retries=1)
 def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]], title: str | None = None
                 ) -> dict[str, Any]:
-    """Prefect wrapper: write the QC files and publish them as artifacts."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    from filmrestore.tasks.common import artifact_key
+    """Prefect wrapper: write the QC files and publish them as artifacts (inside a Prefect run)."""
+    from filmrestore.tasks.common import in_prefect_run
 
     qc = build_qc(source, title_dir, manifests, title)
     qc["plots"] = write_plots(title_dir, qc, manifests)
     paths = write_qc(title_dir, qc)
+    if in_prefect_run():
+        _publish(qc, title_dir)
+    return {"title_dir": title_dir, "deliverables": {**qc["deliverables"], **paths}, "verdict": qc["verdict"]}
+
+
+def _publish(qc: dict[str, Any], title_dir: str) -> None:
+    """The QC report and the loudness table as artifacts of the Prefect run (the UI shows them)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from filmrestore.tasks.common import artifact_key
+
     create_markdown_artifact(artifact_markdown(qc, title_dir), key=artifact_key(title_dir, "qc"),
                              description="QC report")
     rows = [{"signal": s, "when": w, **{k: r.get(k) for k in ("integrated_lufs", "true_peak_dbtp", "lra_lu")}}
             for w in ("before", "after") for s, r in qc["loudness"][w].items()]
     create_table_artifact(rows, key=artifact_key(title_dir, "loudness"), description="Loudness before/after")
-    return {"title_dir": title_dir, "deliverables": {**qc["deliverables"], **paths}, "verdict": qc["verdict"]}

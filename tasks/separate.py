@@ -13,7 +13,7 @@ from filmrestore.audio import hash_file
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import DEFAULT_CHECKPOINT, STEMS, get_separator, resolve_device, separate_file
 from filmrestore.resume import run_stage
-from filmrestore.tasks.common import log_stage, progress_reporter, task_options
+from filmrestore.tasks.common import in_prefect_run, log_stage, progress_reporter, task_options
 
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
@@ -65,9 +65,13 @@ def separate_task(
     (``strict=False``: Prefect logs a warning). The slot's lease is renewed while the
     stage runs; a killed worker's slot comes back when its lease expires.
     """
+    from contextlib import nullcontext
+
     from prefect.concurrency.sync import concurrency
 
-    with concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False):
+    slot = concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False) if in_prefect_run() \
+        else nullcontext()  # in-process, without an API: nothing to share the GPU with
+    with slot:
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
         manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)
     log_stage("separate", manifest, reused)

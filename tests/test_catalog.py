@@ -257,6 +257,22 @@ def test_stem_spectrogram_finds_a_tone_and_reads_a_bounded_number_of_windows(tmp
     assert np.all(np.abs(power_db[:, loud].max(axis=0) - 20 * np.log10(0.5)) < 1.5)
     quiet = (times_s > 10.1) & (times_s < 19.9)
     assert quiet.any() and np.all(power_db[:, quiet].max(axis=0) < -100)
+    # The drawn rows (log-spaced) keep the tone in the row around 1 kHz, and silence silent.
+    from filmrestore.plots import log_frequency_rows
+
+    rows_hz, rows_db = log_frequency_rows(freqs_hz, power_db)
+    assert np.all(np.abs(np.log2(rows_hz[np.argmax(rows_db[:, loud], axis=0)] / tone_hz)) < 1 / 12)
+    assert np.all(rows_db[:, quiet].max(axis=0) < -100)
+
+
+def test_log_frequency_rows_keep_the_level_of_a_flat_spectrum() -> None:
+    from filmrestore.plots import log_frequency_rows
+
+    freqs_hz = np.fft.rfftfreq(4096, 1 / 48_000)
+    flat = np.full((freqs_hz.size, 3), -40.0)
+    rows_hz, rows_db = log_frequency_rows(freqs_hz, flat, n_rows=100)
+    assert rows_hz.shape == (100,) and np.all(np.diff(rows_hz) > 0) and 20 <= rows_hz[0] < 25
+    assert np.allclose(rows_db, -40.0)
 
 
 def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Path) -> None:

@@ -155,3 +155,89 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "demo_clip" / "adm.wav").is_file()
     assert "deliverables in" in proc.stderr
+    # No Prefect API configured: the flow runs in this process, with no temporary server.
+    assert "temporary server" not in proc.stderr
+    assert all(f"{stage} done in" in proc.stderr for stage in STAGES), proc.stderr
+
+
+@pytest.fixture
+def no_prefect_api(monkeypatch: pytest.MonkeyPatch):
+    """No API configured and none answering on the default port: what a bare machine has."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from filmrestore.flows import restore_title
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Prefect server was started")
+
+    monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")  # discard port: refused
+    monkeypatch.setattr(SubprocessASGIServer, "start", refuse)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield
+
+
+def _hashes(title_dir: Path) -> dict[str, str]:
+    import hashlib
+
+    names = ("bed_7.1.4.wav", "stems/dialogue.wav", "stems/music.wav", "stems/effects.wav", "stems/me.wav",
+             "foldown/stereo.wav", "foldown/5.1.wav")
+    return {n: hashlib.sha256((title_dir / n).read_bytes()).hexdigest() for n in names}
+
+
+def test_without_a_prefect_api_the_flow_runs_in_process_with_the_same_deliverables(
+        restored: dict, demo_clip: Path, tmp_path: Path, no_prefect_api: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from filmrestore.tasks.common import STAGE_LOGGER
+
+    flow_run = Path(restored["title_dir"])
+    preset = json.loads((flow_run / "qc.json").read_text())["verdict"]["preset"]  # as the last flow run left it
+    with caplog.at_level("INFO", logger=STAGE_LOGGER):
+        local = run_restore_title(demo_clip, tmp_path, "clip", preset=preset, device="cpu")
+    assert [r.getMessage().split(" ")[0] for r in caplog.records if r.name == STAGE_LOGGER] == list(STAGES)
+    assert _hashes(Path(local["title_dir"])) == _hashes(flow_run)
+    assert local["verdict"] == json.loads((flow_run / "qc.json").read_text())["verdict"]
+    # ... and resumes like a flow run: every stage reused, nothing rewritten.
+    before = _mtimes(Path(local["title_dir"]))
+    caplog.clear()
+    with caplog.at_level("INFO", logger=STAGE_LOGGER):
+        run_restore_title(demo_clip, tmp_path, "clip", preset=preset, device="cpu")
+    assert _mtimes(Path(local["title_dir"])) == before
+    assert sum("reused from a previous run" in r.getMessage() for r in caplog.records) == len(STAGES)
+
+
+def test_a_server_answering_on_the_default_port_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from filmrestore.flows import restore_title
+
+    harness = get_current_settings().api.url  # the session's real test server
+    monkeypatch.setattr(restore_title, "LOCAL_SERVER", harness)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert restore_title.prefect_api_url() == harness
+        monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")
+        assert restore_title.prefect_api_url() is None
+    assert restore_title.prefect_api_url() == harness  # configured: used as it is
+
+
+def test_in_process_stages_retry_transient_faults_only(no_prefect_api: None) -> None:
+    import errno
+
+    from prefect import task
+
+    from filmrestore.flows.restore_title import stage
+
+    calls = []
+
+    @task(retries=2, retry_delay_seconds=0)
+    def flaky(code: int) -> str:
+        calls.append(code)
+        if len(calls) == 1:
+            raise OSError(code, "fault")
+        return "done"
+
+    assert stage(flaky, errno.EIO) == "done" and len(calls) == 2  # an I/O error: tried again
+    calls.clear()
+    with pytest.raises(OSError, match="fault"):
+        stage(flaky, errno.ENOSPC)  # a full disk stays full: not retried
+    assert len(calls) == 1

@@ -441,6 +441,17 @@ def test_silent_programme_is_never_amplified() -> None:
     assert verdict(report, get_preset("ebu-r128"))["pass"] is False
 
 
+def test_a_short_or_very_quiet_programme_is_not_called_silent() -> None:
+    rng = np.random.default_rng(5)
+    short = measure_array(0.1 * rng.standard_normal((1, FS // 10)), FS)  # 0.1 s: no 400 ms block
+    with pytest.raises(SilentProgrammeError, match=r"clip.wav: is too short to measure \(0.100 s"):
+        programme_gain_db(short, get_preset("ebu-r128"), source="clip.wav")
+    quiet = measure_array(10 ** (-75 / 20) * rng.standard_normal((1, 5 * FS)), FS)  # real noise, near -75 dBFS
+    assert quiet.true_peak_dbtp > -70.0 and quiet.integrated_lufs == float("-inf")
+    with pytest.raises(SilentProgrammeError, match=r"too quiet to measure.*-70 LUFS.*true peak -6\d\.\d dBTP"):
+        programme_gain_db(quiet, get_preset("ebu-r128"), source="film.wav")
+
+
 # ----------------------------------------------------------------------------- limiter
 
 def _limit(x: np.ndarray, ceiling_dbtp: float, block_sizes: list[int] | None = None) -> np.ndarray:

@@ -125,13 +125,25 @@ def _basis(report: LoudnessReport, spec: DeliverySpec) -> _Basis:
     return _Basis(report.integrated_lufs, target, "programme", reason)
 
 
+def unmeasurable_reason(report: LoudnessReport) -> str:
+    """Why a programme has no integrated loudness (-inf LUFS), in the terms of BS.1770: too short
+    for one 400 ms gating block, digital silence, or every block under the -70 LUFS absolute
+    gate (a quiet but not silent programme: its true peak is said)."""
+    if report.duration_s < 0.4:
+        return (f"is too short to measure ({report.duration_s:.3f} s: BS.1770 loudness needs at least "
+                "one 400 ms block); refusing to normalise it")
+    if not math.isfinite(report.true_peak_dbtp):
+        return "is silent (every sample is 0); refusing to amplify silence toward the target"
+    return (f"is too quiet to measure: every 400 ms block is under BS.1770's -70 LUFS absolute gate "
+            f"(true peak {report.true_peak_dbtp:.1f} dBTP); refusing to amplify it toward the target")
+
+
 def programme_gain(report: LoudnessReport, spec: DeliverySpec, source: str = "programme") -> GainDecision:
     """Gain toward the spec's target (its fallback target when its fallback rule applies);
     raises :class:`SilentProgrammeError` on silence."""
     b = _basis(report, spec)
     if not math.isfinite(b.measured_lufs):
-        raise SilentProgrammeError(source, "is silent (integrated loudness -inf LUFS); "
-                                   "refusing to amplify silence toward the target")
+        raise SilentProgrammeError(source, unmeasurable_reason(report))
     return GainDecision(b.target_lufs - b.measured_lufs, b.measured_lufs, b.gate, b.fallback is not None,
                         b.target_lufs, b.fallback)
 
