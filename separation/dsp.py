@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from filmrestore.separation.base import Separator
-from filmrestore.separation.vad import VAD_CHUNK_FRAMES, Decimate3, SileroVAD
+from filmrestore.separation.vad import FrameSpeechProbability
 
 _EPS = 1e-12
 
@@ -73,8 +73,7 @@ class DSPSeparator(Separator):
         super().__init__()
         self.config = config or DSPConfig()
         cfg = self.config
-        self.vad = SileroVAD()
-        self.decimate = Decimate3()
+        self.vad = FrameSpeechProbability(cfg.hop_frames)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
         freqs_hz = np.fft.rfftfreq(cfg.n_fft, 1.0 / self.sample_rate_hz)
         self.register_buffer("band_weight", torch.from_numpy(_speech_band_weight(freqs_hz)),
@@ -136,18 +135,11 @@ class DSPSeparator(Separator):
     def _speech_presence(self, mono: torch.Tensor, power: torch.Tensor,
                          parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """Probability of speech per STFT frame [shape=(batch, n_frames)]."""
-        vad = self._vad_per_frame(mono, power.shape[-1])
+        vad = self.vad(mono, power.shape[-1])
         cue = self._speech_cue(power, parts)
         presence = 1.0 - (1.0 - vad) * (1.0 - cue)
         held = F.max_pool1d(presence[:, None], 2 * self.hold_frames + 1, 1, self.hold_frames)
         return _box(held, self.hold_frames)[:, 0]
-
-    def _vad_per_frame(self, mono: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """silero-vad probability of the 32 ms chunk holding each STFT frame's centre."""
-        probs = self.vad(self.decimate(mono))
-        hops_per_chunk = 3 * VAD_CHUNK_FRAMES // self.config.hop_frames
-        index = (torch.arange(n_frames, device=mono.device) // hops_per_chunk).clamp_(max=probs.shape[1] - 1)
-        return probs[:, index]
 
     def _speech_cue(self, power: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         """DSP speech-likeness [shape=(batch, n_frames)] in [0, 1].

@@ -117,3 +117,24 @@ class Decimate3(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = F.pad(x.unsqueeze(1), (self.half_frames, self.half_frames))
         return F.conv1d(padded, self.taps, stride=3)[:, 0]
+
+
+class FrameSpeechProbability(torch.nn.Module):
+    """silero-vad speech probability per STFT frame of 48 kHz audio: the probability of the
+    32 ms VAD chunk that holds each frame's centre (``torch.stft(center=True)``: frame ``t`` is
+    centred on sample ``t * hop_frames``).
+
+    ``forward(x [shape=(batch, n_samples)] at 48 kHz, n_frames) -> [shape=(batch, n_frames)]``.
+    """
+
+    def __init__(self, hop_frames: int) -> None:
+        super().__init__()
+        self.hop_frames = int(hop_frames)
+        self.vad = SileroVAD()
+        self.decimate = Decimate3()
+
+    def forward(self, x: torch.Tensor, n_frames: int) -> torch.Tensor:
+        probs = self.vad(self.decimate(x))
+        centres = torch.arange(n_frames, device=x.device) * self.hop_frames
+        index = torch.div(centres, 3 * VAD_CHUNK_FRAMES, rounding_mode="floor").clamp_(max=probs.shape[1] - 1)
+        return probs[:, index]
