@@ -45,6 +45,11 @@ OUTPUT_RATE_HZ = 48_000
 MAX_SHORT_S = 0.25
 # Soft timestamp tolerance for aresample's first-frame padding/trimming (seconds).
 _MIN_COMP_S = 0.0001
+# A hole (or overlap) between the samples and their timestamps larger than this is filled with
+# silence (or trimmed) where it is: a packet lost to damage keeps everything after it at its time.
+# libswresample's default (0.1 s) let holes of a few frames each pass and add up: 8 lost AAC
+# frames put the rest of a clip 64 ms early. Above the 0.5 ms jitter of millisecond timestamps.
+_HARD_COMP_S = 0.001
 
 _CONTEXT_TAG = re.compile(r"^\s*\[[^\]]+ @ 0x[0-9a-fA-F]+\]\s*")
 
@@ -274,7 +279,8 @@ def build_command(source: Path, tmp_out: Path, chosen: AudioStream, first_pts: i
     ``first_pts`` is in samples of the stream's own rate (see the module docstring).
     """
     audio = ffmpeg.input(_ffmpeg_path(source))[str(chosen.index)].filter(
-        "aresample", chosen.sample_rate_hz, first_pts=first_pts, min_comp=_MIN_COMP_S)
+        "aresample", chosen.sample_rate_hz, first_pts=first_pts, min_comp=_MIN_COMP_S,
+        min_hard_comp=_HARD_COMP_S)
     resample: dict[str, Any] = {"resampler": "soxr", "precision": 28} if has_soxr() else {}
     audio = audio.filter("aresample", OUTPUT_RATE_HZ, **resample)
     if end_frames is not None:
@@ -358,11 +364,13 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
         info = read_info(tmp)
         short_s = _check_length(source, info.n_frames, expected, stderr)
         _check_signal(source, tmp)
+        gaps = find_decode_gaps(source, chosen, zero_time_s) if stderr.strip() else []
         os.replace(tmp, out_wav)
     finally:
         tmp.unlink(missing_ok=True)
     record = FileRecord.from_path(out_wav)
-    return record, _report(chosen, zero_time_s, record, short_s, stderr)
+    return record, {**_report(chosen, zero_time_s, record, short_s, stderr), "gaps": gaps,
+                    "gaps_total_s": round(sum(g["duration_s"] for g in gaps), 6)}
 
 
 def _check_signal(source: Path, decoded: Path) -> None:
@@ -375,6 +383,41 @@ def _check_signal(source: Path, decoded: Path) -> None:
         peak = max(peak, float(np.abs(block).max(initial=0.0)))
     if peak == 0.0:
         raise SilentProgrammeError(source, "is silent: its audio stream is digital silence (every sample is 0)")
+
+
+GAP_MIN_S = 0.001  # a hole in the decoded timeline shorter than this is timestamp rounding, not lost audio
+
+
+def find_decode_gaps(source: Path, chosen: AudioStream, zero_time_s: float) -> list[dict[str, float]]:
+    """Where the decoded stream has holes: packets that failed to decode (damaged) or that are
+    missing, found as gaps between one decoded frame's end and the next frame's timestamp.
+
+    Returns ``[{"at_s", "duration_s"}]`` with ``at_s`` on the output's timeline (0 = the
+    picture's zero). Extract fills each with silence at its timestamp (``aresample``
+    compensation), so the samples after it keep their time; this says where and how long.
+    One more decoding pass of the stream (ffprobe), run only when the decoder complained.
+    """
+    try:
+        probe = ffmpeg.probe(_ffmpeg_path(source), v="error", select_streams=str(chosen.index),
+                             show_entries="frame=pts_time,duration_time,nb_samples")
+    except ffmpeg.Error:
+        return []  # the extract itself succeeded: an unreadable listing only means no gap report
+    spans = []
+    for frame in probe.get("frames") or []:
+        try:
+            start = float(frame["pts_time"])
+        except (KeyError, ValueError):
+            continue
+        duration = frame.get("duration_time")
+        length = float(duration) if duration not in (None, "N/A") else \
+            int(frame.get("nb_samples") or 0) / chosen.sample_rate_hz
+        spans.append((start, start + length))
+    spans.sort()
+    gaps = []
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        if start - end >= GAP_MIN_S:
+            gaps.append({"at_s": round(end - zero_time_s, 6), "duration_s": round(start - end, 6)})
+    return gaps
 
 
 def _format_frames(probe: dict[str, Any]) -> int:

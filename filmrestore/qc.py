@@ -10,6 +10,7 @@ from filmrestore import __version__
 from filmrestore.loudness.specs import spec_label
 from filmrestore.manifest import StageManifest
 
+SHORT_WARNING_S = 0.01  # a stream ending this much before its declared end is said (codec padding is less)
 SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
 
 
@@ -34,9 +35,29 @@ def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str
             "gain_db": stages["normalize"].report.get("gain_db"),
         },
         "verdict": rendered.report.get("verdict", {}),
+        "warnings": qc_warnings(stages),
         "foldown_check": rendered.report.get("foldown_check", {}),
         "deliverables": {name: rec.path for name, rec in rendered.files.items()},
     }
+
+
+def qc_warnings(stages: dict[str, StageManifest]) -> list[str]:
+    """What a delivery engineer must hear about although the deliverables were written: audio
+    the decoder lost (filled with silence at its timestamps, so sync holds) and a stream that
+    ends short of its declared length."""
+    extract = stages["extract"].report if "extract" in stages else {}
+    warnings = []
+    gaps = extract.get("gaps") or []
+    if gaps:
+        shown = ", ".join(f"{g['at_s']:.3f} s ({1000 * g['duration_s']:.0f} ms)" for g in gaps[:5])
+        more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
+        warnings.append(f"{len(gaps)} gap(s) in the decoded audio stream (damaged or missing packets), "
+                        f"{1000 * extract.get('gaps_total_s', 0.0):.0f} ms in all, filled with silence at "
+                        f"their timestamps so the rest stays in sync: at {shown}{more}")
+    if (extract.get("short_by_s") or 0.0) >= SHORT_WARNING_S:
+        warnings.append(f"the audio stream ends {1000 * extract['short_by_s']:.0f} ms before the end its "
+                        "container declares")
+    return warnings
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -58,6 +79,10 @@ def qc_markdown(qc: dict[str, Any]) -> str:
         f"**{'PASS' if verdict.get('pass') else 'FAIL'}** "
         f"({verdict.get('summary', '')})",
         "",
+    ]
+    if qc.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in qc["warnings"]] + [""]
+    lines += [
         "## Stages",
         "",
         "| stage | time (s) | findings |",

@@ -297,6 +297,8 @@ def print_deliverables(result: dict[str, Any]) -> None:
     status = "[green]PASS[/]" if verdict.get("pass") else "[red]FAIL[/]"
     label = spec_label({"name": verdict.get("preset", "?"), "based_on": verdict.get("based_on")})
     console.print(f"loudness ({label}): {status} {verdict.get('summary', '')}", highlight=False)
+    for warning in result.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {warning} (see qc.md)", highlight=False)
 
 
 from filmrestore.flows import cli_upmix  # noqa: E402,F401  (registers commands)

@@ -45,7 +45,8 @@ def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]], ti
     paths = write_qc(title_dir, qc)
     if in_prefect_run():
         _publish(qc, title_dir)
-    return {"title_dir": title_dir, "deliverables": {**qc["deliverables"], **paths}, "verdict": qc["verdict"]}
+    return {"title_dir": title_dir, "deliverables": {**qc["deliverables"], **paths}, "verdict": qc["verdict"],
+            "warnings": qc["warnings"]}
 
 
 def _publish(qc: dict[str, Any], title_dir: str) -> None:

@@ -252,3 +252,25 @@ def test_an_expected_error_is_one_line_on_stderr_and_nothing_else(tmp_path: Path
         assert proc.returncode == EXIT_EXPECTED_ERROR
         assert proc.stdout == "" and proc.stderr.count("\n") == 1 and problem in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_over_damaged_packets_says_where_the_gaps_are(tmp_path: Path) -> None:
+    """Lost packets are filled in sync (tests/test_extract.py); the run says so in qc.json,
+    qc.md and on the terminal, not as a silent PASS."""
+    from test_extract import _damage_packets
+
+    clean = tmp_path / "clean.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24:duration=8", "-f", "lavfi", "-i",
+            "aevalsrc=0.3*sin(2*PI*(300*t+40*t*t))*(0.6+0.4*sin(2*PI*0.7*t)):s=48000:d=8",
+            "-c:v", "mpeg4", "-c:a", "aac", str(clean))
+    hit_s = _damage_packets(clean, tmp_path / "reel 3.mp4", after_s=4.0, every=4, count=6)
+    code, output = _invoke("run", tmp_path / "reel 3.mp4", "--out", tmp_path / "out", "--separator", "dsp")
+    assert code == 0, output
+    qc = json.loads((tmp_path / "out" / "reel_3" / "qc.json").read_text())
+    gaps = qc["stages"]["extract"]["report"]["gaps"]
+    assert gaps and all(min(abs(g["at_s"] - t) for t in hit_s) < 1e-3 for g in gaps)
+    assert len(qc["warnings"]) == 1 and f"{len(gaps)} gap(s) in the decoded audio" in qc["warnings"][0]
+    assert f"at {gaps[0]['at_s']:.3f} s" in qc["warnings"][0]
+    assert "## Warnings" in (tmp_path / "out" / "reel_3" / "qc.md").read_text()
+    assert [line for line in output.splitlines() if line.startswith("warning:")] == \
+        [f"warning: {qc['warnings'][0]} (see qc.md)"]

@@ -205,3 +205,44 @@ def test_legacy_codecs_decode_without_gaps(tmp_path: Path, suffix: str, acodec: 
     expected = np.sqrt(np.mean(reference ** 2))
     assert np.all(np.abs(20 * np.log10(frame_rms / expected)) < 1.0), (frame_rms.min(), expected)
     assert abs(dominant_hz(body[0]) - 997.0) < 2.0
+
+
+def _damage_packets(src: Path, dst: Path, after_s: float, every: int, count: int) -> list[float]:
+    """Copy ``src`` with the payload of ``count`` audio packets (every ``every``-th after ``after_s``)
+    overwritten by random bytes, as a damaged transfer leaves them; returns their timestamps."""
+    import ffmpeg as ffmpeg_python
+
+    packets = ffmpeg_python.probe(str(src), select_streams="a:0", show_entries="packet=pts_time,pos,size")["packets"]
+    hit = [p for p in packets if float(p["pts_time"]) > after_s][::every][:count]
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(1)
+    for p in hit:
+        pos, size = int(p["pos"]), int(p["size"])
+        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return [float(p["pts_time"]) for p in hit]
+
+
+def test_damaged_packets_become_reported_gaps_and_the_rest_stays_in_sync(tmp_path: Path) -> None:
+    # A chirp: tonal (the AAC decoder's noise substitution, whose random state a lost frame
+    # changes, stays out of it) and never periodic (a shift shows).
+    chirp = ["-f", "lavfi", "-i", f"aevalsrc=0.3*sin(2*PI*(300*t+40*t*t)):s={SR}:d=6"]
+    clean = make_clip(tmp_path / "clean.mp4", [chirp], duration_s=6.0, acodec="aac")
+    damaged = tmp_path / "damaged.mp4"
+    hit_s = _damage_packets(clean, damaged, after_s=3.0, every=3, count=8)
+    _, clean_report = extract_audio(clean, tmp_path / "clean.wav")
+    _, report = extract_audio(damaged, tmp_path / "damaged.wav")
+    assert clean_report["gaps"] == [] and clean_report["gaps_total_s"] == 0.0
+    frame_s = 1024 / SR  # one AAC frame
+    gaps = report["gaps"]
+    assert 1 <= len(gaps) <= 8 and all(abs(g["duration_s"] % frame_s) < 1e-3 or
+                                       abs(g["duration_s"] % frame_s - frame_s) < 1e-3 for g in gaps)
+    assert all(min(abs(g["at_s"] - t) for t in hit_s) < 1e-3 for g in gaps)  # where the damage is
+    assert report["gaps_total_s"] == pytest.approx(sum(g["duration_s"] for g in gaps))
+    a, b = read_audio(tmp_path / "clean.wav")[0], read_audio(tmp_path / "damaged.wav")[0]
+    assert a.shape == b.shape  # every sample after the damage is still at its timestamp
+    after = slice(int((max(hit_s) + 0.2) * SR), a.size - SR // 10)
+    np.testing.assert_allclose(b[after], a[after], atol=1e-4)
+    for g in gaps:  # the lost frames are silence, not shifted audio
+        hole = b[int((g["at_s"] + 0.002) * SR): int((g["at_s"] + g["duration_s"] - 0.002) * SR)]
+        assert hole.size and np.abs(hole).max() < 1e-4
