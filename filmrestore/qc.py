@@ -37,7 +37,8 @@ def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str
         "verdict": rendered.report.get("verdict", {}),
         "warnings": qc_warnings(stages),
         "foldown_check": rendered.report.get("foldown_check", {}),
-        "deliverables": {name: rec.path for name, rec in rendered.files.items()},
+        "deliverables": {name: rec.path for name, rec in rendered.files.items()}
+        | ({"remux": stages["remux"].files["remux"].path} if "remux" in stages else {}),
     }
 
 

@@ -36,6 +36,7 @@ STAGE_VERSIONS = {
     "plan": 1,
     "normalize": 5,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom
     "render": 5,
+    "remux": 1,
     "report": 2,
 }
 
@@ -104,9 +105,14 @@ def damaged_files(manifest: StageManifest) -> list[str]:
     return [rec.path for rec, digest in zip(records, hashes) if digest != rec.content_hash]
 
 
+CONTAINER_SUFFIXES = (".mkv", ".mov")  # a remux: fingerprinted (size, first and last 8 MiB), not decoded
+
+
 def _verified_hash(path: str) -> str | None:
     """The sample-data hash of ``path`` ("" when unreadable, None when missing), once per
-    (path, size, mtime) in this process."""
+    (path, size, mtime) in this process; a remux's fingerprint (:func:`.remux.remux_fingerprint`)."""
+    from filmrestore.remux import remux_fingerprint
+
     try:
         st = os.stat(path)
     except OSError:
@@ -114,7 +120,8 @@ def _verified_hash(path: str) -> str | None:
     stamp = (path, st.st_size, st.st_mtime_ns)
     if stamp not in _VERIFIED:
         try:
-            _VERIFIED[stamp] = hash_audio_data(path)
+            _VERIFIED[stamp] = remux_fingerprint(path) if Path(path).suffix in CONTAINER_SUFFIXES \
+                else hash_audio_data(path)
         except (AudioFormatError, OSError):
             _VERIFIED[stamp] = ""  # not a readable WAVE file any more
     return _VERIFIED[stamp]

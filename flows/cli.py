@@ -74,6 +74,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class RemuxFormat(str, Enum):
+    mkv = "mkv"
+    mov = "mov"
+
+
 class Gate(str, Enum):
     programme = "programme"
     dialogue = "dialogue"
@@ -175,6 +180,12 @@ def run(
     adm_profile: Annotated[str, typer.Option("--adm-profile", help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the title folder, deliverables and verdict as "
                                                          "JSON on stdout.")] = False,
+    remux: Annotated[bool, typer.Option("--remux", help="Also write OUT/<title>/remux.mkv: the source's video, "
+                                        "subtitles and chapters with the 7.1.4 bed, 5.1 and stereo fold-downs "
+                                        "and M&E, in sync.")] = False,
+    remux_format: Annotated[RemuxFormat, typer.Option("--remux-format", help="Container of the remux (mov keeps "
+                                                      "the bed's channel layout; mkv holds FLAC and every "
+                                                      "subtitle).")] = RemuxFormat.mkv,
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
     from filmrestore.flows.restore_title import run_restore_title
@@ -182,7 +193,7 @@ def run(
     result = run_restore_title(
         source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
         checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
-        gate=gate.value if gate else None, adm_profile=adm_profile,
+        gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
     )
     print_deliverables(result)
     if as_json:

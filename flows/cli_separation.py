@@ -71,6 +71,8 @@ def train(
     workers: Annotated[int, typer.Option("--workers", help="DataLoader processes mixing examples.")] = 1,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming from OUT's state.")] = False,
+    dialogue_weight: Annotated[float, typer.Option("--dialogue-weight", help="Weight of the dialogue stem in the loss "
+                                                   "(music and effects weigh 1).")] = 1.0,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -91,7 +93,7 @@ def train(
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
-                         num_workers=workers, threads=threads)
+                         num_workers=workers, threads=threads, dialogue_weight=dialogue_weight)
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init)
     console.print(f"checkpoint: {path}")
 

@@ -25,6 +25,7 @@ from filmrestore.tasks.common import STAGE_LOGGER, is_transient
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
 from filmrestore.tasks.plan import plan_task
+from filmrestore.tasks.remux import remux_task
 from filmrestore.tasks.render import render_task
 from filmrestore.tasks.report import report_task
 from filmrestore.tasks.restore import restore_task
@@ -59,9 +60,11 @@ def restore_title(
     gate: str | None = None,
     adm_profile: str = "ebu",
     display_title: str | None = None,
+    remux: str | None = None,
 ) -> dict[str, Any]:
     """Restore one title (``title`` is its folder under ``out``, ``display_title`` the name as
-    written, for qc.json and the ADM programme); returns the deliverables' paths and the verdict."""
+    written, for qc.json and the ADM programme; ``remux`` ``"mkv"`` or ``"mov"`` also writes the
+    source's pictures with the restored audio); returns the deliverables' paths and the verdict."""
     title_dir = str(Path(out) / title)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
         extracted = stage(extract_task, source, title_dir, stream)
@@ -70,8 +73,10 @@ def restore_title(
         plan = stage(plan_task, stems, title_dir, adm_profile)
         loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
         rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, display_title or title)
-        return stage(report_task, source, title_dir, [extracted, restored, stems, plan, loudness, rendered],
-                     display_title or title)
+        manifests = [extracted, restored, stems, plan, loudness, rendered]
+        if remux:
+            manifests.append(stage(remux_task, source, extracted, rendered, title_dir, remux))
+        return stage(report_task, source, title_dir, manifests, display_title or title)
 
 
 def stage(task: Task, *args: Any) -> Any:
@@ -116,15 +121,20 @@ def prefect_api_url() -> str | None:
 
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
                      stream: int | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
-                     ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu") -> None:
+                     ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu",
+                     remux: str | None = None) -> None:
     """Refuse a bad option before any stage runs (one ConfigError naming it): the delivery spec,
     the separator and its checkpoint (read and checked, not run), the device, the stream index
     and the ADM profile."""
     from filmrestore.loudness.specs import get_preset
     from filmrestore.upmix.adm import get_profile
 
+    from filmrestore.remux import CONTAINERS
+
     get_preset(preset, target_lufs, ceiling_dbtp, gate)
     get_profile(adm_profile)
+    if remux is not None and remux not in CONTAINERS:
+        raise ConfigError(f"unknown remux container {remux!r}: use {' or '.join(CONTAINERS)}")
     if stream is not None and (not isinstance(stream, int) or isinstance(stream, bool) or stream < 0):
         raise ConfigError(f"stream must be a non-negative integer (0-based among audio streams), got {stream!r}")
     from filmrestore.separation import SEPARATOR_NAMES, get_separator, resolve_device

@@ -70,6 +70,7 @@ class TrainConfig:
     epoch_minutes: float | None = None  # end an epoch (validate, save) after this long, even short of its steps
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    dialogue_weight: float = 1.0  # the dialogue stem's weight in the loss (music and effects: 1)
 
 
 def state_paths(out: Path) -> tuple[Path, Path]:
@@ -100,9 +101,11 @@ def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor
 _MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient before training stops
 
 
-def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
+                    dialogue_weight: float = 1.0) -> torch.Tensor:
     """Waveform + multi-resolution STFT-magnitude L1-SNR, mean over examples and stems, in dB
-    (see :func:`_stem_loss` for silent stems).
+    (see :func:`_stem_loss` for silent stems); the dialogue stem weighs ``dialogue_weight``
+    against 1 for music and effects (a weighted mean, so the loss keeps its scale).
 
     Args:
         estimate, target: stems [shape=(batch, 3, n_channels, n_samples)].
@@ -124,7 +127,9 @@ def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Ten
             t = mag(flat_t).reshape(n_batch, n_stems, -1)
             m = mag(flat_m).reshape(n_batch, -1).mean(-1).clamp_min(1e-6)
         spec = spec + _stem_loss(e, t, m) / len(_STFT_SIZES)
-    return (wave + spec).mean()
+    weights = torch.ones(n_stems, device=mix.device)
+    weights[0] = dialogue_weight
+    return ((wave + spec) * weights).sum(-1).mean() / weights.sum()
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -237,7 +242,7 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
             group["lr"] = learning_rate(state.step, config)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             estimate = model(mix)
-        loss = separation_loss(estimate.float(), stems, mix)
+        loss = separation_loss(estimate.float(), stems, mix, config.dialogue_weight)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -394,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, kind in (("epochs", int), ("steps_per_epoch", int), ("batch_size", int), ("segment_s", float),
                        ("learning_rate", float), ("warmup_steps", int), ("total_steps", int),
                        ("ema_decay", float), ("valid_examples", int), ("max_minutes", float),
-                       ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int)):
+                       ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int),
+                       ("dialogue_weight", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(TrainConfig, name))
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})

@@ -150,6 +150,18 @@ def test_bad_checkpoints_name_the_file(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def test_dialogue_weight_is_a_weighted_mean_of_the_stem_losses(data: Path) -> None:
+    probe = RemixDataset(data / "train", segment_s=1.0, n_examples=3, remix=False, seed=2)
+    mix, stems = (torch.stack(t) for t in zip(*[probe[i] for i in range(3)]))
+    with torch.inference_mode():
+        estimate = NeuralSeparator(_tiny()).eval()(mix)
+        per_stem = [float(separation_loss(estimate[:, k:k + 1], stems[:, k:k + 1], mix)) for k in range(3)]
+        plain = float(separation_loss(estimate, stems, mix))
+        weighted = float(separation_loss(estimate, stems, mix, dialogue_weight=3.0))
+    assert plain == pytest.approx(sum(per_stem) / 3, rel=1e-5)
+    assert weighted == pytest.approx((3 * per_stem[0] + per_stem[1] + per_stem[2]) / 5, rel=1e-5)
+
+
 def test_tiny_model_trains_and_its_loss_falls(data: Path, tmp_path: Path) -> None:
     probe = RemixDataset(data / "train", segment_s=1.0, n_examples=4, remix=False, seed=9)
     mix, stems = (torch.stack(t) for t in zip(*[probe[i] for i in range(4)]))

@@ -1,0 +1,125 @@
+"""--remux: the source's pictures, subtitles and chapters with the restored audio, in sync (real ffmpeg)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from filmrestore.audio import read_audio
+from filmrestore.errors import ConfigError
+from filmrestore.flows.restore_title import run_restore_title, validate_options
+from filmrestore.remux import AUDIO_TRACKS, remux
+
+pytestmark = pytest.mark.integration
+
+SR = 48_000
+PICTURE_START_S = 0.5  # the picture starts half a second into the container's timeline
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def _probe(path: Path, *entries: str) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *entries, str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)
+
+
+def _packet_md5s(path: Path) -> list[str]:
+    """The video packets' MD5s, in order (ffmpeg's framemd5 of a stream copy)."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framemd5",
+                          "-"], capture_output=True, text=True, check=True).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Matroska file with H.264 pictures starting 0.5 s after its AAC soundtrack (French:
+    speech-like chirps over a hum), SubRip subtitles, two chapters and a title."""
+    tmp = tmp_path_factory.mktemp("film")
+    (tmp / "subs.srt").write_text("1\n00:00:01,000 --> 00:00:02,500\nBonjour.\n\n"
+                                  "2\n00:00:04,000 --> 00:00:05,000\nAu revoir.\n")
+    (tmp / "chapters.txt").write_text(";FFMETADATA1\ntitle=Le Film\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=3000\n"
+                                      "title=Un\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=3000\nEND=6000\ntitle=Deux\n")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=5.5", "-c:v", "libx264", "-preset",
+            "ultrafast", str(tmp / "pictures.mp4"))
+    _ffmpeg("-f", "lavfi", "-i", "aevalsrc=0.2*sin(2*PI*(250*t+30*t*t))*(0.5+0.5*sin(2*PI*3*t))"
+            "+0.05*sin(2*PI*50*t):s=48000:d=6", "-c:a", "aac", str(tmp / "sound.m4a"))
+    src = tmp / "le film.mkv"
+    _ffmpeg("-itsoffset", str(PICTURE_START_S), "-i", str(tmp / "pictures.mp4"), "-i", str(tmp / "sound.m4a"),
+            "-i", str(tmp / "subs.srt"), "-i", str(tmp / "chapters.txt"),
+            "-map", "0:v", "-map", "1:a", "-map", "2:s", "-map_metadata", "3", "-map_chapters", "3",
+            "-c", "copy", "-metadata:s:a:0", "language=fre", str(src))
+    return src
+
+
+@pytest.fixture(scope="module")
+def restored(film: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return run_restore_title(film, tmp_path_factory.mktemp("out"), separator="dsp", device="cpu", remux="mkv")
+
+
+def test_remux_copies_the_pictures_and_carries_every_deliverable(film: Path, restored: dict) -> None:
+    path = Path(restored["deliverables"]["remux"])
+    assert path == Path(restored["title_dir"]) / "remux.mkv" and path.is_file()
+    assert _packet_md5s(path) == _packet_md5s(film)  # packet for packet
+    streams = _probe(path, "-show_streams")["streams"]
+    audio = [s for s in streams if s["codec_type"] == "audio"]
+    assert [s["channels"] for s in audio] == [12, 6, 2, 1]
+    assert [s["codec_name"] for s in audio] == ["pcm_s24le", "flac", "flac", "flac"]
+    assert [s["tags"]["language"] for s in audio] == ["fre", "fre", "fre", "zxx"]
+    assert [s["tags"]["title"] for s in audio] == [title for _, title, _ in AUDIO_TRACKS]
+    title_dir = Path(restored["title_dir"])
+    for index, (name, _, _) in enumerate(AUDIO_TRACKS):  # lossless: the deliverable, sample for sample
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", f"0:a:{index}", "-f", "f32le", "-"],
+                             capture_output=True, check=True).stdout
+        ours = read_audio(title_dir / f"{name}.wav")
+        theirs = np.frombuffer(raw, np.float32).reshape(-1, ours.shape[0]).T
+        assert theirs.shape == ours.shape, name
+        np.testing.assert_array_equal(theirs, ours, err_msg=name)
+
+
+def test_remux_audio_starts_with_the_picture(film: Path, restored: dict) -> None:
+    source = {s["codec_type"]: float(s["start_time"]) for s in _probe(film, "-show_streams")["streams"]}
+    # (Matroska shifted the AAC priming, 21 ms, off the start: the picture is that much later still.)
+    assert source["video"] - source["audio"] == pytest.approx(PICTURE_START_S, abs=0.03)
+    streams = _probe(Path(restored["deliverables"]["remux"]), "-show_streams")["streams"]
+    video = next(float(s["start_time"]) for s in streams if s["codec_type"] == "video")
+    assert video == pytest.approx(source["video"] - min(source.values()), abs=0.002)
+    for s in streams:
+        if s["codec_type"] == "audio":  # sample 0 of each deliverable is the first picture
+            assert float(s["start_time"]) == pytest.approx(video, abs=0.002), s["tags"]["title"]
+
+
+def test_remux_keeps_subtitles_and_chapters_and_resumes(film: Path, restored: dict) -> None:
+    path = Path(restored["deliverables"]["remux"])
+    info = _probe(path, "-show_streams", "-show_chapters", "-show_format")
+    subtitles = [s for s in info["streams"] if s["codec_type"] == "subtitle"]
+    assert [s["codec_name"] for s in subtitles] == ["subrip"]
+    assert [c["tags"]["title"] for c in info["chapters"]] == ["Un", "Deux"]
+    assert info["format"]["tags"]["title"] == "Le Film"
+    qc = json.loads((Path(restored["title_dir"]) / "qc.json").read_text())
+    assert qc["stages"]["remux"]["report"]["subtitle_streams"] == 1 and qc["deliverables"]["remux"] == str(path)
+    before = path.stat().st_mtime_ns
+    run_restore_title(film, Path(restored["title_dir"]).parent, separator="dsp", device="cpu", remux="mkv")
+    assert path.stat().st_mtime_ns == before  # reused, not rewritten
+
+
+def test_quicktime_remux_keeps_the_bed_layout(film: Path, restored: dict, tmp_path: Path) -> None:
+    title_dir = Path(restored["title_dir"])
+    _, report = remux(film, {name: title_dir / f"{name}.wav" for name, _, _ in AUDIO_TRACKS}, tmp_path / "r.mov",
+                      "fra", container="mov")
+    streams = _probe(tmp_path / "r.mov", "-show_streams")["streams"]
+    bed = next(s for s in streams if s["codec_type"] == "audio")
+    assert bed["channel_layout"].endswith("(FL+FR+FC+LFE+BL+BR+SL+SR+TFL+TFR+TBL+TBR)")
+    assert [s["codec_name"] for s in streams if s["codec_type"] == "subtitle"] == ["mov_text"]  # SubRip as text
+    assert report["container"] == "mov" and report["subtitles_not_kept"] == []
+
+
+def test_an_unknown_remux_container_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match="unknown remux container 'avi'"):
+        validate_options(separator="dsp", remux="avi")
