@@ -80,12 +80,27 @@ class StageManifest:
         return cls(d["stage"], files, dict(d.get("params", {})), dict(d.get("report", {})),
                    d.get("cache_key", ""))
 
-    def save(self, path: str | Path) -> Path:
-        return write_json(path, self.to_dict())
+    def save(self, path: str | Path, root: str | Path | None = None) -> Path:
+        """Write the manifest; with ``root`` (the title folder) its files' paths are stored relative
+        to it, so a moved or copied title folder names its own files, not the original's."""
+        d = self.to_dict()
+        if root is not None:
+            base = Path(root).resolve()
+            for rec in d["files"].values():
+                target = Path(rec["path"]).resolve()
+                if target.is_relative_to(base):
+                    rec["path"] = target.relative_to(base).as_posix()
+        return write_json(path, d)
 
     @classmethod
-    def load(cls, path: str | Path) -> StageManifest:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+    def load(cls, path: str | Path, root: str | Path | None = None) -> StageManifest:
+        """Read a manifest; relative file paths are resolved against ``root`` (the title folder)."""
+        d = json.loads(Path(path).read_text())
+        if root is not None:
+            for rec in d["files"].values():
+                if not Path(rec["path"]).is_absolute():
+                    rec["path"] = str(Path(root).resolve() / rec["path"])
+        return cls.from_dict(d)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -84,7 +84,7 @@ def _matching_manifest(title_dir: str | Path, stage: str, key: str) -> StageMani
     if not path.is_file():
         return None
     try:
-        manifest = StageManifest.load(path)
+        manifest = StageManifest.load(path, root=title_dir)
     except (ValueError, KeyError, OSError):
         return None  # a damaged manifest means: redo the stage
     return manifest if manifest.cache_key == key else None
@@ -148,7 +148,7 @@ def run_stage(
     manifest.cache_key = key
     path = manifest_path(title_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    manifest.save(path)
+    manifest.save(path, root=title_dir)
     return manifest, False
 
 

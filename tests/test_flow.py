@@ -241,3 +241,25 @@ def test_in_process_stages_retry_transient_faults_only(no_prefect_api: None) -> 
     with pytest.raises(OSError, match="fault"):
         stage(flaky, errno.ENOSPC)  # a full disk stays full: not retried
     assert len(calls) == 1
+
+
+def test_a_moved_title_folder_reuses_and_reports_its_own_files(restored: dict, demo_clip: Path, tmp_path: Path,
+                                                               no_prefect_api: None) -> None:
+    import shutil
+
+    copied = tmp_path / "elsewhere" / "clip"
+    shutil.copytree(restored["title_dir"], copied)
+    manifest = json.loads((copied / MANIFEST_DIR / "render.json").read_text())
+    assert manifest["files"]["bed_7.1.4"]["path"] == "bed_7.1.4.wav"  # relative to the title folder
+    preset = json.loads((copied / "qc.json").read_text())["verdict"]["preset"]
+    (copied / "qc.json").unlink()
+    before = _mtimes(copied)
+    shutil.rmtree(Path(restored["title_dir"]) / "stems")  # the original's files must not be what is reused
+    try:
+        result = run_restore_title(demo_clip, copied.parent, "clip", preset=preset, device="cpu")
+    finally:
+        run_restore_title(demo_clip, Path(restored["title_dir"]).parent, "clip", preset=preset, device="cpu")
+    assert _mtimes(copied) == before  # every stage reused, from the copy
+    assert all(Path(p).is_relative_to(copied) for p in result["deliverables"].values())
+    qc = json.loads((copied / "qc.json").read_text())
+    assert all(Path(p).is_relative_to(copied) for p in qc["deliverables"].values())
