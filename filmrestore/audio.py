@@ -9,8 +9,10 @@ ITU-R BS.2088), the way the EBU ADM renderer's writer does.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,6 +138,38 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputNotWritableError(folder, "output folder is not writable")
     return folder
+
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _gb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.0f} MB"
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes free for this user on ``folder``'s file system."""
+    return shutil.disk_usage(folder).free
+
+
+def require_free_space(folder: str | Path, needed_bytes: int, what: str) -> None:
+    """Refuse up front (:class:`OutputNotWritableError` naming ``folder``) when its file system has
+    less free space than ``needed_bytes`` for ``what``: a full disk found after an hour of
+    restoration is a wasted hour."""
+    free = free_bytes(folder)
+    if free < needed_bytes:
+        raise OutputNotWritableError(folder, f"not enough free space: {what} needs about {_gb(needed_bytes)}, "
+                                     f"{_gb(free)} free there")
+
+
+def no_space_error(path: str | Path, exc: OSError) -> OutputNotWritableError:
+    """The one-line error of a write that ran out of space: the file, and what is free."""
+    try:
+        free = _gb(free_bytes(Path(path).parent))
+    except OSError:
+        free = "unknown"
+    return OutputNotWritableError(path, f"cannot be written: {exc.strerror or 'no space left on device'} "
+                                  f"({free} free there)")
 
 
 def refuse_overwriting(source: str | Path, outputs: Sequence[str | Path] = (),
@@ -287,11 +321,21 @@ class AudioWriter:
         if len(raw) % frame_bytes:
             raise ValueError(f"{len(raw)} bytes is not a whole number of {frame_bytes}-byte frames")
         self._hash.update(raw)
-        self._f.write(raw)
+        try:
+            self._f.write(raw)
+        except OSError as exc:
+            raise no_space_error(self.path, exc) if exc.errno in NO_SPACE_ERRNOS else exc
         self.n_frames += len(raw) // frame_bytes
 
     def close(self, tail_chunks: Sequence[tuple[bytes, bytes]] = ()) -> Path:
         """Finish the header (ds64 when large), fsync and rename into place."""
+        try:
+            return self._close(tail_chunks)
+        except OSError as exc:
+            self.abort()  # nothing half-written is left, under any name
+            raise no_space_error(self.path, exc) if exc.errno in NO_SPACE_ERRNOS else exc
+
+    def _close(self, tail_chunks: Sequence[tuple[bytes, bytes]]) -> Path:
         data_bytes = self._f.tell() - self._data_start
         if data_bytes % 2:
             self._f.write(b"\x00")

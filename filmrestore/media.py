@@ -20,6 +20,7 @@ another insertion of silence: 90 % of a 6 s Vorbis-in-WebM stream came out as ze
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -35,7 +36,7 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
-from filmrestore.audio import ensure_writable_dir, iter_blocks, partial_path, read_info
+from filmrestore.audio import ensure_writable_dir, iter_blocks, no_space_error, partial_path, read_info
 from filmrestore.errors import (ConfigError, CorruptMediaError, EmptyAudioError, NoAudioStreamError,
                                SilentProgrammeError)
 from filmrestore.manifest import FileRecord
@@ -300,8 +301,9 @@ def _parse_progress(line: str) -> int | None:
 
 
 def run_ffmpeg(args: list[str], source: Path, total_frames: int,
-               on_progress: ProgressFn | None = None) -> str:
-    """Run ffmpeg, forwarding progress; returns its stderr. CorruptMediaError on failure."""
+               on_progress: ProgressFn | None = None, output: Path | None = None) -> str:
+    """Run ffmpeg, forwarding progress; returns its stderr. CorruptMediaError on failure, or
+    OutputNotWritableError naming ``output`` when it failed for want of space (not the source's fault)."""
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
         assert proc.stdout is not None
@@ -318,6 +320,8 @@ def run_ffmpeg(args: list[str], source: Path, total_frames: int,
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     if returncode != 0:
+        if output is not None and ("No space left on device" in stderr or "Disk quota exceeded" in stderr):
+            raise no_space_error(output, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
         raise CorruptMediaError(source, f"ffmpeg cannot decode it: {_first_meaningful_line(stderr)}")
     return stderr
 
@@ -360,7 +364,7 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
     first_pts = _first_pts_frames(zero_time_s, container_start_s, chosen.sample_rate_hz)
     args = build_command(source, tmp, chosen, first_pts, expected)
     try:
-        stderr = run_ffmpeg(args, source, total, on_progress)
+        stderr = run_ffmpeg(args, source, total, on_progress, output=out_wav)
         info = read_info(tmp)
         short_s = _check_length(source, info.n_frames, expected, stderr)
         _check_signal(source, tmp)

@@ -56,3 +56,24 @@ def _title_locked_elsewhere(title_dir: Path) -> Iterator[subprocess.Popen]:
 def title_locked_elsewhere() -> Any:
     """``with title_locked_elsewhere(title_dir) as holder:`` — the lock held by another process."""
     return _title_locked_elsewhere
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, megabytes: int) -> Iterator[Path]:
+    """A real, small file system (tmpfs of ``megabytes``) mounted on ``folder`` for the ``with``
+    body; the test is skipped where this process may not mount one (not root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk() -> Any:
+    """``with small_disk(folder, megabytes) as disk:`` — a real full-able file system."""
+    return _small_disk

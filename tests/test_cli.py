@@ -274,3 +274,34 @@ def test_a_run_over_damaged_packets_says_where_the_gaps_are(tmp_path: Path) -> N
     assert "## Warnings" in (tmp_path / "out" / "reel_3" / "qc.md").read_text()
     assert [line for line in output.splitlines() if line.startswith("warning:")] == \
         [f"warning: {qc['warnings'][0]} (see qc.md)"]
+
+
+def test_a_disk_too_small_for_the_title_is_refused_before_any_stage(tmp_path: Path, demo_clip: Path,
+                                                                     small_disk: Any) -> None:
+    with small_disk(tmp_path / "disk", 20) as disk:
+        code, output = _invoke("run", demo_clip, "--out", disk / "out")
+        _assert_one_clear_line(code, output, disk / "out", "not enough free space")
+        assert "needs about" in output and "free there" in output
+        assert not any(p.is_file() for p in disk.rglob("*"))  # nothing written
+
+
+def test_a_disk_that_fills_during_a_write_names_the_file_and_leaves_nothing(tmp_path: Path,
+                                                                            small_disk: Any) -> None:
+    from filmrestore.audio import AudioWriter
+    from filmrestore.errors import OutputNotWritableError
+
+    with small_disk(tmp_path / "disk", 2) as disk:
+        with pytest.raises(OutputNotWritableError, match=r"big.wav: cannot be written: No space left on device"):
+            with AudioWriter(disk / "big.wav", 48_000, 12) as writer:
+                for _ in range(10):  # 1.7 MB a second of 12-channel 24-bit audio
+                    writer.write(np.zeros((12, 48_000), np.float32))
+        assert list(disk.iterdir()) == []  # no partial file under any name
+
+
+def test_ffmpeg_running_out_of_space_blames_the_output_not_the_source(tmp_path: Path, demo_clip: Path,
+                                                                       small_disk: Any) -> None:
+    with small_disk(tmp_path / "disk", 1) as disk:  # the 12 s clip decodes to 2.3 MB of float samples
+        code, output = _invoke("extract", demo_clip, disk / "soundtrack.wav")
+        _assert_one_clear_line(code, output, disk / "soundtrack.wav", "No space left on device")
+        assert "cannot decode" not in output and str(demo_clip) not in output
+        assert list(disk.iterdir()) == []
