@@ -131,7 +131,6 @@ def _quiet_prefect_tracebacks() -> None:
 
     if not logging.getLogger("prefect").handlers:
         setup_logging()
-    logging.getLogger("filmrestore").setLevel(logging.INFO)  # a run in-process logs its stages here
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # "": the root, Prefect's console
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _QuietExpectedErrors) for f in handler.filters):
@@ -147,10 +146,14 @@ def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from filmrestore.flows.cli_progress import install
+
         _quiet_prefect_tracebacks()
+        stages = install(console)
         try:
             return fn(*args, **kwargs)
         except FilmrestoreError as exc:
+            stages.close_display()
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_EXPECTED_ERROR) from None
 

@@ -81,7 +81,7 @@ def progress_reporter(title_dir: str | Path, stage: str, step: float = 0.02
     flood the API with one request per block.
     """
     if not in_prefect_run():
-        return None
+        return terminal_progress(stage)
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact_id = create_progress_artifact(
@@ -94,6 +94,23 @@ def progress_reporter(title_dir: str | Path, stage: str, step: float = 0.02
         if fraction - last[0] >= step or fraction >= 1.0:
             last[0] = fraction
             update_progress_artifact(artifact_id, round(100.0 * fraction, 1))
+
+    return on_progress
+
+
+def terminal_progress(stage: str, step: float = 0.01) -> Callable[[int, int], None]:
+    """An ``on_progress(done, total)`` callback for a stage run in-process: a record on the
+    ``filmrestore.stages`` logger at every ``step`` of progress, marked
+    ``filmrestore_progress=(stage, fraction)`` for the CLI's progress display (plain loggers
+    drop them: they are DEBUG)."""
+    logger = logging.getLogger(STAGE_LOGGER)
+    last = [-1.0]
+
+    def on_progress(done: int, total: int) -> None:
+        fraction = min(done / total, 1.0) if total else 1.0
+        if fraction - last[0] >= step or (fraction >= 1.0 > last[0]):
+            last[0] = fraction
+            logger.debug("%s %.0f %%", stage, 100.0 * fraction, extra={"filmrestore_progress": (stage, fraction)})
 
     return on_progress
 

@@ -305,3 +305,54 @@ def test_ffmpeg_running_out_of_space_blames_the_output_not_the_source(tmp_path: 
         _assert_one_clear_line(code, output, disk / "soundtrack.wav", "No space left on device")
         assert "cannot decode" not in output and str(demo_clip) not in output
         assert list(disk.iterdir()) == []
+
+
+def _stage_records(stage: str, n: int = 50) -> list:
+    import logging
+
+    from filmrestore.tasks.common import STAGE_LOGGER, terminal_progress
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(STAGE_LOGGER)
+    keep, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.DEBUG)
+    try:
+        progress = terminal_progress(stage)
+        for i in range(n + 1):
+            progress(i * 1000, n * 1000)
+        logger.info("%s done in 1.0 s: x", stage, extra={"filmrestore_stage": True})
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    return records
+
+
+def test_progress_is_plain_lines_when_piped_and_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from filmrestore.flows import cli_progress
+
+    records = _stage_records("separate")
+    assert 50 <= len(records) <= 52  # one per 1 % (of 50 updates), and the stage line
+    monkeypatch.setattr(cli_progress, "PLAIN_AFTER_S", 0.0)
+    piped = io.StringIO()
+    handler = cli_progress.StageConsole(Console(file=piped, force_terminal=False, width=200))
+    for record in records:
+        handler.handle(record)
+    lines = [line.split(" ", 1)[1] for line in piped.getvalue().splitlines()]
+    assert lines == [f"separate {p} %" for p in range(10, 100, 10)] + ["separate done in 1.0 s: x"]
+    shown = io.StringIO()
+    handler = cli_progress.StageConsole(Console(file=shown, force_terminal=True, width=100))
+    for record in records:
+        handler.handle(record)
+    text = shown.getvalue()
+    assert "separate  \x1b[" in text and "━" in text and "%" in text  # a live bar (redrawn 10 times a second)
+    assert text.rstrip().endswith("separate done in 1.0 s: x")  # the bar gone, the stage line kept
