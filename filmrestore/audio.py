@@ -327,15 +327,22 @@ class AudioWriter:
             raise no_space_error(self.path, exc) if exc.errno in NO_SPACE_ERRNOS else exc
         self.n_frames += len(raw) // frame_bytes
 
-    def close(self, tail_chunks: Sequence[tuple[bytes, bytes]] = ()) -> Path:
-        """Finish the header (ds64 when large), fsync and rename into place."""
+    def close(self, tail_chunks: Sequence[tuple[bytes, bytes]] = (), publish: bool = True) -> Path:
+        """Finish the header (ds64 when large), fsync and rename into place; with ``publish=False``
+        the complete file stays under its temporary name (:attr:`partial`), for the caller to
+        rename with others as one set (:func:`filmrestore.resume.publish_set`)."""
         try:
-            return self._close(tail_chunks)
+            return self._close(tail_chunks, publish)
         except OSError as exc:
             self.abort()  # nothing half-written is left, under any name
             raise no_space_error(self.path, exc) if exc.errno in NO_SPACE_ERRNOS else exc
 
-    def _close(self, tail_chunks: Sequence[tuple[bytes, bytes]]) -> Path:
+    @property
+    def partial(self) -> Path:
+        """The temporary name the file is written under."""
+        return self._tmp
+
+    def _close(self, tail_chunks: Sequence[tuple[bytes, bytes]], publish: bool) -> Path:
         data_bytes = self._f.tell() - self._data_start
         if data_bytes % 2:
             self._f.write(b"\x00")
@@ -352,8 +359,10 @@ class AudioWriter:
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
-        os.replace(self._tmp, self.path)
         self.content_hash = self._hash.hexdigest()[:32]
+        if not publish:
+            return self._tmp
+        os.replace(self._tmp, self.path)
         return self.path
 
     def _write_ds64(self, riff_bytes: int, data_bytes: int) -> None:

@@ -61,6 +61,9 @@ class StageManifest:
     params: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     cache_key: str = ""
+    #: ``(temporary, final)`` renames that publish the files as one set once the manifest is
+    #: complete (:func:`filmrestore.resume.run_stage`); empty when each file is in place already.
+    pending: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
 
     def file(self, name: str) -> FileRecord:
         return self.files[name]

@@ -27,6 +27,7 @@ from filmrestore.errors import AudioFormatError, TitleBusyError
 from filmrestore.manifest import StageManifest
 
 MANIFEST_DIR = ".manifests"
+QC_FILES = ("qc.json", "qc.md")  # the title's report: removed when a stage is redone, written last
 
 # Bump a stage's version when its numerics change, so cached outputs are redone.
 STAGE_VERSIONS = {
@@ -135,21 +136,78 @@ def run_stage(
     Returns ``(manifest, reused)``. The compute time goes into ``report["elapsed_s"]``; a stage
     redone because a file it had written was damaged lists it in ``report["redone_because_damaged"]``.
     """
+    finish_publishing(title_dir)  # a set of outputs a crash left half renamed is completed first
     key = stage_key(stage, params)
     previous = _matching_manifest(title_dir, stage, key)
     damaged = damaged_files(previous) if previous is not None else []
     if previous is not None and not damaged:
         return previous, True
+    # Redone: the old manifest and the title's QC report no longer describe what will be there.
+    manifest_path(title_dir, stage).unlink(missing_ok=True)
+    for stale in QC_FILES:
+        (Path(title_dir) / stale).unlink(missing_ok=True)
     start = time.perf_counter()
     manifest = compute()
     manifest.report["elapsed_s"] = round(time.perf_counter() - start, 3)
     if damaged:  # the same inputs, but a file it had written changed on disk: said in qc.json
         manifest.report["redone_because_damaged"] = damaged
     manifest.cache_key = key
+    if manifest.pending:
+        publish(title_dir, manifest)  # the outputs and the manifest, as one set
+        return manifest, False
     path = manifest_path(title_dir, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.save(path, root=title_dir)
     return manifest, False
+
+
+def _journal(title_dir: str | Path, stage: str) -> Path:
+    return Path(title_dir) / MANIFEST_DIR / f"{stage}.publishing.json"
+
+
+def publish(title_dir: str | Path, manifest: StageManifest) -> None:
+    """Put a stage's outputs and its manifest in place as one set. The renames
+    (``manifest.pending``) and the manifest go into a journal first
+    (``.manifests/<stage>.publishing.json``, fsynced); then the files are renamed, the manifest
+    saved and the journal removed. A crash part-way leaves the journal, and
+    :func:`finish_publishing` (the next run of any stage of the title) completes the set, so
+    the folder never stays a mix of new and old files."""
+    journal = _journal(title_dir, manifest.stage)
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    tmp = journal.with_name(journal.name + ".part")
+    with open(tmp, "w") as f:
+        json.dump({"renames": manifest.pending, "manifest": manifest.to_dict()}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, journal)
+    _complete(title_dir, journal)
+    manifest.pending = []
+
+
+def finish_publishing(title_dir: str | Path) -> list[str]:
+    """Complete any set of outputs a crashed run left half published; returns the files it moved."""
+    folder = Path(title_dir) / MANIFEST_DIR
+    moved: list[str] = []
+    for journal in sorted(folder.glob("*.publishing.json")) if folder.is_dir() else []:
+        moved += _complete(title_dir, journal)
+    return moved
+
+
+def _complete(title_dir: str | Path, journal: Path) -> list[str]:
+    try:
+        entry = json.loads(journal.read_text())
+    except (OSError, ValueError):
+        entry = {}  # a journal that was never completely written: nothing had been renamed yet
+    moved = []
+    for src, dst in entry.get("renames", []):
+        if Path(src).exists():  # not yet renamed (one renamed before the crash has no source left)
+            os.replace(src, dst)
+            moved.append(dst)
+    if "manifest" in entry:
+        manifest = StageManifest.from_dict(entry["manifest"])
+        manifest.save(manifest_path(title_dir, manifest.stage), root=title_dir)
+    journal.unlink(missing_ok=True)
+    return moved
 
 
 LOCK_FILE = ".lock"

@@ -55,7 +55,9 @@ def run_render(
                   "after_series": {"bed_7.1.4": after["bed"].series_to_dict()}, "verdict": result,
                   "foldown_check": after["foldown_check"],
                   "plan": {k: v for k, v in StageManifest.from_dict(plan).report.items() if k != "elapsed_s"}}
-        return StageManifest("render", records, {k: v for k, v in params.items() if k != "stems"}, report)
+        manifest = StageManifest("render", records, {k: v for k, v in params.items() if k != "stems"}, report)
+        manifest.pending = after["renames"]  # renamed into place as one set by run_stage
+        return manifest
 
     return run_stage(title_dir, "render", params, compute)
 

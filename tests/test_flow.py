@@ -263,3 +263,41 @@ def test_a_moved_title_folder_reuses_and_reports_its_own_files(restored: dict, d
     assert all(Path(p).is_relative_to(copied) for p in result["deliverables"].values())
     qc = json.loads((copied / "qc.json").read_text())
     assert all(Path(p).is_relative_to(copied) for p in qc["deliverables"].values())
+
+
+def test_a_crash_while_the_render_renames_its_files_is_completed_by_the_next_run(
+        demo_clip: Path, tmp_path: Path, no_prefect_api: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The render's files appear as one set: a crash part-way through renaming them (caused here,
+    since a real one cannot be timed) leaves no manifest or QC report describing a mixed set, and
+    the next run first completes the set from its journal."""
+    from filmrestore import resume
+    from filmrestore.resume import damaged_files
+
+    first = run_restore_title(demo_clip, tmp_path, "clip", preset="ebu-r128", device="cpu", separator="dsp")
+    title_dir = Path(first["title_dir"])
+    real_complete = resume._complete
+
+    class PowerCut(BaseException):  # the process dies: nothing of it retries or cleans up
+        pass
+
+    def crash_after_three(title_dir: Path, journal: Path) -> list[str]:
+        renames = json.loads(journal.read_text())["renames"]
+        for src, dst in renames[:3]:
+            Path(src).replace(dst)
+        raise PowerCut("power cut")
+
+    monkeypatch.setattr(resume, "_complete", crash_after_three)
+    with pytest.raises(PowerCut):
+        run_restore_title(demo_clip, tmp_path, "clip", preset="atsc-a85", device="cpu", separator="dsp")
+    assert not (title_dir / "qc.json").exists() and not (title_dir / MANIFEST_DIR / "render.json").exists()
+    assert (title_dir / MANIFEST_DIR / "render.publishing.json").is_file()
+    monkeypatch.setattr(resume, "_complete", real_complete)
+    before = (title_dir / "bed_7.1.4.wav").stat().st_mtime_ns
+    result = run_restore_title(demo_clip, tmp_path, "clip", preset="atsc-a85", device="cpu", separator="dsp")
+    assert not (title_dir / MANIFEST_DIR / "render.publishing.json").exists()
+    assert not list(title_dir.rglob("*.part"))
+    manifest = resume.StageManifest.load(title_dir / MANIFEST_DIR / "render.json", root=title_dir)
+    assert damaged_files(manifest) == []  # every file is the one this render wrote
+    assert (title_dir / "bed_7.1.4.wav").stat().st_mtime_ns == before  # completed from the journal, not redone
+    assert json.loads((title_dir / "qc.json").read_text())["verdict"]["preset"] == "atsc-a85"
+    assert result["verdict"]["preset"] == "atsc-a85"

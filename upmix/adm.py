@@ -376,11 +376,12 @@ class AdmSceneWriter:
         """Append [shape=(n_tracks, n_frames)] in the scene's track order."""
         self.writer.write(tracks)
 
-    def close(self) -> Path:
-        """Append ``axml`` with the final duration and rename the file into place."""
+    def close(self, publish: bool = True) -> Path:
+        """Append ``axml`` with the final duration and rename the file into place (``publish=False``:
+        leave it complete under its temporary name, see :meth:`AudioWriter.close`)."""
         axml = axml_body(self.scene, self.writer.n_frames, self.title)
         self._closed = True
-        return self.writer.close(tail_chunks=[(b"axml", axml)])
+        return self.writer.close(tail_chunks=[(b"axml", axml)], publish=publish)
 
     def abort(self) -> None:
         self.writer.abort()

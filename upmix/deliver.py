@@ -108,16 +108,19 @@ class _Deliverables:
         if pending is not None:
             pending.result()
 
-    def close(self) -> dict[str, FileRecord]:
+    def close(self) -> tuple[dict[str, FileRecord], list[tuple[str, str]]]:
+        """Finish every file and leave it complete under its temporary name; returns the records
+        (final names) and the renames that publish them as one set (``StageManifest.pending``,
+        done by :func:`filmrestore.resume.run_stage`)."""
         self._wait()
         self._pool.shutdown()
-        self.adm.close()
-        records = {}
+        self.adm.close(publish=False)
         for name, writer in self.writers().items():
             if name != "adm":
-                writer.close()
-            records[name] = FileRecord.from_writer(writer)
-        return records
+                writer.close(publish=False)
+        writers = self.writers()
+        records = {name: FileRecord.from_writer(writer) for name, writer in writers.items()}
+        return records, [(str(w.partial), str(w.path)) for w in writers.values()]
 
     def abort(self) -> None:
         """Drop every partial file (after the queued block, whose own error the caller's supersedes)."""
@@ -134,7 +137,9 @@ def render_deliverables(
     block_frames: int = BLOCK_FRAMES,
 ) -> tuple[dict[str, FileRecord], dict[str, Any]]:
     """Stream the stem files (``{stem: path}``, of one rate, channel count and length) once into
-    every deliverable under ``title_dir``; returns their records and the after-measurements."""
+    every deliverable under ``title_dir``; returns their records and the after-measurements, with
+    ``"renames"``: the files are complete under temporary names, and these ``(temporary, final)``
+    renames publish them as one set (the caller's, see ``StageManifest.pending``)."""
     gain = np.float32(10.0 ** (gain_db / 20.0))
     paths = {name: stems[name] for name in STEMS}
     dialogue = read_info(paths["dialogue"])
@@ -158,14 +163,15 @@ def render_deliverables(
             if on_progress:
                 on_progress(done, dialogue.n_frames)
         _deliver(out, meter, stereo_bands, {}, *limiter.flush_linked())
-        records = out.close()
+        records, renames = out.close()
     except BaseException:
         out.abort()
         raise
     masks = [speech] if speech is not None else iter_speech_activity(paths["dialogue"])
     for mask in masks:
         meter.process_speech(mask)
-    return records, {"bed": meter.result(), "foldown_check": foldown_check(mix_bands, stereo_bands)}
+    return records, {"bed": meter.result(), "foldown_check": foldown_check(mix_bands, stereo_bands),
+                     "renames": renames}
 
 
 def _deliver(out: _Deliverables, meter: LoudnessMeter, stereo_bands: _BandEnergy, stems: dict[str, np.ndarray],
