@@ -172,6 +172,13 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     from filmrestore.media import probe_audio_streams, select_stream
 
     chosen = select_stream(source, probe_audio_streams(source)[0], options.get("stream"))  # no audio, bad --stream
+    from filmrestore.upmix.foldown import SOURCE_CHANNELS
+
+    if chosen.n_channels not in SOURCE_CHANNELS:  # refused now, not after separation
+        raise MediaError(source, f"audio stream {chosen.audio_index} has {chosen.n_channels} channels "
+                         f"({chosen.channel_layout or 'no layout'}); filmrestore takes mono, stereo, 5.1, 7.1 and "
+                         f"7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): choose another "
+                         "stream with --stream")
     validate_options(**options)
     display = title or Path(source).stem
     folder = title_folder(display)

@@ -66,6 +66,11 @@ def fold_down(bed: np.ndarray, target: str = "stereo", source: Layout = BED_7_1_
     return matrix @ bed.astype(np.float32, copy=False)
 
 
+#: Channel counts of a source the upmix takes: mono and stereo as they are; 5.1, 7.1 and 7.1.4 (WAV
+#: order) folded to stereo first (:func:`downmix_to_stereo`).
+SOURCE_CHANNELS = (1, 2, 6, 8, 12)
+
+
 def downmix_to_stereo(x: np.ndarray) -> np.ndarray:
     """Fold a 5.1 / 7.1 / 7.1.4 signal in WAV order [shape=(6|8|12, n_frames)] to stereo (2, n_frames)."""
     layouts = {layout.n_channels: layout for layout in (get_layout("5.1"), get_layout("7.1"), BED_7_1_4)}
