@@ -60,7 +60,7 @@ def run_one(minutes: float, folder: Path) -> dict:
     """Time plan, render and export of one length in this process; returns times and peak RSS."""
     from filmrestore.audio import AudioWriter
     from filmrestore.upmix.adm import AdmSceneWriter, get_profile, scene_for
-    from filmrestore.upmix.layouts import BED_7_1_4
+    from filmrestore.layouts import BED_7_1_4
     from filmrestore.upmix.plan import ImageAnalysis
     from filmrestore.upmix.render import SceneRenderer
 

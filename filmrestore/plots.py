@@ -115,7 +115,7 @@ def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
 
 def plot_layout(path: Path, peaks_dbtp: list[float | None]) -> Path:
     """The 7.1.4 bed seen from above (front up, left on the left), each channel's true peak."""
-    from filmrestore.upmix.layouts import BED_7_1_4
+    from filmrestore.layouts import BED_7_1_4
 
     fig = _figure(5.5, 5.5)
     ax = fig.add_subplot()

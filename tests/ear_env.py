@@ -84,7 +84,7 @@ def render_in_wav_order(adm_path: Path, out_path: Path) -> np.ndarray:
     import pytest
 
     from filmrestore.audio import read_audio
-    from filmrestore.upmix.layouts import BED_7_1_4
+    from filmrestore.layouts import BED_7_1_4
 
     ear_render = ear_render_path()
     if ear_render is None:

@@ -21,7 +21,7 @@ from filmrestore.errors import PlanError
 from filmrestore.upmix.adm import (AdmSceneWriter, check_adm_file, get_profile, polar_to_cartesian,
                                    read_pcm24_frames, scene_for)
 from filmrestore.upmix.admtime import adm_time
-from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS
+from filmrestore.layouts import BED_7_1_4, LAYOUTS
 from filmrestore.upmix.plan import Block, ImageAnalysis, ObjectPlan, make_plan
 from filmrestore.upmix.render import SceneRenderer
 

@@ -16,7 +16,7 @@ import soundfile as sf
 from filmrestore.audio import read_audio
 from filmrestore.flows.restore_title import run_restore_title
 from filmrestore.resume import MANIFEST_DIR
-from filmrestore.upmix.layouts import BED_7_1_4
+from filmrestore.layouts import BED_7_1_4
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 

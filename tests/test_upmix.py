@@ -11,7 +11,7 @@ import pytest
 
 from filmrestore.errors import ConfigError, PlanError
 from filmrestore.upmix.foldown import fold_down, fold_down_matrix, octave_band_levels_db
-from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS, get_layout
+from filmrestore.layouts import BED_7_1_4, LAYOUTS, get_layout
 from filmrestore.upmix.panner import cart, panner_for, point_source_gains
 from filmrestore.upmix.plan import (Block, ImageAnalysis, ObjectPlan, load_plan, make_plan, moving_pair_blocks,
                                     validate_plan)

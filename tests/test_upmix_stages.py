@@ -16,7 +16,7 @@ from filmrestore.tasks.normalize import run_normalize
 from filmrestore.tasks.plan import PLAN_FILE, run_plan
 from filmrestore.tasks.render import run_render
 from filmrestore.upmix.adm import check_adm_file
-from filmrestore.upmix.layouts import BED_7_1_4
+from filmrestore.layouts import BED_7_1_4
 
 FS = 48_000
 N_FRAMES = 6 * FS

@@ -2,7 +2,7 @@
 
 from filmrestore.upmix.adm import AdmProfile, AdmSceneWriter, check_adm_file, get_profile
 from filmrestore.upmix.foldown import fold_down, fold_down_matrix, octave_band_levels_db
-from filmrestore.upmix.layouts import BED_7_1_4, LAYOUTS, Layout, Speaker, get_layout
+from filmrestore.layouts import BED_7_1_4, LAYOUTS, Layout, Speaker, get_layout
 from filmrestore.upmix.panner import PointSourcePanner, panner_for, point_source_gains
 from filmrestore.upmix.plan import BedRules, Block, ImageAnalysis, ObjectPlan, Plan, load_plan, make_plan
 from filmrestore.upmix.render import RenderedBlock, SceneRenderer, render_bed

@@ -41,7 +41,7 @@ import numpy as np
 from filmrestore.audio import AudioWriter, read_chunks
 from filmrestore.errors import AudioFormatError, ConfigError, PlanError
 from filmrestore.upmix.admtime import TICKS_PER_S, seconds_to_ticks, ticks_time
-from filmrestore.upmix.layouts import BED_7_1_4, Layout, get_layout
+from filmrestore.layouts import BED_7_1_4, Layout, get_layout
 from filmrestore.upmix.plan import Block, ObjectPlan, Plan, plan_problems
 from filmrestore.upmix.render import INPUTS
 

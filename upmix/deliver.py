@@ -27,7 +27,7 @@ from filmrestore.loudness.speech import iter_speech_activity
 from filmrestore.manifest import FileRecord
 from filmrestore.upmix.adm import AdmScene, AdmSceneWriter
 from filmrestore.upmix.foldown import fold_down, octave_band_levels_db
-from filmrestore.upmix.layouts import BED_7_1_4
+from filmrestore.layouts import BED_7_1_4
 from filmrestore.upmix.plan import Plan
 from filmrestore.upmix.render import SceneRenderer, render_input
 

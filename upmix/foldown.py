@@ -13,7 +13,7 @@ import numpy as np
 import scipy.signal
 
 from filmrestore.errors import ConfigError
-from filmrestore.upmix.layouts import BED_7_1_4, Layout, Speaker, get_layout
+from filmrestore.layouts import BED_7_1_4, Layout, Speaker, get_layout
 
 MINUS_3_DB = float(np.sqrt(0.5))  # -3.01 dB, the BS.775 downmix coefficient
 OCTAVE_CENTRES_HZ: tuple[float, ...] = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)

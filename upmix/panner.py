@@ -31,7 +31,7 @@ import numpy as np
 import scipy.spatial
 
 from filmrestore.errors import ConfigError
-from filmrestore.upmix.layouts import Layout, get_layout
+from filmrestore.layouts import Layout, get_layout
 
 _EPS_TRIPLET = -1e-11
 _EPS_QUAD = 1e-10

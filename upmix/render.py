@@ -36,7 +36,7 @@ from filmrestore.errors import ConfigError
 from filmrestore.upmix.admtime import grid_samples
 from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response
 from filmrestore.upmix.foldown import downmix_to_stereo, fold_down_matrix
-from filmrestore.upmix.layouts import BED_7_1_4, Layout
+from filmrestore.layouts import BED_7_1_4, Layout
 from filmrestore.upmix.panner import point_source_gains
 from filmrestore.upmix.plan import FEEDS, STEM_NAMES, BedRules, ObjectPlan, Plan, make_plan
 

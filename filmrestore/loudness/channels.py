@@ -6,22 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from filmrestore.errors import ConfigError
+from filmrestore.layouts import Layout, get_layout, layout_for_wave_names
 
 SURROUND_WEIGHT = 1.41  # BS.1770-4 Table 3: +1.5 dB for |azimuth| in 60..120 deg, elevation < 30 deg
 
+#: The layouts a programme may be measured as (their speakers: :mod:`filmrestore.layouts`).
+MEASURED_LAYOUTS = ("mono", "stereo", "3.0", "4.0", "5.0", "5.1", "7.0", "7.1", "5.1.4", "7.1.2", "7.1.4")
 LAYOUT_CHANNELS: dict[str, tuple[str, ...]] = {
-    "mono": ("M",),
-    "stereo": ("FL", "FR"),
-    "3.0": ("FL", "FR", "FC"),
-    "4.0": ("FL", "FR", "BL", "BR"),
-    "5.0": ("FL", "FR", "FC", "BL", "BR"),
-    "5.1": ("FL", "FR", "FC", "LFE", "BL", "BR"),
-    "7.0": ("FL", "FR", "FC", "BL", "BR", "SL", "SR"),
-    "7.1": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
-    "5.1.4": ("FL", "FR", "FC", "LFE", "BL", "BR", "TFL", "TFR", "TBL", "TBR"),
-    "7.1.2": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR", "TFL", "TFR"),
-    "7.1.4": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR", "TFL", "TFR", "TBL", "TBR"),
-}
+    name: tuple("M" if name == "mono" else w for w in get_layout(name).wave_names) for name in MEASURED_LAYOUTS}
 # 5 channels are L R C Ls Rs (the order of the ITU/EBU multichannel test material).
 DEFAULT_LAYOUT_BY_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 5: "5.0", 6: "5.1", 7: "7.0", 8: "7.1",
                            12: "7.1.4"}
@@ -31,7 +23,8 @@ SPEAKER_BITS = ("FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "
 
 
 def _azimuth_deg(name: str, names: tuple[str, ...]) -> float:
-    """Azimuth of a loudspeaker for the BS.1770-4 weights (only |azimuth| 60-120 deg matters).
+    """Azimuth of a loudspeaker named by its WAVE position in a speaker mask that no layout of
+    :mod:`filmrestore.layouts` matches (only |azimuth| 60-120 deg matters for the weights).
 
     BL/BR are the surrounds at +-110 deg (BS.775) when the layout has no side pair, else the
     rears at +-135 deg (BS.2051 4+7+0, where SL/SR are the sides at +-90 deg).
@@ -52,8 +45,18 @@ def _weight_for(azimuth_deg: float, elevation_deg: float) -> float:
     return 1.0
 
 
+def layout_weights(layout: Layout) -> np.ndarray:
+    """BS.1770-4 weights of a layout's speakers from their directions; the LFE 0 (excluded, §2.4)."""
+    return np.asarray([0.0 if s.is_lfe else _weight_for(s.azimuth_deg, s.elevation_deg) for s in layout.speakers],
+                      dtype=np.float64)
+
+
 def _weights(names: tuple[str, ...]) -> np.ndarray:
-    """LFE 0 (excluded, BS.1770-4 §2.4), heights (T...) 1.0, the rest by azimuth."""
+    """Weights of the speakers named by a mask: a known layout's directions when it matches, else
+    LFE 0, heights (T...) 1.0 and the rest by :func:`_azimuth_deg`."""
+    layout = layout_for_wave_names(names)
+    if layout is not None:
+        return layout_weights(layout)
     return np.asarray([0.0 if name == "LFE" else 1.0 if name.startswith("T")
                        else _weight_for(_azimuth_deg(name, names), 0.0) for name in names], dtype=np.float64)
 
@@ -86,6 +89,6 @@ def channel_weights_for(n_channels: int, layout: str | None = None, channel_mask
     names = LAYOUT_CHANNELS[layout]
     if len(names) != n_channels:
         raise ConfigError(f"layout {layout!r} has {len(names)} channels, not {n_channels}")
-    return _weights(names)
+    return layout_weights(get_layout(layout))
 
 

@@ -1,4 +1,6 @@
-"""Loudspeaker layouts of ITU-R BS.2051 as small frozen data.
+"""Loudspeaker layouts as small frozen data: the ITU-R BS.2051 systems the upmix renders to and
+the other layouts a programme to be measured may come in (mono, 3.0, 4.0, 5.0, 7.0, 7.1.2). The
+one table of speaker directions: the upmix pans with it, the BS.1770 meter weighs with it.
 
 Each :class:`Layout` lists its speakers in the order of a WAVE_FORMAT_EXTENSIBLE
 file (the order of the ``dwChannelMask`` bits), because that is the order of
@@ -142,15 +144,41 @@ LAYOUTS: dict[str, Layout] = {
     )),
     "9+10+3": Layout("9+10+3", "22.2", _LAYOUT_9_10_3),
 }
+# Layouts a programme may come in that BS.2051 has no system for (named by their common name):
+# measured (BS.1770 weights), never rendered to. A surround pair without sides sits at +-110 deg
+# (BS.775), as in 5.1.
+_M110_PAIR = (_M110, _M_110)
+_SIDES_AND_REARS = (_spk("M+135", "BL", 135.0, 0.0), _spk("M-135", "BR", -135.0, 0.0),
+                    _spk("M+090", "SL", 90.0, 0.0), _spk("M-090", "SR", -90.0, 0.0))
+PROGRAMME_LAYOUTS: dict[str, Layout] = {
+    "mono": Layout("mono", "mono", (_spk("M+000", "FC", 0.0, 0.0),)),
+    "3.0": Layout("3.0", "3.0", (_M030, _M_030, _M000)),
+    "4.0": Layout("4.0", "4.0", (_M030, _M_030, *_M110_PAIR)),
+    "5.0": Layout("5.0", "5.0", (_M030, _M_030, _M000, *_M110_PAIR)),
+    "7.0": Layout("7.0", "7.0", (_M030, _M_030, _M000, *_SIDES_AND_REARS)),
+    "7.1.2": Layout("7.1.2", "7.1.2", (_M030, _M_030, _M000, _LFE1, *_SIDES_AND_REARS, _U030, _U_030)),
+}
 _ALIASES = {"2.0": "0+2+0", "stereo": "0+2+0", "5.1": "0+5+0", "5.1.2": "2+5+0", "5.1.4": "4+5+0",
             "7.1": "0+7+0", "7.1.4": "4+7+0", "22.2": "9+10+3"}
+
+
+def layout_for_wave_names(names: tuple[str, ...]) -> Layout | None:
+    """The layout whose speakers are these WAVE_FORMAT_EXTENSIBLE positions in this order, if any."""
+    for layout in (*LAYOUTS.values(), *PROGRAMME_LAYOUTS.values()):
+        if layout.wave_names == names:
+            return layout
+    return None
 
 BED_7_1_4 = LAYOUTS["4+7+0"]
 
 
 def get_layout(name: str) -> Layout:
-    """Look a layout up by BS.2051 name ("4+7+0") or common name ("7.1.4", "stereo")."""
+    """Look a layout up by BS.2051 name ("4+7+0") or common name ("7.1.4", "stereo"; also the
+    programme-only layouts "mono", "3.0", "4.0", "5.0", "7.0", "7.1.2")."""
     key = _ALIASES.get(name, name)
+    if key in PROGRAMME_LAYOUTS:
+        return PROGRAMME_LAYOUTS[key]
     if key not in LAYOUTS:
-        raise ConfigError(f"unknown speaker layout {name!r}; known: {sorted(LAYOUTS) + sorted(_ALIASES)}")
+        raise ConfigError(f"unknown speaker layout {name!r}; known: "
+                          f"{sorted(LAYOUTS) + sorted(_ALIASES) + sorted(PROGRAMME_LAYOUTS)}")
     return LAYOUTS[key]
