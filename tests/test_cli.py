@@ -376,3 +376,17 @@ def test_an_unsupported_channel_count_is_refused_before_any_stage_and_5_1_is_sai
     qc = json.loads((tmp_path / "out" / "six" / "qc.json").read_text())
     assert any("5.1 source was folded to stereo" in w for w in qc["warnings"])
     assert "warning: the 5.1 source was folded" in output
+
+
+def test_the_cli_choices_are_the_library_vocabulary() -> None:
+    """The CLI keeps its own enums (importing the loudness library would slow every command's start);
+    they must name exactly what the library knows."""
+    from typing import get_args
+
+    from filmrestore.flows.cli import Gate, Preset, RemuxFormat
+    from filmrestore.loudness import specs
+    from filmrestore.remux import CONTAINERS
+
+    assert {p.value for p in Preset} == set(specs.PRESETS) | {"custom"}
+    assert {g.value for g in Gate} == set(get_args(specs.Gate))
+    assert {f.value for f in RemuxFormat} == set(CONTAINERS)
