@@ -45,13 +45,18 @@ def catalog(
     = "restore-title/restore-title",
     task_runner: Annotated[TaskRunner, typer.Option("--task-runner", help="Fan-out engine.")] = TaskRunner.threads,
     dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="Existing Dask scheduler.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue's summary as JSON on stdout.")] = False,
 ) -> None:
     """Restore every title of a catalogue; a broken title fails alone. Exit 1 if any title failed or
     its delivery FAILS its loudness spec."""
+    import json
+
     from filmrestore.flows.restore_catalog import run_restore_catalog, title_failed
 
     summary = run_restore_catalog(manifest, media_root, out, parallel, mode.value, deployment, task_runner.value,
                                   dask_address)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
     failed = 0
     for row in summary["titles"]:
         ok = not title_failed(row)

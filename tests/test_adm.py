@@ -141,6 +141,10 @@ def test_adm_check_reports_broken_timing_and_positions(tmp_path: Path, written: 
     ok = CliRunner().invoke(__import__("filmrestore.flows.cli", fromlist=["app"]).app,
                             ["adm-check", str(written["folder"] / "dolby.wav"), "--profile", "dolby"])
     assert ok.exit_code == 0, ok.output
+    as_json = CliRunner().invoke(__import__("filmrestore.flows.cli", fromlist=["app"]).app,
+                                 ["adm-check", str(path), "--json"])
+    report = json.loads(as_json.stdout)
+    assert as_json.exit_code == 1 and report["conforms"] is False and report["problems"] == problems
 
 
 def test_a_plan_that_breaks_the_profile_fails_before_writing(tmp_path: Path) -> None:

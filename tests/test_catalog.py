@@ -295,14 +295,19 @@ def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Pat
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
+    import json
+
     from filmrestore.demo import make_demo_clip
-    from filmrestore.flows.restore_catalog import run_restore_catalog
+    from filmrestore.flows.cli import app
 
     media = tmp_path / "media"
     make_demo_clip(media / "good.mov", duration_s=4.0, seed=5)
     silent_video(media / "broken.mov")
     catalog = _write_csv(tmp_path / "night.csv", ["good,good.mov,,", "broken,broken.mov,,"])
-    summary = run_restore_catalog(catalog, media, tmp_path / "out", parallel=2, task_runner="dask")
+    result = CliRunner().invoke(app, ["catalog", str(catalog), "--media-root", str(media), "--out",
+                                      str(tmp_path / "out"), "--parallel", "2", "--task-runner", "dask", "--json"])
+    assert result.exit_code == 1, result.output  # a title failed
+    summary = json.loads(result.stdout)  # the summary alone on stdout
     rows = {r["title"]: r for r in summary["titles"]}
     assert rows["good"]["status"] == "Completed" and rows["good"]["verdict"] == "PASS"
     assert abs(rows["good"]["loudness_after_lufs"] - (-23.0)) <= 1.0
