@@ -56,9 +56,14 @@ def _main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print all of Prefect's log lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No stage lines or progress: warnings, errors and "
+                                                       "the result only.")] = False,
 ) -> None:
     """Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect."""
-    _TerminalLines.verbose = verbose
+    from filmrestore.flows.cli_progress import StageConsole
+
+    _TerminalLines.verbose = verbose and not quiet
+    _TerminalLines.quiet = StageConsole.quiet = quiet
 
 
 class Preset(str, Enum):
@@ -102,9 +107,10 @@ class _TerminalLines(logging.Filter):
     gets every record: this filter sits on the console handler only."""
 
     verbose = False
+    quiet = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.verbose or getattr(record, "filmrestore_stage", False):
+        if self.verbose or (getattr(record, "filmrestore_stage", False) and not self.quiet):
             return True
         if record.levelno < logging.WARNING:
             return False

@@ -26,7 +26,11 @@ class StageConsole(logging.Handler):
         self._printed: dict[str, int] = {}
         self._started: dict[str, float] = {}
 
+    quiet = False  # --quiet: warnings only (no stage lines, no progress)
+
     def emit(self, record: logging.LogRecord) -> None:
+        if self.quiet and record.levelno < logging.WARNING:
+            return
         try:
             progress = getattr(record, "filmrestore_progress", None)
             if progress is not None:

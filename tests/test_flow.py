@@ -158,6 +158,12 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
     # No Prefect API configured: the flow runs in this process, with no temporary server.
     assert "temporary server" not in proc.stderr
     assert all(f"{stage} done in" in proc.stderr for stage in STAGES), proc.stderr
+    # --quiet: the result only (a re-run here: every stage reused, no line says so).
+    quiet = subprocess.run([str(cli), "--quiet", "run", str(tmp_path / "demo_clip.mov"), "--out", str(tmp_path),
+                            "--title", "demo_clip"], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "reused" not in quiet.stderr and "done in" not in quiet.stderr
+    assert quiet.stderr.startswith("deliverables in") and "loudness (ebu-r128): PASS" in quiet.stderr
 
 
 @pytest.fixture
