@@ -80,18 +80,23 @@ def downmix_to_stereo(x: np.ndarray) -> np.ndarray:
 
 
 def octave_band_levels_db(
-    x: np.ndarray, sample_rate_hz: int, centres_hz: tuple[float, ...] = OCTAVE_CENTRES_HZ
+    x: np.ndarray, sample_rate_hz: int, centres_hz: tuple[float, ...] = OCTAVE_CENTRES_HZ, overlap: float = 0.5,
 ) -> np.ndarray:
-    """Power per octave band (fc/sqrt2 .. fc*sqrt2), in dB, from a Welch PSD.
+    """Power per octave band (fc/sqrt2 .. fc*sqrt2), in dB, from a Welch PSD (Hann segments of
+    8192 frames overlapping by ``overlap``; 0 is a quarter of the work, for streams that are
+    measured block after block).
 
     ``x`` is [shape=(n_channels, n_frames)] or (n_frames,); returns
     [shape=(n_channels, n_bands)] or (n_bands,). Silence gives -inf.
     """
     nperseg = int(min(x.shape[-1], 8192))
-    freqs_hz, psd = scipy.signal.welch(x.astype(np.float64), fs=sample_rate_hz, nperseg=nperseg, axis=-1)
+    dtype = np.float64 if overlap else np.float32
+    freqs_hz, psd = scipy.signal.welch(x.astype(dtype, copy=False), fs=sample_rate_hz, nperseg=nperseg,
+                                       noverlap=int(overlap * nperseg), detrend=False if not overlap else "constant",
+                                       axis=-1)
     levels = []
     for fc in centres_hz:
         band = (freqs_hz >= fc / np.sqrt(2.0)) & (freqs_hz < fc * np.sqrt(2.0))
         with np.errstate(divide="ignore"):
-            levels.append(10.0 * np.log10(np.sum(psd[..., band], axis=-1)))
+            levels.append(10.0 * np.log10(np.sum(psd[..., band], axis=-1, dtype=np.float64)))
     return np.stack(levels, axis=-1)
