@@ -92,7 +92,7 @@ class AudioStream:
 # ---------------------------------------------------------------- probing
 
 
-def _first_meaningful_line(text: str) -> str:
+def first_meaningful_line(text: str) -> str:
     """The first non-empty line of ffmpeg/ffprobe's stderr, without its ``[demuxer @ 0x...]`` tag."""
     for line in text.splitlines():
         line = _CONTEXT_TAG.sub("", line).strip()
@@ -101,7 +101,7 @@ def _first_meaningful_line(text: str) -> str:
     return "no message from ffmpeg"
 
 
-def _run_ffprobe(source: Path) -> dict[str, Any]:
+def run_ffprobe(source: Path) -> dict[str, Any]:
     """ffprobe's JSON (format + streams) for ``source``; CorruptMediaError when unreadable."""
     if not source.exists():
         raise CorruptMediaError(source, "file not found")
@@ -111,14 +111,14 @@ def _run_ffprobe(source: Path) -> dict[str, Any]:
         raise CorruptMediaError(source, "file is not readable (permission denied)")
     require_tool("ffprobe")
     try:
-        return ffmpeg.probe(_ffmpeg_path(source), v="error")
+        return ffmpeg.probe(ffmpeg_path(source), v="error")
     except ffmpeg.Error as exc:
-        message = _first_meaningful_line(exc.stderr.decode("utf-8", "replace"))
-        message = message.removeprefix(f"{_ffmpeg_path(source)}: ")  # the error names the file already
+        message = first_meaningful_line(exc.stderr.decode("utf-8", "replace"))
+        message = message.removeprefix(f"{ffmpeg_path(source)}: ")  # the error names the file already
         raise CorruptMediaError(source, f"ffprobe cannot read it: {message}") from exc
 
 
-def _ffmpeg_path(path: Path) -> str:
+def ffmpeg_path(path: Path) -> str:
     """An absolute path, so that ffmpeg never reads a name as an option ("-x") or protocol ("a:b")."""
     return str(path.absolute())
 
@@ -189,18 +189,18 @@ def _layout_name(layout: str | None, n_channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(n_channels, f"unspecified ({n_channels} ch)")
 
 
-def _is_picture(stream: dict[str, Any]) -> bool:
+def is_picture(stream: dict[str, Any]) -> bool:
     """A real video stream (not cover art attached as a picture)."""
     attached = (stream.get("disposition") or {}).get("attached_pic", 0)
     return stream.get("codec_type") == "video" and not attached
 
 
-def _timeline(probe: dict[str, Any]) -> tuple[float, float]:
+def picture_timeline(probe: dict[str, Any]) -> tuple[float, float]:
     """(container start, picture zero) in seconds: see the module docstring."""
     container = (probe.get("format") or {}).get("start_time")
     container_start = float(container) if container not in (None, "N/A") else 0.0
     for stream in probe.get("streams", []):
-        if _is_picture(stream):
+        if is_picture(stream):
             start = _stream_time(stream, "start_pts", "start_time")
             if start is not None:
                 return container_start, float(start)
@@ -217,8 +217,8 @@ def probe_audio_streams(source: str | Path) -> tuple[list[AudioStream], float]:
     NoAudioStreamError (no audio stream), each naming the file.
     """
     source = Path(source)
-    probe = _run_ffprobe(source)
-    return _audio_streams(source, probe), _timeline(probe)[1]
+    probe = run_ffprobe(source)
+    return _audio_streams(source, probe), picture_timeline(probe)[1]
 
 
 def _audio_streams(source: Path, probe: dict[str, Any]) -> list[AudioStream]:
@@ -279,14 +279,14 @@ def build_command(source: Path, tmp_out: Path, chosen: AudioStream, first_pts: i
 
     ``first_pts`` is in samples of the stream's own rate (see the module docstring).
     """
-    audio = ffmpeg.input(_ffmpeg_path(source))[str(chosen.index)].filter(
+    audio = ffmpeg.input(ffmpeg_path(source))[str(chosen.index)].filter(
         "aresample", chosen.sample_rate_hz, first_pts=first_pts, min_comp=_MIN_COMP_S,
         min_hard_comp=_HARD_COMP_S)
     resample: dict[str, Any] = {"resampler": "soxr", "precision": 28} if has_soxr() else {}
     audio = audio.filter("aresample", OUTPUT_RATE_HZ, **resample)
     if end_frames is not None:
         audio = audio.filter("atrim", end_sample=end_frames)  # drop codec padding past the end
-    out = audio.output(_ffmpeg_path(tmp_out), f="wav", acodec="pcm_f32le", rf64="auto", map_metadata=-1,
+    out = audio.output(ffmpeg_path(tmp_out), f="wav", acodec="pcm_f32le", rf64="auto", map_metadata=-1,
                        fflags="+bitexact", flags="+bitexact")
     return out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error",
                            "-progress", "pipe:1", "-y").compile()
@@ -322,7 +322,7 @@ def run_ffmpeg(args: list[str], source: Path, total_frames: int,
     if returncode != 0:
         if output is not None and ("No space left on device" in stderr or "Disk quota exceeded" in stderr):
             raise no_space_error(output, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
-        raise CorruptMediaError(source, f"ffmpeg cannot decode it: {_first_meaningful_line(stderr)}")
+        raise CorruptMediaError(source, f"ffmpeg cannot decode it: {first_meaningful_line(stderr)}")
     return stderr
 
 
@@ -334,7 +334,7 @@ def _check_length(source: Path, n_frames: int, expected: int | None, stderr: str
         return 0.0
     short_s = max(expected - n_frames, 0) / OUTPUT_RATE_HZ
     if short_s > MAX_SHORT_S:
-        note = f" ({_first_meaningful_line(stderr)})" if stderr.strip() else ""
+        note = f" ({first_meaningful_line(stderr)})" if stderr.strip() else ""
         raise CorruptMediaError(
             source, f"truncated: decoded {n_frames / OUTPUT_RATE_HZ:.3f} s of audio, the container "
             f"declares {expected / OUTPUT_RATE_HZ:.3f} s{note}")
@@ -354,8 +354,8 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
     NoAudioStreamError or EmptyAudioError naming ``source``.
     """
     source, out_wav = Path(source), Path(out_wav)
-    probe = _run_ffprobe(source)
-    container_start_s, zero_time_s = _timeline(probe)
+    probe = run_ffprobe(source)
+    container_start_s, zero_time_s = picture_timeline(probe)
     chosen = select_stream(source, _audio_streams(source, probe), stream)
     expected = expected_frames(chosen, zero_time_s)
     total = expected if expected is not None else _format_frames(probe)
@@ -402,7 +402,7 @@ def find_decode_gaps(source: Path, chosen: AudioStream, zero_time_s: float) -> l
     One more decoding pass of the stream (ffprobe), run only when the decoder complained.
     """
     try:
-        probe = ffmpeg.probe(_ffmpeg_path(source), v="error", select_streams=str(chosen.index),
+        probe = ffmpeg.probe(ffmpeg_path(source), v="error", select_streams=str(chosen.index),
                              show_entries="frame=pts_time,duration_time,nb_samples")
     except ffmpeg.Error:
         return []  # the extract itself succeeded: an unreadable listing only means no gap report
@@ -450,5 +450,5 @@ def _report(chosen: AudioStream, zero_time_s: float, record: FileRecord, short_s
         "n_frames": record.n_frames,
         "short_by_s": short_s,
         "resampler": "soxr" if has_soxr() else "swr",
-        "decoder_warnings": _first_meaningful_line(stderr) if stderr.strip() else None,
+        "decoder_warnings": first_meaningful_line(stderr) if stderr.strip() else None,
     }

@@ -32,7 +32,7 @@ import ffmpeg
 from filmrestore.audio import ensure_writable_dir, fingerprint_source, partial_path, read_info
 from filmrestore.errors import CorruptMediaError
 from filmrestore.manifest import FileRecord
-from filmrestore.media import _ffmpeg_path, _first_meaningful_line, _is_picture, _run_ffprobe, _timeline, require_tool
+from filmrestore.media import ffmpeg_path, first_meaningful_line, is_picture, picture_timeline, require_tool, run_ffprobe
 
 BED_ORDER = "FL FR FC LFE BL BR SL SR TFL TFR TBL TBR"  # WAVE order; Matroska stores no layout for PCM
 #: (deliverable name, stream title, codec in Matroska) in the remux's audio order.
@@ -71,8 +71,8 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
     if container not in CONTAINERS:
         raise ValueError(f"container must be one of {sorted(CONTAINERS)}, got {container!r}")
     require_tool("ffmpeg")
-    probe = _run_ffprobe(source)
-    container_start_s, zero_time_s = _timeline(probe)
+    probe = run_ffprobe(source)
+    container_start_s, zero_time_s = picture_timeline(probe)
     streams = probe.get("streams", [])
     pictures = [s for s in streams if s.get("codec_type") == "video"]
     subtitles = [s for s in streams if s.get("codec_type") == "subtitle"]
@@ -80,9 +80,9 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
                       if s.get("codec_name") in KEPT_SUBTITLES[container] | TEXT_SUBTITLES]
     attachments = [s for s in streams if s.get("codec_type") == "attachment"] if container == "mkv" else []
 
-    src = ffmpeg.input(_ffmpeg_path(source))
+    src = ffmpeg.input(ffmpeg_path(source))
     offset = zero_time_s - container_start_s  # the picture's zero after ffmpeg's shift to the input start
-    audio_inputs = [ffmpeg.input(_ffmpeg_path(Path(deliverables[name])), itsoffset=f"{offset:.6f}")
+    audio_inputs = [ffmpeg.input(ffmpeg_path(Path(deliverables[name])), itsoffset=f"{offset:.6f}")
                     for name, _, _ in AUDIO_TRACKS]
     maps = [src[str(s["index"])] for s in pictures] + [a["a:0"] for a in audio_inputs] \
         + [src[str(s["index"])] for s in kept_subtitles] + [src[str(s["index"])] for s in attachments]
@@ -98,16 +98,16 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
         options[f"c:s:{i}"] = "copy" if s.get("codec_name") in KEPT_SUBTITLES[container] else TEXT_CODEC[container]
     ensure_writable_dir(out.parent)
     tmp = partial_path(out)
-    args = ffmpeg.output(*maps, _ffmpeg_path(tmp), **options).global_args(
+    args = ffmpeg.output(*maps, ffmpeg_path(tmp), **options).global_args(
         "-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile()
     # Language tags: one -metadata per stream (ffmpeg-python cannot repeat an option's name).
-    at = args.index(_ffmpeg_path(tmp))
+    at = args.index(ffmpeg_path(tmp))
     languages = [lang, lang, lang, NO_LANGUAGE]
     args[at:at] = [arg for i, code in enumerate(languages) for arg in (f"-metadata:s:a:{i}", f"language={code}")]
     try:
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise CorruptMediaError(source, f"ffmpeg cannot remux it: {_first_meaningful_line(result.stderr)}")
+            raise CorruptMediaError(source, f"ffmpeg cannot remux it: {first_meaningful_line(result.stderr)}")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -118,12 +118,12 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
               "subtitle_streams": len(kept_subtitles), "subtitles_not_kept": skipped,
               "attachments": len(attachments), "chapters": len(_chapters(source)),
               "container": container, "picture_zero_s": zero_time_s, "audio_offset_s": round(offset, 6), "language": lang,
-              "has_picture": any(_is_picture(s) for s in streams)}
+              "has_picture": any(is_picture(s) for s in streams)}
     return record, report
 
 
 def _chapters(source: Path) -> list[dict[str, Any]]:
     try:
-        return ffmpeg.probe(_ffmpeg_path(source), v="error", show_chapters=None).get("chapters") or []
+        return ffmpeg.probe(ffmpeg_path(source), v="error", show_chapters=None).get("chapters") or []
     except ffmpeg.Error:
         return []
