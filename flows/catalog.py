@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filmrestore.errors import CatalogError, ConfigError
-from filmrestore.loudness.specs import get_preset
+from filmrestore.errors import CatalogError, ConfigError, MediaError
 
 TITLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # restore_title's parameters that a row may set in ``options``.
-OPTION_KEYS = ("separator", "device", "stream", "checkpoint", "target_lufs", "ceiling_dbtp", "gate")
+OPTION_KEYS = ("separator", "device", "stream", "checkpoint", "target_lufs", "ceiling_dbtp", "gate", "adm_profile",
+               "remux")
 DEFAULT_PRESET = "ebu-r128"
 
 
@@ -105,9 +105,11 @@ def parse_row(raw: dict[str, Any], row: int, catalog: Path, media_root: Path) ->
     source = resolve_under_root(str(raw.get("source") or ""), media_root, where)
     preset = str(raw.get("preset") or DEFAULT_PRESET).strip()
     options = _parse_options(raw.get("options"), where)
-    try:
-        get_preset(preset, options.get("target_lufs"), options.get("ceiling_dbtp"), options.get("gate"))
-    except ConfigError as exc:
+    from filmrestore.flows.restore_title import validate_options
+
+    try:  # every option value (and a checkpoint) is checked now, before any title of the catalogue starts
+        validate_options(preset, **options)
+    except (ConfigError, MediaError) as exc:
         raise CatalogError(f"{where}: {exc}") from None
     return CatalogEntry(row, title, str(source), preset, options)
 

@@ -88,6 +88,11 @@ def test_symlinks_may_not_escape_the_media_root(media: Path, tmp_path: Path) -> 
     ("a,films/a.mov,loud,", "unknown loudness preset 'loud'"),
     ("a,films/a.mov,,\"{\"\"speed\"\": 2}\"", "unknown option(s) ['speed']"),
     ("a,films/a.mov,,not json", "options are not a JSON object"),
+    ("a,films/a.mov,,\"{\"\"stream\"\": \"\"abc\"\"}\"", "stream must be a non-negative integer"),
+    ("a,films/a.mov,,\"{\"\"remux\"\": \"\"avi\"\"}\"", "unknown remux container 'avi'"),
+    ("a,films/a.mov,,\"{\"\"adm_profile\"\": \"\"bogus\"\"}\"", "unknown ADM profile 'bogus'"),
+    ("a,films/a.mov,,\"{\"\"separator\"\": \"\"dsp\"\", \"\"checkpoint\"\": \"\"m.safetensors\"\"}\"",
+     "has no weights"),
     ("a,,,", "empty source path"),
 ])
 def test_malformed_rows_are_refused_by_row(media: Path, tmp_path: Path, row: str, expected: str) -> None:
