@@ -1,8 +1,11 @@
 """Full-pipeline benchmark: `filmrestore run` on generated legacy clips of several lengths.
 
-Prints one table: per clip length, the wall time of the whole run (Prefect's
+Prints one table: per clip length, the wall time of the whole run (imports and any Prefect
 temporary server included), the compute time of each stage (from qc.json), the
-real-time factor (audio seconds per wall second) and the peak RSS of the run.
+real-time factor (audio seconds per wall second), the peak RSS of the run, and its I/O floor:
+the time numpy takes to write and fsync as many bytes as the title folder holds, on the same
+disk right after the run, with the run's wall time as a multiple of it (a figure that holds on
+a noisy machine).
 Peak memory should stay flat as the clip gets longer (every stage streams).
 
 With ``--baseline SITE`` (a folder holding a non-editable install of older code,
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from filmrestore.demo import make_demo_clip
 
@@ -57,14 +62,37 @@ def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"filmrestore run failed on {clip}:\n{proc.stderr[-3000:]}")
     qc = json.loads((out / clip.stem / "qc.json").read_text())
-    return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024,
+    floor_s, n_bytes = io_floor_s(out / clip.stem, out)  # measured right after the run, same disk
+    return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024, "io_floor_s": floor_s,
+            "written_gb": n_bytes / 1e9,
             "stages": {s: (qc["stages"].get(s) or {}).get("elapsed_s") or 0.0 for s in STAGES}}
+
+
+def io_floor_s(title_dir: Path, scratch_dir: Path) -> tuple[float, int]:
+    """The I/O floor of a run: seconds to write (and fsync) as many bytes as the title folder holds,
+    in 64 MiB blocks from numpy, on the same disk; and the byte count. A run can be no faster."""
+    n_bytes = sum(p.stat().st_size for p in title_dir.rglob("*") if p.is_file())
+    block = np.zeros(64 << 20, np.uint8)
+    scratch = scratch_dir / ".io-floor.bin"
+    start = time.perf_counter()
+    with open(scratch, "wb") as f:
+        left = n_bytes
+        while left > 0:
+            f.write(block[: min(left, block.size)].data)
+            left -= min(left, block.size)
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - start
+    scratch.unlink()
+    return elapsed, n_bytes
 
 
 def median_run(runs: list[dict]) -> dict:
     """Per figure, the median over repeated runs."""
     return {"wall_s": statistics.median(r["wall_s"] for r in runs),
             "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+            "io_floor_s": statistics.median(r["io_floor_s"] for r in runs),
+            "written_gb": statistics.median(r["written_gb"] for r in runs),
             "stages": {s: statistics.median(r["stages"][s] for r in runs) for s in STAGES}}
 
 
@@ -89,14 +117,15 @@ def main() -> None:
         rows += [(minutes, name, median_run(r)) for name, r in runs.items()]
     print(f"load average at the end: {os.getloadavg()}")
     header = ["minutes", "code", "wall s", *[f"{s} s" for s in STAGES], "x RT (wall)", "x RT (stages)",
-              "peak RSS MiB"]
+              "peak RSS MiB", "written GB", "I/O floor s", "wall / floor"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for minutes, name, r in rows:
         audio_s = 60.0 * minutes
         cells = [f"{minutes:g}", name, f"{r['wall_s']:.1f}", *[f"{r['stages'][s]:.1f}" for s in STAGES],
                  f"{audio_s / r['wall_s']:.1f}", f"{audio_s / sum(r['stages'].values()):.1f}",
-                 f"{r['peak_rss_mib']:.0f}"]
+                 f"{r['peak_rss_mib']:.0f}", f"{r['written_gb']:.2f}", f"{r['io_floor_s']:.1f}",
+                 f"{r['wall_s'] / r['io_floor_s']:.1f}"]
         print("| " + " | ".join(cells) + " |")
     if args.baseline:
         print("\nspeed-up, base time / new time:")
