@@ -240,8 +240,12 @@ def extract(
 ) -> None:
     """Decode one audio stream to a 48 kHz float32 WAV, aligned to the container's zero."""
     from filmrestore.audio import refuse_overwriting
+    from filmrestore.errors import OutputNotWritableError
     from filmrestore.media import extract_audio
 
+    if output.suffix.lower() not in (".wav", ".bwf"):  # the name would lie about the format
+        raise OutputNotWritableError(output, "extract writes a 48 kHz float WAV (RF64 past 4 GiB): name the "
+                                     "output .wav")
     refuse_overwriting(source, [output])
     record, report = extract_audio(source, output, stream)
     console.print(f"{record.path}: {record.n_channels} ch, {record.duration_s:.3f} s ({report.get('codec', '?')})")

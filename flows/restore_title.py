@@ -183,6 +183,12 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     display = title or Path(source).stem
     folder = title_folder(display)
     refuse_overwriting(source, out_dirs=[Path(out) / folder])
+    plan_file = Path(out) / folder / "plan.json"
+    if plan_file.is_file():  # an engineer's edited plan: a broken one is refused now, not after separation
+        from filmrestore.upmix.adm import get_profile, scene_for
+        from filmrestore.upmix.plan import load_plan
+
+        scene_for(load_plan(plan_file), get_profile(options.get("adm_profile", "ebu")))
     ensure_writable_dir(out)
     if chosen.duration_s:  # a full disk is refused now, not after an hour of restoration
         needed = title_bytes(chosen.duration_s, chosen.n_channels,

@@ -390,3 +390,18 @@ def test_the_cli_choices_are_the_library_vocabulary() -> None:
     assert {p.value for p in Preset} == set(specs.PRESETS) | {"custom"}
     assert {g.value for g in Gate} == set(get_args(specs.Gate))
     assert {f.value for f in RemuxFormat} == set(CONTAINERS)
+
+
+def test_an_output_name_that_lies_about_the_format_is_refused(tmp_path: Path, demo_clip: Path) -> None:
+    code, output = _invoke("extract", demo_clip, tmp_path / "soundtrack.mp3")
+    _assert_one_clear_line(code, output, tmp_path / "soundtrack.mp3", "name the output .wav")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_broken_plan_json_is_refused_before_any_stage(tmp_path: Path, demo_clip: Path) -> None:
+    title_dir = tmp_path / "out" / "demo_clip"
+    title_dir.mkdir(parents=True)
+    (title_dir / "plan.json").write_text('{"format": "someone-elses-plan"}')  # an engineer's wrong file
+    code, output = _invoke("run", demo_clip, "--out", tmp_path / "out", "--separator", "dsp")
+    _assert_one_clear_line(code, output, title_dir / "plan.json", "format is 'someone-elses-plan'")
+    assert not (title_dir / "work").exists()  # refused before extract
