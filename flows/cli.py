@@ -243,10 +243,10 @@ def extract(
     from filmrestore.errors import OutputNotWritableError
     from filmrestore.media import extract_audio
 
+    refuse_overwriting(source, [output])  # the worse mistake is said first
     if output.suffix.lower() not in (".wav", ".bwf"):  # the name would lie about the format
         raise OutputNotWritableError(output, "extract writes a 48 kHz float WAV (RF64 past 4 GiB): name the "
                                      "output .wav")
-    refuse_overwriting(source, [output])
     record, report = extract_audio(source, output, stream)
     console.print(f"{record.path}: {record.n_channels} ch, {record.duration_s:.3f} s ({report.get('codec', '?')})")
 
