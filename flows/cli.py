@@ -267,13 +267,13 @@ def separate(
     paths = {stem: out / f"{stem}.wav" for stem in STEMS}
     refuse_overwriting(source, list(paths.values()))
     read_info(source)  # a clear error for a file that is not audio
-    from filmrestore.flows.cli_separation import _done
+    from filmrestore.flows.cli_progress import done_line
     from filmrestore.tasks.common import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
     records = separate_file(model, source, paths, device=resolve_device(device.value),
                             on_progress=terminal_progress("separate"))
-    _done("separate", ", ".join(records))
+    done_line("separate", ", ".join(records))
     for stem, record in records.items():
         console.print(f"{stem}: {record.path}")
 

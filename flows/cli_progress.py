@@ -85,6 +85,14 @@ class StageConsole(logging.Handler):
         super().close()
 
 
+def done_line(what: str, detail: str) -> None:
+    """The closing line of a long command run outside a title (``separate``, ``evaluate``), through
+    the stage logger like a stage's line, so that it also ends the command's progress bar."""
+    from filmrestore.tasks.common import STAGE_LOGGER
+
+    logging.getLogger(STAGE_LOGGER).info("%s done: %s", what, detail, extra={"filmrestore_stage": True})
+
+
 def install(console: Console) -> StageConsole:
     """Route the ``filmrestore.stages`` logger to one :class:`StageConsole` (once per process); its
     records then no longer reach Prefect's console handler."""

@@ -113,19 +113,12 @@ def evaluate(
     from filmrestore.separation.evaluate import evaluate as run_evaluation
     from filmrestore.separation.evaluate import format_table
 
+    from filmrestore.flows.cli_progress import done_line
     from filmrestore.tasks.common import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
     report = run_evaluation(data_dir, model, device=str(resolve_device(device.value)), max_items=max_items,
                             on_progress=terminal_progress("evaluate"))
-    _done("evaluate", f"{report['n_items']} items")
+    done_line("evaluate", f"{report['n_items']} items")
     typer.echo(json.dumps(report, indent=1) if as_json else format_table(report))
 
-
-def _done(what: str, detail: str) -> None:
-    """The closing line of a long command, which also ends its progress bar."""
-    import logging
-
-    from filmrestore.tasks.common import STAGE_LOGGER
-
-    logging.getLogger(STAGE_LOGGER).info("%s done: %s", what, detail, extra={"filmrestore_stage": True})
