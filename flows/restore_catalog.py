@@ -12,10 +12,12 @@ Fan-out runs on the flow's task runner: threads by default, or a Dask cluster
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,10 +28,11 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from filmrestore.audio import ensure_writable_dir
-from filmrestore.errors import CatalogError, ConfigError
+from filmrestore.errors import CatalogError, ConfigError, FilmrestoreError
 from filmrestore.flows.catalog import CatalogEntry, read_catalog
-from filmrestore.flows.restore_title import restore_title
+from filmrestore.flows.restore_title import prefect_api_url, restore_title
 from filmrestore.manifest import write_json
+from filmrestore.tasks.common import STAGE_LOGGER, TITLE_LABEL
 
 TITLE_DEPLOYMENT = "restore-title/restore-title"
 Mode = Literal["subflow", "deployment"]
@@ -61,17 +64,19 @@ def title_failed(row: dict[str, Any]) -> bool:
     return row["status"] != "Completed" or row.get("verdict") == "FAIL"
 
 
-def title_row(entry: CatalogEntry, out: str | Path, state: State, flow_run_id: Any, run_time_s: float) -> dict[str, Any]:
-    """One summary row: status, run time, loudness before/after and the QC report of a title."""
+def title_row(entry: CatalogEntry, out: str | Path, status: str, message: str | None, flow_run_id: Any,
+              run_time_s: float) -> dict[str, Any]:
+    """One summary row: status (``Completed``, ``Failed``, ...), run time, loudness before/after
+    and the QC report of a title; ``message`` says why a title did not complete."""
     row: dict[str, Any] = {k: None for k in SUMMARY_COLUMNS}
-    row.update(title=entry.title, status=state.name, duration_s=round(run_time_s, 1), message="",
+    row.update(title=entry.title, status=status, duration_s=round(run_time_s, 1), message="",
                flow_run_id=str(flow_run_id) if flow_run_id else None,
                worker=f"{socket.gethostname()}:{os.getpid()}")  # where the title's task ran
     title_dir = Path(out) / entry.title
-    if state.is_completed() and (title_dir / "qc.json").is_file():
+    if status == "Completed" and (title_dir / "qc.json").is_file():
         row.update(_qc_figures(title_dir))
     else:
-        row["message"] = state.message or state.name
+        row["message"] = message or status
     return row
 
 
@@ -107,7 +112,8 @@ def catalog_title(entry: dict[str, Any], out: str, mode: Mode, deployment: str) 
     parsed = CatalogEntry(**entry)
     start = time.perf_counter()
     flow_run_id, state = _child_run(parsed, out, mode, deployment)
-    row = title_row(parsed, out, state, flow_run_id, _run_time_s(flow_run_id, time.perf_counter() - start))
+    row = title_row(parsed, out, state.name, state.message, flow_run_id,
+                    _run_time_s(flow_run_id, time.perf_counter() - start))
     log = get_run_logger()
     (log.info if state.is_completed() else log.error)("%s: %s %s", parsed.title, state.name, row["message"])
     return row
@@ -125,6 +131,32 @@ def fan_out(items: list[Any], submit: Callable[[Any], PrefectFuture], parallel: 
         running.remove(done)
         results.append(done.result())
     return results
+
+
+def restore_title_here(entry: CatalogEntry, out: str) -> dict[str, Any]:
+    """Restore one title in this process (no Prefect API): its summary row, never raising for
+    the title's own failure (an expected error is its one-line message)."""
+    start = time.perf_counter()
+    TITLE_LABEL.set(entry.title)  # this worker thread's stage lines name their title
+    try:
+        restore_title.fn(**entry.flow_parameters(out))
+        status, message = "Completed", None
+    except FilmrestoreError as exc:
+        status, message = "Failed", str(exc)
+    except Exception as exc:  # a bug in one title must not stop the others; the summary names it
+        logging.getLogger(STAGE_LOGGER).exception("%s failed", entry.title)
+        status, message = "Failed", f"{type(exc).__name__}: {exc}"
+    return title_row(entry, out, status, message, None, time.perf_counter() - start)
+
+
+def restore_catalog_here(entries: list[CatalogEntry], out: str, parallel: int) -> list[dict[str, Any]]:
+    """:func:`restore_catalog`'s fan-out without Prefect: ``parallel`` titles at once on threads
+    of this process (the same threads Prefect's default task runner would use); rows in
+    catalogue order. Nothing outlives the process: there is no server to start or to leave behind."""
+    if parallel < 1:
+        raise ConfigError(f"parallel must be at least 1, got {parallel}")
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="title") as pool:
+        return list(pool.map(lambda e: restore_title_here(e, out), entries))
 
 
 def summary_markdown(catalog: str, rows: list[dict[str, Any]], ui_url: str | None) -> str:
@@ -227,14 +259,32 @@ def run_restore_catalog(
     catalog: str | Path, media_root: str | Path, out: str | Path, parallel: int = 2, mode: Mode = "subflow",
     deployment: str = TITLE_DEPLOYMENT, task_runner: str = "threads", dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the catalogue (refusing it before any run starts), run the flow, return the summary."""
+    """Validate the catalogue (refusing it before any run starts), run it, return the summary.
+
+    With a Prefect API (:func:`~filmrestore.flows.restore_title.prefect_api_url`) the
+    catalogue is a ``restore_catalog`` flow run the UI shows; without one its titles run in
+    this process (:func:`restore_catalog_here`), as ``filmrestore run`` does: no temporary
+    server that could outlive a killed CLI. Deployment runs and Dask need the API."""
     import json
 
-    read_catalog(catalog, media_root)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    entries = read_catalog(catalog, media_root)
     ensure_writable_dir(out)
     catalog, out = str(Path(catalog).resolve()), str(Path(out).resolve())
-    state = catalog_flow(task_runner, parallel, dask_address)(
-        catalog, str(Path(media_root).resolve()), out, parallel, mode, deployment, return_state=True)
+    api = prefect_api_url()
+    if api is None:
+        needs = ("--mode deployment" if mode == "deployment" else
+                 "--task-runner dask" if task_runner == "dask" else None)
+        if needs:
+            raise ConfigError(f"{needs} runs on a Prefect server: start one (filmrestore server) or set "
+                              "PREFECT_API_URL")
+        rows = restore_catalog_here(entries, out, parallel)
+        write_json(summary_path(catalog, out), {"catalog": catalog, "titles": rows})
+        return {"catalog": catalog, "titles": rows}
+    with temporary_settings({PREFECT_API_URL: api}):
+        state = catalog_flow(task_runner, parallel, dask_address)(
+            catalog, str(Path(media_root).resolve()), out, parallel, mode, deployment, return_state=True)
     path = summary_path(catalog, out)
     if not path.is_file():
         raise CatalogError(f"{catalog}: the catalogue run ended {state.name} without a summary ({state.message})")

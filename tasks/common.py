@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ from filmrestore.resume import load_valid_manifest, stage_key
 PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
                        errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 STAGE_LOGGER = "filmrestore.stages"
+#: The title a thread is restoring, when several run at once in one process (an in-process
+#: catalogue): the CLI's stage lines and progress bars then read ``title/stage``.
+TITLE_LABEL: ContextVar[str | None] = ContextVar("filmrestore_title_label", default=None)
+
+
+def stage_label(stage: str) -> str:
+    """``stage``, or ``title/stage`` in a thread restoring one title of several (:data:`TITLE_LABEL`)."""
+    label = TITLE_LABEL.get()
+    return f"{label}/{stage}" if label else stage
 
 
 def in_prefect_run() -> bool:
@@ -105,6 +115,7 @@ def terminal_progress(stage: str, step: float = 0.01) -> Callable[[int, int], No
     drop them: they are DEBUG)."""
     logger = logging.getLogger(STAGE_LOGGER)
     last = [-1.0]
+    stage = stage_label(stage)  # now: the callback may be called from a stage's worker threads
 
     def on_progress(done: int, total: int) -> None:
         fraction = min(done / total, 1.0) if total else 1.0
@@ -139,5 +150,5 @@ def log_stage(stage: str, manifest: StageManifest, reused: bool) -> None:
     else:
         logger = logging.getLogger(STAGE_LOGGER)
     # Marked, so that the CLI's terminal keeps these lines while it leaves Prefect's own chatter out.
-    logger.info("%s %s: %s", stage, how, ", ".join(sorted(manifest.files)),
+    logger.info("%s %s: %s", stage_label(stage), how, ", ".join(sorted(manifest.files)),
                           extra={"filmrestore_stage": True})

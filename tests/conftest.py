@@ -77,3 +77,20 @@ def _small_disk(folder: Path, megabytes: int) -> Iterator[Path]:
 def small_disk() -> Any:
     """``with small_disk(folder, megabytes) as disk:`` — a real full-able file system."""
     return _small_disk
+
+
+@pytest.fixture()
+def no_prefect_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No API configured and none answering on the default port: what a bare machine has."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from filmrestore.flows import restore_title
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Prefect server was started")
+
+    monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")  # discard port: refused
+    monkeypatch.setattr(SubprocessASGIServer, "start", refuse)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield

@@ -321,3 +321,79 @@ def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
     # Each title ran inside a Dask worker process, not in this one.
     assert {r["worker"].split(":")[0] for r in rows.values()} == {socket.gethostname()}
     assert all(int(r["worker"].split(":")[1]) != os.getpid() for r in rows.values())
+
+
+# ----------------------------------------------------------------------------- without a Prefect API
+
+def test_without_a_prefect_api_a_catalogue_runs_in_process_and_a_broken_title_fails_alone(
+        tmp_path: Path, no_prefect_api: None) -> None:
+    from filmrestore.demo import make_demo_clip
+    from filmrestore.flows.cli import app
+
+    media = tmp_path / "media"
+    make_demo_clip(media / "good.mov", duration_s=4.0, seed=5)
+    silent_video(media / "broken.mov")
+    catalog = _write_csv(tmp_path / "night.csv", ["good,good.mov,,", "broken,broken.mov,,"])
+    result = CliRunner().invoke(app, ["catalog", str(catalog), "--media-root", str(media), "--out",
+                                      str(tmp_path / "out"), "--parallel", "2", "--json"])
+    assert result.exit_code == 1, result.output  # a title failed
+    summary = json.loads(result.stdout)
+    assert [r["title"] for r in summary["titles"]] == ["good", "broken"]  # catalogue order
+    rows = {r["title"]: r for r in summary["titles"]}
+    assert rows["good"]["status"] == "Completed" and rows["good"]["verdict"] == "PASS"
+    assert abs(rows["good"]["loudness_after_lufs"] - (-23.0)) <= 1.0
+    assert rows["broken"]["status"] == "Failed" and "no audio stream" in rows["broken"]["message"]
+    assert json.loads((tmp_path / "out" / "night.summary.json").read_text())["titles"] == summary["titles"]
+    assert "good/render done" in result.output  # two titles at once: each stage line names its title
+    # Deployment runs and Dask need a server: refused in one line, before anything runs.
+    refused = CliRunner().invoke(app, ["catalog", str(catalog), "--media-root", str(media), "--out",
+                                       str(tmp_path / "out2"), "--mode", "deployment"])
+    assert refused.exit_code == 2 and "runs on a Prefect server" in refused.output
+    assert not (tmp_path / "out2" / "good").exists()
+
+
+@pytest.mark.integration
+def test_a_killed_catalogue_leaves_no_process_behind_and_its_rerun_completes(tmp_path: Path) -> None:
+    """SIGKILL of the CLI mid-title: nothing it started (no server, no worker) outlives it."""
+    import signal
+    import sys
+
+    import psutil
+
+    from filmrestore.demo import make_demo_clip
+
+    media = tmp_path / "media"
+    make_demo_clip(media / "long.mov", duration_s=30.0, seed=6)
+    catalog = _write_csv(tmp_path / "night.csv", ["long,long.mov,,"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    cmd = [str(Path(sys.executable).with_name("filmrestore")), "catalog", str(catalog), "--media-root", str(media),
+           "--out", str(tmp_path / "out")]
+    log = tmp_path / "cli.log"
+    with log.open("w") as out:
+        cli = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while "restore done" not in log.read_text() and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cli.poll() is None, log.read_text()  # still running: separation is under way
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+
+    def left_behind() -> list[str]:
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if os.getsid(proc.info["pid"]) == cli.pid:
+                    found.append(" ".join(proc.info["cmdline"] or []))
+            except (ProcessLookupError, PermissionError):
+                continue
+        return found
+
+    deadline = time.monotonic() + 15  # an ffmpeg child may take a moment to notice its pipe closed
+    while left_behind() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left_behind() == []
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "restore reused from a previous run" in rerun.stderr + rerun.stdout  # resumed, not redone
+    assert (tmp_path / "out" / "long" / "adm.wav").is_file()

@@ -166,23 +166,6 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert quiet.stderr.startswith("deliverables in") and "loudness (ebu-r128): PASS" in quiet.stderr
 
 
-@pytest.fixture
-def no_prefect_api(monkeypatch: pytest.MonkeyPatch):
-    """No API configured and none answering on the default port: what a bare machine has."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from filmrestore.flows import restore_title
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a Prefect server was started")
-
-    monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")  # discard port: refused
-    monkeypatch.setattr(SubprocessASGIServer, "start", refuse)
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        yield
-
-
 def _hashes(title_dir: Path) -> dict[str, str]:
     import hashlib
 
