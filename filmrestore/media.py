@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 import re
 import shutil
@@ -377,9 +378,18 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
                     "gaps_total_s": round(sum(g["duration_s"] for g in gaps), 6)}
 
 
+MIN_PROGRAMME_S = 0.4  # one BS.1770 gating block: anything shorter has no loudness to deliver
+QUIET_PEAK_DBFS = -50.0  # under this sample peak, the programme is metered at extract (cheap: rare)
+
+
 def _check_signal(source: Path, decoded: Path) -> None:
-    """Refuse, naming the source, a stream that decodes to NaN/Inf samples or to digital silence
-    (every sample 0): nothing downstream can restore, separate or normalise it."""
+    """Refuse, naming the source, a stream that nothing downstream can restore, separate or
+    normalise: NaN/Inf samples, digital silence (every sample 0), shorter than one 400 ms
+    BS.1770 block, or so quiet that every 400 ms block is under the -70 LUFS absolute gate."""
+    info = read_info(decoded)
+    if info.duration_s < MIN_PROGRAMME_S:
+        raise EmptyAudioError(source, f"is too short: its audio stream lasts {info.duration_s:.3f} s, under the "
+                              f"{MIN_PROGRAMME_S:g} s of one BS.1770 loudness block")
     peak = 0.0
     for block in iter_blocks(decoded, 480_000):
         if not np.isfinite(block).all():
@@ -387,6 +397,14 @@ def _check_signal(source: Path, decoded: Path) -> None:
         peak = max(peak, float(np.abs(block).max(initial=0.0)))
     if peak == 0.0:
         raise SilentProgrammeError(source, "is silent: its audio stream is digital silence (every sample is 0)")
+    peak_dbfs = 20.0 * math.log10(peak)
+    if peak_dbfs < QUIET_PEAK_DBFS:
+        from filmrestore.loudness.measure import measure_file
+
+        if not math.isfinite(measure_file(decoded, true_peak=False).integrated_lufs):
+            raise SilentProgrammeError(
+                source, f"is too quiet to deliver: every 400 ms block is under BS.1770's -70 LUFS absolute gate "
+                f"(sample peak {peak_dbfs:.1f} dBFS)")
 
 
 GAP_MIN_S = 0.001  # a hole in the decoded timeline shorter than this is timestamp rounding, not lost audio

@@ -38,6 +38,9 @@ app = typer.Typer(
 # Messages go to stderr, unwrapped and without rich's number highlighting, so piped output stays
 # one line per message; machine-readable results (--json) go to stdout.
 console = Console(stderr=True, soft_wrap=True, highlight=False)
+#: A command's result (the deliverables and the verdict) for a script to read: stdout, never wrapped;
+#: rich colours it on a terminal only.
+results = Console(soft_wrap=True, highlight=False)
 
 EXIT_EXPECTED_ERROR = 2
 EXIT_DELIVERY_FAILED = 3  # everything written, but the delivery fails its loudness spec
@@ -204,7 +207,7 @@ def run(
         checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
         gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
     )
-    print_deliverables(result)
+    print_deliverables(result, console if as_json else results)  # with --json, stdout holds the JSON alone
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     if not result.get("verdict", {}).get("pass"):
@@ -226,7 +229,7 @@ def demo(
     clip = make_demo_clip(out / "demo_clip.mov", duration_s=duration)
     console.print(f"demo clip: {clip}")
     result = run_restore_title(clip, out, "demo_clip", preset=preset.value, device=device.value)
-    print_deliverables(result)
+    print_deliverables(result, results)
     if not result.get("verdict", {}).get("pass"):
         raise typer.Exit(EXIT_DELIVERY_FAILED)
 
@@ -315,17 +318,17 @@ def loudness(
         typer.echo(f"{key:>28}: {value}")
 
 
-def print_deliverables(result: dict[str, Any]) -> None:
-    """Show where the deliverables are and the loudness verdict."""
+def print_deliverables(result: dict[str, Any], to: Console) -> None:
+    """Show where the deliverables are and the loudness verdict on ``to``; warnings go to stderr."""
     from filmrestore.loudness.specs import spec_label
 
-    console.print(f"[bold]deliverables in[/] {result['title_dir']}")
+    to.print(f"[bold]deliverables in[/] {result['title_dir']}")
     for name, path in result["deliverables"].items():
-        console.print(f"  {name:<16} {path}")
+        to.print(f"  {name:<16} {path}")
     verdict = result.get("verdict", {})
     status = "[green]PASS[/]" if verdict.get("pass") else "[red]FAIL[/]"
     label = spec_label({"name": verdict.get("preset", "?"), "based_on": verdict.get("based_on")})
-    console.print(f"loudness ({label}): {status} {verdict.get('summary', '')}", highlight=False)
+    to.print(f"loudness ({label}): {status} {verdict.get('summary', '')}", highlight=False)
     for warning in result.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {warning} (see qc.md)", highlight=False)
 

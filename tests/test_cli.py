@@ -70,6 +70,20 @@ def test_silent_soundtrack_is_not_amplified(tmp_path: Path) -> None:
     assert not (title_dir / "work" / "restored.wav").exists() and not (title_dir / "work" / "stems").exists()
 
 
+@pytest.mark.parametrize(("audio", "problem"), [
+    (["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "0.1"], "is too short: its audio stream lasts 0.100 s"),
+    (["-f", "lavfi", "-i", "sine=f=440:r=48000", "-t", "6", "-af", "volume=-67dB"],
+     "is too quiet to deliver: every 400 ms block is under BS.1770's -70 LUFS absolute gate (sample peak -8"),
+])
+def test_too_short_and_too_quiet_are_refused_at_extract_naming_the_source(tmp_path: Path, audio: list[str],
+                                                                           problem: str) -> None:
+    clip = tmp_path / "clip.wav"
+    _ffmpeg(*audio, "-c:a", "pcm_s24le", str(clip))
+    code, output = _invoke("run", clip, "--out", tmp_path / "out")
+    _assert_one_clear_line(code, output, clip, problem)
+    assert not (tmp_path / "out" / "clip" / "work" / "restored.wav").exists()  # restore never ran
+
+
 def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path, demo_clip: Path) -> None:
     """A preset with a changed number is reported as custom; -6 LUFS under a -1 dBTP ceiling cannot
     be met: everything is written, the verdict says FAIL, and the exit code (3) tells a script."""

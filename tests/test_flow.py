@@ -154,7 +154,8 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "demo_clip" / "adm.wav").is_file()
-    assert "deliverables in" in proc.stderr
+    assert "deliverables in" in proc.stdout and "deliverables in" not in proc.stderr  # the result: stdout
+    assert "\x1b[" not in proc.stdout  # piped: no colour codes
     # No Prefect API configured: the flow runs in this process, with no temporary server.
     assert "temporary server" not in proc.stderr
     assert all(f"{stage} done in" in proc.stderr for stage in STAGES), proc.stderr
@@ -162,8 +163,8 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
     quiet = subprocess.run([str(cli), "--quiet", "run", str(tmp_path / "demo_clip.mov"), "--out", str(tmp_path),
                             "--title", "demo_clip"], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
-    assert "reused" not in quiet.stderr and "done in" not in quiet.stderr
-    assert quiet.stderr.startswith("deliverables in") and "loudness (ebu-r128): PASS" in quiet.stderr
+    assert quiet.stderr == ""  # nothing but the result, and that on stdout
+    assert quiet.stdout.startswith("deliverables in") and "loudness (ebu-r128): PASS" in quiet.stdout
 
 
 def _hashes(title_dir: Path) -> dict[str, str]:

@@ -132,6 +132,9 @@ def unmeasurable_reason(report: LoudnessReport) -> str:
     if report.duration_s < 0.4:
         return (f"is too short to measure ({report.duration_s:.3f} s: BS.1770 loudness needs at least "
                 "one 400 ms block); refusing to normalise it")
+    if math.isnan(report.true_peak_dbtp):  # a meter that skipped the true peak cannot tell silence from quiet
+        return ("is silent or too quiet to measure: every 400 ms block is under BS.1770's -70 LUFS absolute "
+                "gate; refusing to amplify it toward the target")
     if not math.isfinite(report.true_peak_dbtp):
         return "is silent (every sample is 0); refusing to amplify silence toward the target"
     return (f"is too quiet to measure: every 400 ms block is under BS.1770's -70 LUFS absolute gate "
