@@ -478,3 +478,11 @@ def read_channel_mask(path: str | Path) -> int | None:
             if chunk[:4] == b"data":
                 return None  # fmt comes before data in a valid file
             f.seek(size + (size & 1), 1)
+
+
+def read_layout(path: str | Path) -> Any:
+    """The speaker layout (:class:`~filmrestore.layouts.Layout`) of a WAV file: the one its speaker
+    mask names, else the usual layout of its channel count (:func:`~filmrestore.layouts.source_layout`)."""
+    from filmrestore.layouts import source_layout
+
+    return source_layout(read_info(path).n_channels, read_channel_mask(path))

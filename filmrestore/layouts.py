@@ -148,6 +148,7 @@ LAYOUTS: dict[str, Layout] = {
 # measured (BS.1770 weights), never rendered to. A surround pair without sides sits at +-110 deg
 # (BS.775), as in 5.1.
 _M110_PAIR = (_M110, _M_110)
+_SIDE_110 = (_spk("M+110", "SL", 110.0, 0.0), _spk("M-110", "SR", -110.0, 0.0))
 _SIDES_AND_REARS = (_spk("M+135", "BL", 135.0, 0.0), _spk("M-135", "BR", -135.0, 0.0),
                     _spk("M+090", "SL", 90.0, 0.0), _spk("M-090", "SR", -90.0, 0.0))
 PROGRAMME_LAYOUTS: dict[str, Layout] = {
@@ -157,7 +158,14 @@ PROGRAMME_LAYOUTS: dict[str, Layout] = {
     "5.0": Layout("5.0", "5.0", (_M030, _M_030, _M000, *_M110_PAIR)),
     "7.0": Layout("7.0", "7.0", (_M030, _M_030, _M000, *_SIDES_AND_REARS)),
     "7.1.2": Layout("7.1.2", "7.1.2", (_M030, _M_030, _M000, _LFE1, *_SIDES_AND_REARS, _U030, _U_030)),
+    # ffmpeg's "(side)" variants: the same +-110 deg surrounds on the SIDE_LEFT/RIGHT bits.
+    "quad(side)": Layout("quad(side)", "4.0", (_M030, _M_030, *_SIDE_110)),
+    "5.0(side)": Layout("5.0(side)", "5.0", (_M030, _M_030, _M000, *_SIDE_110)),
+    "5.1(side)": Layout("5.1(side)", "5.1", (_M030, _M_030, _M000, _LFE1, *_SIDE_110)),
 }
+#: The layout a source of this many channels is read as when its file names no speakers.
+DEFAULT_SOURCE_LAYOUTS = {1: "mono", 2: "0+2+0", 3: "3.0", 4: "4.0", 5: "5.0", 6: "0+5+0", 8: "0+7+0",
+                          12: "4+7+0"}
 _ALIASES = {"2.0": "0+2+0", "stereo": "0+2+0", "5.1": "0+5+0", "5.1.2": "2+5+0", "5.1.4": "4+5+0",
             "7.1": "0+7+0", "7.1.4": "4+7+0", "22.2": "9+10+3"}
 
@@ -170,6 +178,25 @@ def layout_for_wave_names(names: tuple[str, ...]) -> Layout | None:
     return None
 
 BED_7_1_4 = LAYOUTS["4+7+0"]
+
+
+def source_layout(n_channels: int, channel_mask: int | None = None) -> Layout:
+    """The layout of a source (a soundtrack, a stem): the one its WAVE speaker mask names when a
+    known layout has those speakers in that order, else the usual layout of ``n_channels``
+    (:data:`DEFAULT_SOURCE_LAYOUTS`: 6 channels are 5.1, 8 are 7.1, 12 are 7.1.4)."""
+    if channel_mask:
+        names = tuple(name for name, bit in sorted(WAVE_SPEAKER_BITS.items(), key=lambda kv: kv[1])
+                      if channel_mask & bit)
+        found = layout_for_wave_names(names) if len(names) == n_channels else None
+        if found is not None:
+            return found
+        if len(names) == n_channels:  # named speakers that no layout here places: never guessed
+            raise ConfigError(f"its {n_channels} channels are {'+'.join(names)}, a layout filmrestore does not "
+                              "place; it takes mono, stereo, 3.0, quad, 5.0, 5.1 (side or back), 7.1 and 7.1.4")
+    if n_channels not in DEFAULT_SOURCE_LAYOUTS:
+        raise ConfigError(f"no source layout of {n_channels} channels; filmrestore takes "
+                          f"{', '.join(map(str, sorted(DEFAULT_SOURCE_LAYOUTS)))}")
+    return get_layout(DEFAULT_SOURCE_LAYOUTS[n_channels])
 
 
 def get_layout(name: str) -> Layout:

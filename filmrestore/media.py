@@ -38,7 +38,7 @@ import ffmpeg
 import numpy as np
 
 from filmrestore.audio import ensure_writable_dir, iter_blocks, no_space_error, partial_path, read_info
-from filmrestore.errors import (ConfigError, CorruptMediaError, EmptyAudioError, NoAudioStreamError,
+from filmrestore.errors import (ConfigError, CorruptMediaError, EmptyAudioError, MediaError, NoAudioStreamError,
                                SilentProgrammeError)
 from filmrestore.manifest import FileRecord
 
@@ -367,6 +367,7 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
     try:
         stderr = run_ffmpeg(args, source, total, on_progress, output=out_wav)
         info = read_info(tmp)
+        _check_layout(source, info.n_channels, tmp)
         short_s = _check_length(source, info.n_frames, expected, stderr)
         _check_signal(source, tmp)
         gaps = find_decode_gaps(source, chosen, zero_time_s) if stderr.strip() else []
@@ -376,6 +377,17 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
     record = FileRecord.from_path(out_wav)
     return record, {**_report(chosen, zero_time_s, record, short_s, stderr), "gaps": gaps,
                     "gaps_total_s": round(sum(g["duration_s"] for g in gaps), 6)}
+
+
+def _check_layout(source: Path, n_channels: int, decoded: Path) -> None:
+    """Refuse, naming the source, channels the upmix cannot place (e.g. 4.0 with a back centre)."""
+    from filmrestore.audio import read_channel_mask
+    from filmrestore.layouts import source_layout
+
+    try:
+        source_layout(n_channels, read_channel_mask(decoded))
+    except ConfigError as exc:
+        raise MediaError(source, str(exc)) from None
 
 
 MIN_PROGRAMME_S = 0.4  # one BS.1770 gating block: anything shorter has no loudness to deliver

@@ -37,6 +37,7 @@ def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str
         "verdict": rendered.report.get("verdict", {}),
         "warnings": qc_warnings(stages),
         "foldown_check": rendered.report.get("foldown_check", {}),
+        "bed_channels": rendered.report.get("bed_channels", []),
         "deliverables": {name: rec.path for name, rec in rendered.files.items()}
         | ({"remux": stages["remux"].files["remux"].path} if "remux" in stages else {}),
     }
@@ -44,8 +45,7 @@ def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str
 
 def qc_warnings(stages: dict[str, StageManifest]) -> list[str]:
     """What a delivery engineer must hear about although the deliverables were written: audio
-    the decoder lost (filled with silence at its timestamps, so sync holds), a multichannel
-    source folded to stereo, and a stream that ends short of its declared length."""
+    the decoder lost (filled with silence at its timestamps, so sync holds) and a stream that ends short of its declared length."""
     extract = stages["extract"].report if "extract" in stages else {}
     warnings = []
     gaps = extract.get("gaps") or []
@@ -55,10 +55,6 @@ def qc_warnings(stages: dict[str, StageManifest]) -> list[str]:
         warnings.append(f"{len(gaps)} gap(s) in the decoded audio stream (damaged or missing packets), "
                         f"{1000 * extract.get('gaps_total_s', 0.0):.0f} ms in all, filled with silence at "
                         f"their timestamps so the rest stays in sync: at {shown}{more}")
-    if (extract.get("n_channels") or 0) > 2:
-        warnings.append(f"the {extract.get('channel_layout') or extract['n_channels']} source was folded to "
-                        f"stereo for the upmix (its stems keep all {extract['n_channels']} channels): its "
-                        "channels are not kept at their positions in the 7.1.4 bed")
     if (extract.get("short_by_s") or 0.0) >= SHORT_WARNING_S:
         warnings.append(f"the audio stream ends {1000 * extract['short_by_s']:.0f} ms before the end its "
                         "container declares")
@@ -111,6 +107,9 @@ def qc_markdown(qc: dict[str, Any]) -> str:
         lines += ["## Fold-down check", "",
                   f"Stereo fold-down vs input mix, worst octave band: {_fmt(check.get('max_abs_diff_db'), ' dB')} "
                   f"({'ok' if check.get('pass') else 'too far'})", ""]
+    if qc.get("bed_channels"):
+        lines += ["## 7.1.4 bed channels", "", "| channel | BS.2051 | plays |", "| --- | --- | --- |"]
+        lines += [f"| {r['channel']} | {r['label']} | {r['plays']} |" for r in qc["bed_channels"]] + [""]
     lines += _plot_lines(qc.get("plots") or {})
     lines += ["## Deliverables", ""] + [f"- `{name}`: `{path}`" for name, path in qc["deliverables"].items()]
     return "\n".join(lines) + "\n"

@@ -35,8 +35,8 @@ STAGE_VERSIONS = {
     "restore": 2,
     "separate": 1,
     "plan": 1,
-    "normalize": 5,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom
-    "render": 5,
+    "normalize": 6,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom; 6: see render
+    "render": 6,  # 6: a multichannel source's channels are kept in place, not folded to stereo
     "remux": 1,
     "report": 2,
 }

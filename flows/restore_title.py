@@ -176,8 +176,8 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
 
     if chosen.n_channels not in SOURCE_CHANNELS:  # refused now, not after separation
         raise MediaError(source, f"audio stream {chosen.audio_index} has {chosen.n_channels} channels "
-                         f"({chosen.channel_layout or 'no layout'}); filmrestore takes mono, stereo, 5.1, 7.1 and "
-                         f"7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): choose another "
+                         f"({chosen.channel_layout or 'no layout'}); filmrestore takes mono, stereo, 3.0, 4.0, 5.0, 5.1, "
+                         f"7.1 and 7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): choose another "
                          "stream with --stream")
     validate_options(**options)
     display = title or Path(source).stem

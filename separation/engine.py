@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from filmrestore.audio import AudioInfo, AudioWriter, iter_blocks, read_info
+from filmrestore.audio import AudioInfo, AudioWriter, iter_blocks, read_channel_mask, read_info
 from filmrestore.errors import AudioFormatError, ConfigError, EmptyAudioError
 from filmrestore.manifest import FileRecord
 from filmrestore.separation.base import STEMS, Separator
@@ -296,8 +296,9 @@ def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Pa
                             info.sample_rate_hz)
     done = 0
     with contextlib.ExitStack() as stack:
+        mask = read_channel_mask(in_path)  # stems keep the mix's speaker layout
         writers = {s: stack.enter_context(AudioWriter(out_paths[s], info.sample_rate_hz,
-                                                      info.n_channels, subtype)) for s in STEMS}
+                                                      info.n_channels, subtype, mask)) for s in STEMS}
         for out in _separate_blocks(model, blocks, info.n_channels, info.n_frames, device,
                                     segment_s, overlap_s, batch_size):
             for i, name in enumerate(STEMS):

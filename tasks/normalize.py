@@ -20,7 +20,7 @@ import numpy as np
 from prefect import task
 
 from filmrestore import STEMS
-from filmrestore.audio import iter_aligned_blocks
+from filmrestore.audio import iter_aligned_blocks, read_layout
 from filmrestore.loudness.meter import LoudnessMeter
 from filmrestore.loudness.specs import get_preset, programme_gain
 from filmrestore.loudness.speech import iter_speech_activity, speech_segments
@@ -30,7 +30,7 @@ from filmrestore.tasks.common import log_stage, task_options
 from filmrestore.tasks.plan import plan_of
 from filmrestore.upmix.deliver import BLOCK_FRAMES
 from filmrestore.upmix.plan import Plan
-from filmrestore.upmix.render import SceneRenderer, render_input
+from filmrestore.upmix.render import SceneRenderer
 
 
 def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
@@ -46,12 +46,13 @@ def measure_programme(stems: dict[str, Any], plan: Plan, sample_rate_hz: int, n_
     meters = {name: LoudnessMeter(sample_rate_hz, n_channels, true_peak=False) for name in STEMS}
     meters["mix"] = LoudnessMeter(sample_rate_hz, n_channels)
     meters["bed_7.1.4"] = LoudnessMeter(sample_rate_hz, 12, true_peak=False)
-    renderer = SceneRenderer(sample_rate_hz, min(n_channels, 2), plan)
+    source = read_layout(paths["dialogue"]) if n_channels > 2 else None  # a multichannel source kept in place
+    renderer = SceneRenderer(sample_rate_hz, n_channels, plan, source=source)
     for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
         for name, block in blocks.items():
             meters[name].process(block)
         meters["mix"].process(sum(blocks.values()))
-        meters["bed_7.1.4"].process(renderer.process(render_input(blocks)).mix)
+        meters["bed_7.1.4"].process(renderer.process(blocks).mix)
     speech = np.concatenate([np.zeros(0, bool), *iter_speech_activity(paths["dialogue"])])
     for meter in meters.values():
         meter.process_speech(speech)

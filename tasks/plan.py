@@ -16,7 +16,7 @@ from typing import Any
 from prefect import task
 
 from filmrestore import STEMS
-from filmrestore.audio import iter_blocks
+from filmrestore.audio import iter_blocks, read_layout
 from filmrestore.errors import PlanError
 from filmrestore.manifest import StageManifest, write_json
 from filmrestore.resume import manifest_path, run_stage
@@ -24,7 +24,7 @@ from filmrestore.tasks.common import log_stage, task_options
 from filmrestore.upmix.adm import get_profile, scene_for
 from filmrestore.upmix.deliver import BLOCK_FRAMES
 from filmrestore.upmix.plan import ImageAnalysis, Plan, is_edited, load_plan, make_plan
-from filmrestore.upmix.render import render_input
+from filmrestore.upmix.render import stereo_image
 
 PLAN_FILE = "plan.json"
 ILD_STEP_DB = 0.5  # the reported ILD series is rounded to this and run-length encoded
@@ -46,8 +46,9 @@ def effects_ild_db(stems: dict[str, Any]) -> list[float]:
     """The effects stem's interchannel level difference per analysis block (0 dB for mono)."""
     effects = StageManifest.from_dict(stems).file("effects")
     image = ImageAnalysis(effects.sample_rate_hz)
+    layout = read_layout(effects.path) if effects.n_channels > 2 else None
     for block in iter_blocks(effects.path, BLOCK_FRAMES):
-        image.process(render_input({"effects": block})["effects"])
+        image.process(stereo_image({"effects": block}, layout)["effects"])
     return image.ild_db()
 
 

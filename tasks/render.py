@@ -53,7 +53,7 @@ def run_render(
         result["summary"] = _summary(result)
         report = {"after": {"bed_7.1.4": after["bed"].to_dict()},
                   "after_series": {"bed_7.1.4": after["bed"].series_to_dict()}, "verdict": result,
-                  "foldown_check": after["foldown_check"],
+                  "foldown_check": after["foldown_check"], "bed_channels": after["bed_channels"],
                   "plan": {k: v for k, v in StageManifest.from_dict(plan).report.items() if k != "elapsed_s"}}
         manifest = StageManifest("render", records, {k: v for k, v in params.items() if k != "stems"}, report)
         manifest.pending = after["renames"]  # renamed into place as one set by run_stage

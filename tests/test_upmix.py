@@ -281,8 +281,14 @@ def test_fold_down_matrices_follow_bs775() -> None:
 
 
 def test_inputs_are_validated() -> None:
-    with pytest.raises(ConfigError, match="3 channels"):
-        SceneRenderer(FS, 3)
+    with pytest.raises(ConfigError, match="16 channels"):
+        SceneRenderer(FS, 16)
+    with pytest.raises(ConfigError, match="no source layout of 7 channels"):
+        SceneRenderer(FS, 7)
+    from filmrestore.layouts import get_layout
+
+    with pytest.raises(ConfigError, match="not 5.1"):
+        SceneRenderer(FS, 8, source=get_layout("5.1"))
     with pytest.raises(ValueError, match="one length"):
         SceneRenderer(FS, 1).process({"music": np.zeros((1, 10)), "effects": np.zeros((1, 11))})
     with pytest.raises(ConfigError, match="music_ambience_gain_db"):
@@ -336,3 +342,36 @@ def test_other_bed_rules_are_designed_afresh() -> None:
     assert design_key(*params) not in _shipped_designs()
     firs, front_gain = design_side_decorrelators(*params)
     assert firs.shape == (len(params[0]), params[2]) and 0.0 < front_gain < 1.0
+
+
+@pytest.mark.parametrize("layout", ["3.0", "quad(side)", "5.0", "0+5+0", "5.1(side)", "0+7+0", "4+7+0"])
+def test_a_multichannel_source_plays_in_place_and_folds_down_exactly(layout: str) -> None:
+    """Each source channel is the bed channel at its position, sample for sample (dialogue of the
+    centre as the dialogue object, panned to the centre speaker); the ambience added at the
+    missing positions cancels in the stereo fold-down, which equals the source's to float32
+    rounding; block-wise equals whole."""
+    from filmrestore.layouts import get_layout
+    from filmrestore.upmix.foldown import downmix_to_stereo, fold_down
+    from filmrestore.upmix.render import SourceRouting
+
+    source = get_layout(layout)
+    n_frames = 3 * FS
+    stems = {name: _pink(source.n_channels, n_frames, seed=30 + i) for i, name in enumerate(("dialogue", "music",
+                                                                                               "effects"))}
+    if "M+000" not in source.labels:  # dialogue of a source without a centre: in the front pair, centred
+        stems["dialogue"][1] = stems["dialogue"][0]
+        stems["dialogue"][2:] = 0.0
+    whole = SceneRenderer(FS, source.n_channels, source=source).process(stems)
+    renderer = SceneRenderer(FS, source.n_channels, source=source)
+    parts = [renderer.process({k: v[:, a:a + 50_000] for k, v in stems.items()}) for a in range(0, n_frames, 50_000)]
+    np.testing.assert_allclose(np.hstack([p.mix for p in parts]), whole.mix, atol=1e-6)
+    total = sum(stems.values())
+    for c, b in SourceRouting.of(source).kept:
+        if "M+000" in source.labels or source.labels[c] not in ("M+030", "M-030"):
+            np.testing.assert_allclose(whole.mix[b], total[c], atol=2e-6, err_msg=source.labels[c])
+    np.testing.assert_allclose(fold_down(whole.mix, "stereo"), downmix_to_stereo(total, source), atol=2e-6)
+    missing = [label for label in BED_7_1_4.labels if label not in {BED_7_1_4.labels[b] for _, b in
+                                                                      SourceRouting.of(source).kept}]
+    for label in missing:  # filled with ambience (LFE1 with the low band of a source without one)
+        level = np.sqrt(np.mean(whole.mix[BED_7_1_4.index(label)] ** 2)) / np.sqrt(np.mean(total[0] ** 2))
+        assert 10 ** (-30 / 20) < level < 1.0, (label, level)

@@ -123,3 +123,54 @@ def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatc
         run_render(stages["stems"], plan.to_dict(), norm.to_dict(), title_dir)
     assert not list(title_dir.rglob("*.part"))
     assert not list(title_dir.rglob("*.wav"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", ["5.1(side)", "0+7+0"])
+def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layout: str) -> None:
+    """A 5.1 (7.1) soundtrack: dialogue in the centre, music left/right, ambience in the surrounds,
+    booms in the LFE. After the whole pipeline each source channel is in the bed speaker at its
+    position (correlation >= 0.8), the missing positions are synthesised, and the report says
+    which is which; the stereo fold-down of the bed still matches the source's."""
+    import scipy.signal
+    from typer.testing import CliRunner
+
+    from filmrestore.flows.cli import app
+    from filmrestore.layouts import get_layout
+    from filmrestore.synth import make_film_mix
+
+    source_layout = get_layout(layout)
+    n = 10 * FS
+    rng = np.random.default_rng(11)
+    film = make_film_mix(n / FS, rng)
+    ambience = scipy.signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal((4, n))).astype(np.float32) * 0.01
+    booms = np.sin(2 * np.pi * 40 * np.arange(n) / FS) * (np.sin(2 * np.pi * 0.4 * np.arange(n) / FS) > 0.6)
+    by_label = {"M+030": film["music"][0] + ambience[0] * 2, "M-030": np.roll(film["music"][0], 4800) + ambience[1] * 2,
+                "M+000": film["dialogue"][0] + 0.3 * film["effects"][0], "LFE1": 0.2 * booms,
+                "M+110": ambience[2], "M-110": ambience[3], "M+090": ambience[2], "M-090": ambience[3],
+                "M+135": 0.7 * ambience[0] + 0.3 * ambience[2], "M-135": 0.7 * ambience[1] + 0.3 * ambience[3]}
+    x = np.vstack([by_label[label] for label in source_layout.labels]).astype(np.float32)
+    clip = tmp_path / "reel.wav"
+    write_audio(clip, x, FS, channel_mask=source_layout.channel_mask)
+    result = CliRunner().invoke(app, ["run", str(clip), "--out", str(tmp_path / "out"), "--separator", "dsp",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    title = tmp_path / "out" / "reel"
+    bed = read_audio(title / "bed_7.1.4.wav")
+    qc = json.loads((title / "qc.json").read_text())
+    plays = {row["label"]: row["plays"] for row in qc["bed_channels"]}
+    expected_at = {"M+110": "M+090", "M-110": "M-090"}  # 5.1 surrounds play from the side surrounds
+    for c, speaker in enumerate(source_layout.speakers):
+        at = expected_at.get(speaker.label, speaker.label)
+        corr = np.corrcoef(x[c, FS:-FS], bed[BED_7_1_4.index(at), FS:-FS])[0, 1]
+        assert corr >= 0.8, (speaker.label, at, corr)
+        if at not in ("M+030", "M-030"):
+            assert plays[at] == f"kept: source {speaker.wave_name}", (at, plays[at])
+    for height in ("U+045", "U-045", "U+135", "U-135"):
+        assert plays[height].startswith("synthesised")
+        assert np.sqrt(np.mean(bed[BED_7_1_4.index(height)] ** 2)) > 1e-4  # filled, not silent
+    if layout == "5.1(side)":
+        assert plays["M+135"].startswith("synthesised")
+    assert qc["foldown_check"]["pass"], qc["foldown_check"]
+    assert "7.1.4 bed channels" in (title / "qc.md").read_text()
+    assert check_adm_file(title / "adm.wav", "ebu") == []

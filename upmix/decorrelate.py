@@ -57,7 +57,7 @@ def _lr4_responses(cutoff_hz: float, sample_rate_hz: int, freqs_hz: np.ndarray) 
     return low, high
 
 
-def _random_phase_firs(rng: np.random.Generator, n_filters: int, n_taps: int) -> np.ndarray:
+def random_phase_firs(rng: np.random.Generator, n_filters: int, n_taps: int) -> np.ndarray:
     """Flat-magnitude FIRs with independent random phase per bin. [shape=(n_filters, n_taps)]"""
     spectrum = np.exp(1j * rng.uniform(-np.pi, np.pi, (n_filters, n_taps // 2 + 1)))
     spectrum[:, 0] = 1.0
@@ -176,7 +176,7 @@ def optimise_side_decorrelators(
     w = np.where(freqs_hz > 20.0, 1.0 / np.maximum(freqs_hz, 1.0), 0.0)
     terms = {"n_fft": n_fft, "w": w / w.sum(), "low": low, "high": high, "g": g, "b": b,
              "bands": _band_averager(freqs_hz, crossover_hz)}
-    start = _random_phase_firs(np.random.default_rng(seed), len(b), n_taps)
+    start = random_phase_firs(np.random.default_rng(seed), len(b), n_taps)
     result = scipy.optimize.minimize(
         _decorrelator_cost, start.ravel(), args=(start.shape, terms), jac=True,
         method="L-BFGS-B", options={"maxiter": 300},

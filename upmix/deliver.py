@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 
 from filmrestore import STEMS
-from filmrestore.audio import AudioWriter, iter_aligned_blocks, read_info
+from filmrestore.audio import AudioWriter, iter_aligned_blocks, read_channel_mask, read_info, read_layout
 from filmrestore.loudness.limiter import TruePeakLimiter
 from filmrestore.loudness.meter import LoudnessMeter
 from filmrestore.loudness.speech import iter_speech_activity
 from filmrestore.manifest import FileRecord
 from filmrestore.upmix.adm import AdmScene, AdmSceneWriter
-from filmrestore.upmix.foldown import fold_down, octave_band_levels_db
+from filmrestore.upmix.foldown import downmix_to_stereo, fold_down, octave_band_levels_db
 from filmrestore.layouts import BED_7_1_4
 from filmrestore.upmix.plan import Plan
-from filmrestore.upmix.render import SceneRenderer, render_input
+from filmrestore.upmix.render import SceneRenderer, SourceRouting
 
 BLOCK_FRAMES = 480_000  # 10 s at 48 kHz: large enough for numpy, small enough for flat memory
 FOLDOWN_TOLERANCE_DB = 1.0  # per octave band, stereo fold-down vs the input mix (DESIGN.md)
@@ -74,11 +74,12 @@ class _Deliverables:
     stays one block deep.
     """
 
-    def __init__(self, title_dir: Path, title: str, n_channels: int, sample_rate_hz: int, scene: AdmScene) -> None:
+    def __init__(self, title_dir: Path, title: str, n_channels: int, sample_rate_hz: int, scene: AdmScene,
+                 stem_mask: int | None = None) -> None:
         sr = sample_rate_hz
         self.bed = AudioWriter(title_dir / "bed_7.1.4.wav", sr, 12, "PCM_24", BED_7_1_4.channel_mask)
         self.adm = AdmSceneWriter(title_dir / "adm.wav", scene, title)
-        self.stems = {name: AudioWriter(title_dir / "stems" / f"{name}.wav", sr, n_channels, "PCM_24")
+        self.stems = {name: AudioWriter(title_dir / "stems" / f"{name}.wav", sr, n_channels, "PCM_24", stem_mask)
                       for name in ("dialogue", "music", "effects", "me")}
         self.foldowns = {name: AudioWriter(title_dir / "foldown" / f"{name}.wav", sr, n, "PCM_24")
                          for name, n in (("stereo", 2), ("5.1", 6))}
@@ -144,19 +145,22 @@ def render_deliverables(
     gain = np.float32(10.0 ** (gain_db / 20.0))
     paths = {name: stems[name] for name in STEMS}
     dialogue = read_info(paths["dialogue"])
-    renderer = SceneRenderer(dialogue.sample_rate_hz, min(dialogue.n_channels, 2), plan)
+    source = read_layout(paths["dialogue"]) if dialogue.n_channels > 2 else None  # kept in place
+    renderer = SceneRenderer(dialogue.sample_rate_hz, dialogue.n_channels, plan, source=source)
     limiter = TruePeakLimiter(dialogue.sample_rate_hz, 12, ceiling_dbtp, n_linked=scene.n_tracks)
     meter = LoudnessMeter(dialogue.sample_rate_hz, 12)
     mix_bands, stereo_bands = _BandEnergy(dialogue.sample_rate_hz), _BandEnergy(dialogue.sample_rate_hz)
-    out = _Deliverables(title_dir, title, dialogue.n_channels, dialogue.sample_rate_hz, scene)
+    out = _Deliverables(title_dir, title, dialogue.n_channels, dialogue.sample_rate_hz, scene,
+                        read_channel_mask(paths["dialogue"]))
     rows = list(scene.track_rows)
     try:
         done = 0
         for blocks in iter_aligned_blocks(paths, block_frames):
             scaled = {name: x * gain for name, x in blocks.items()}
             scaled["me"] = scaled["music"] + scaled["effects"]
-            stems_in = render_input({name: scaled[name] for name in STEMS})
-            mix_bands.add(sum(stems_in.values()))
+            stems_in = {name: scaled[name] for name in STEMS}
+            total = sum(stems_in.values())
+            mix_bands.add(total if source is None else downmix_to_stereo(total, source))  # the source's fold-down
             rendered = renderer.process(stems_in)
             mix, tracks = limiter.process_linked(rendered.mix, rendered.track_rows(rows))
             _deliver(out, meter, stereo_bands, scaled, mix, tracks)
@@ -172,7 +176,13 @@ def render_deliverables(
     for mask in masks:
         meter.process_speech(mask)
     return records, {"bed": meter.result(), "foldown_check": foldown_check(mix_bands, stereo_bands),
-                     "renames": renames}
+                     "renames": renames, "bed_channels": bed_channel_map(renderer.routing)}
+
+
+def bed_channel_map(routing: SourceRouting | None) -> list[dict[str, str]]:
+    """What each channel of the 7.1.4 bed plays: for a multichannel source, which source channel is
+    kept there and what is synthesised (:meth:`SourceRouting.channel_map`); empty for mono/stereo."""
+    return routing.channel_map() if routing is not None else []
 
 
 def _deliver(out: _Deliverables, meter: LoudnessMeter, stereo_bands: _BandEnergy, stems: dict[str, np.ndarray],

@@ -66,17 +66,17 @@ def fold_down(bed: np.ndarray, target: str = "stereo", source: Layout = BED_7_1_
     return matrix @ bed.astype(np.float32, copy=False)
 
 
-#: Channel counts of a source the upmix takes: mono and stereo as they are; 5.1, 7.1 and 7.1.4 (WAV
-#: order) folded to stereo first (:func:`downmix_to_stereo`).
-SOURCE_CHANNELS = (1, 2, 6, 8, 12)
+#: Channel counts of a source the upmix takes: mono and stereo; 3.0, 4.0, 5.0, 5.1, 7.1 and 7.1.4
+#: (WAV order) kept in place (:class:`~filmrestore.upmix.render.SourceRouting`).
+SOURCE_CHANNELS = (1, 2, 3, 4, 5, 6, 8, 12)
 
 
-def downmix_to_stereo(x: np.ndarray) -> np.ndarray:
-    """Fold a 5.1 / 7.1 / 7.1.4 signal in WAV order [shape=(6|8|12, n_frames)] to stereo (2, n_frames)."""
-    layouts = {layout.n_channels: layout for layout in (get_layout("5.1"), get_layout("7.1"), BED_7_1_4)}
-    if x.shape[0] not in layouts:
-        raise ConfigError(f"cannot fold {x.shape[0]} channels to stereo: known layouts have {sorted(layouts)}")
-    return fold_down(x, "stereo", layouts[x.shape[0]])
+def downmix_to_stereo(x: np.ndarray, source: Layout | None = None) -> np.ndarray:
+    """Fold a multichannel signal in WAV order [shape=(n_channels, n_frames)] of layout ``source``
+    (default: the usual layout of its channel count) to stereo (2, n_frames)."""
+    from filmrestore.layouts import source_layout
+
+    return fold_down(x, "stereo", source or source_layout(x.shape[0]))
 
 
 def octave_band_levels_db(

@@ -18,6 +18,10 @@ Per block of stems it computes, in one batched FFT pass (float32):
   jumpPosition ramps from the previous block's gains over its duration; with
   jumpPosition over its interpolationLength; the first block does not ramp).
 
+A multichannel source (3.0 to 7.1.4) is kept in place instead (:class:`SourceRouting`):
+each of its channels plays, sample for sample, from the bed speaker at its position; the
+positions it lacks get ambience that cancels in the stereo fold-down.
+
 Every filter is an FIR (the LR4 IIRs truncated where they have decayed below
 float32 precision) applied by overlap-add with a carried tail, so the renderer
 has zero latency and block-wise output equals whole-signal output.
@@ -34,9 +38,9 @@ import scipy.fft
 
 from filmrestore.errors import ConfigError
 from filmrestore.upmix.admtime import grid_samples
-from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response
+from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response, random_phase_firs
+from filmrestore.layouts import BED_7_1_4, Layout, Speaker, source_layout
 from filmrestore.upmix.foldown import downmix_to_stereo, fold_down_matrix
-from filmrestore.layouts import BED_7_1_4, Layout
 from filmrestore.upmix.panner import point_source_gains
 from filmrestore.upmix.plan import FEEDS, STEM_NAMES, BedRules, ObjectPlan, Plan, make_plan
 
@@ -238,6 +242,128 @@ def decorrelator_parameters(rules: BedRules, sample_rate_hz: int, layout: Layout
     return params
 
 
+#: Bed positions on each side that a multichannel source may lack (each folds into its side's
+#: stereo channel at -3 dB, :mod:`filmrestore.upmix.foldown`).
+_SIDE_POSITIONS = {"L": ("M+090", "M+135", "U+045", "U+135"), "R": ("M-090", "M-135", "U-045", "U-135")}
+
+
+def fold_neutral_weights(n_positions: int) -> np.ndarray:
+    """Weights [shape=(n_positions - 1, n_positions)] of ``n - 1`` decorrelated signals into ``n``
+    positions that fold down with equal gains: each row sums to zero (Helmert contrasts), so the
+    sends cancel exactly in the fold-down; rows are orthonormal, so every position gets the same
+    power, ``(n - 1) / n`` of one signal's."""
+    k = np.arange(1, n_positions)
+    weights = np.zeros((n_positions - 1, n_positions))
+    for row, m in enumerate(k):
+        weights[row, :m] = 1.0
+        weights[row, m] = -float(m)
+        weights[row] /= np.sqrt(m * (m + 1))
+    return weights
+
+
+def _nearest_speaker(speaker: Speaker, layout: Layout) -> int:
+    """The channel of ``layout`` that plays a source speaker it lacks: the nearest in azimuth at the
+    same height (a 5.1 surround at +-110 deg plays from the side surround at +-90 deg, as a 5.1
+    master upmixed to 7.1 does; a pan between side and rear would fold down 3 dB too loud)."""
+    same_height = [i for i, s in enumerate(layout.speakers) if not s.is_lfe and
+                   (s.elevation_deg > 0) == (speaker.elevation_deg > 0)]
+
+    def distance(i: int) -> float:
+        d = abs(layout.speakers[i].azimuth_deg - speaker.azimuth_deg) % 360.0
+        return min(d, 360.0 - d)
+
+    return min(same_height, key=distance)
+
+
+@dataclass(frozen=True)
+class SourceRouting:
+    """Where each channel of a multichannel source (3.0 to 7.1.4) goes in the bed.
+
+    Its front pair feeds the scene as a stereo source does (music and effects fronts as
+    objects, their ambience into the bed positions the source lacks); its dialogue in the
+    centre (or, without one, in the front pair) is the dialogue object; everything else
+    (the other stems of the centre, dialogue in the fronts, surrounds, rears, heights, LFE)
+    is *kept*: played as it is by the bed speaker at its position (:func:`_nearest_speaker`
+    where the bed has no speaker there). The positions it lacks get fold-neutral ambience
+    (:meth:`SceneRenderer._in_place_taps`).
+    """
+
+    source: Layout
+    front: tuple[int, int]  # source channels of M+030 / M-030
+    centre: int | None  # source channel of M+000
+    kept: tuple[tuple[int, int], ...]  # (source channel, bed channel)
+
+    @classmethod
+    def of(cls, source: Layout, bed: Layout = BED_7_1_4) -> SourceRouting:
+        labels = source.labels
+        if "M+030" not in labels or "M-030" not in labels:
+            raise ConfigError(f"a {source.common_name} source without a front pair (M+030, M-030) cannot be upmixed")
+        front = (labels.index("M+030"), labels.index("M-030"))
+        centre = labels.index("M+000") if "M+000" in labels else None
+        kept = tuple((c, bed.index("LFE1") if spk.is_lfe else bed.index(spk.label) if spk.label in bed.labels
+                      else _nearest_speaker(spk, bed)) for c, spk in enumerate(source.speakers))
+        return cls(source, front, centre, kept)
+
+    @property
+    def covered(self) -> frozenset[str]:
+        """Bed labels that play a source channel other than the front pair (no ambience is sent there)."""
+        return frozenset(BED_7_1_4.labels[b] for c, b in self.kept if c not in self.front)
+
+    def missing(self, positions: tuple[str, ...]) -> list[str]:
+        """The ``positions`` no source channel plays: filled with ambience when two or more (a single
+        one cannot be filled without changing the fold-down)."""
+        left = [label for label in positions if label not in self.covered]
+        return left if len(left) >= 2 else []
+
+    @property
+    def has_lfe(self) -> bool:
+        return any(s.is_lfe for s in self.source.speakers)
+
+    def kept_signals(self, stems: dict[str, np.ndarray]) -> np.ndarray:
+        """Per source channel, the part of the stems it keeps in place. [shape=(n_source_channels, n)]
+
+        The front pair keeps its dialogue when the source has a centre (else that dialogue is the
+        object); the centre keeps its music and effects; every other channel keeps all of it."""
+        n_frames = next(iter(stems.values())).shape[1]
+        out = np.zeros((self.source.n_channels, n_frames), np.float32)
+        for name, x in stems.items():
+            for c in range(self.source.n_channels):
+                if c in self.front and (name != "dialogue" or self.centre is None):
+                    continue  # a feed
+                if c == self.centre and name == "dialogue":
+                    continue  # the dialogue object
+                out[c] += x[c]
+        return out
+
+    def dialogue_feed(self, dialogue: np.ndarray) -> np.ndarray:
+        if self.centre is not None:
+            return np.asarray(dialogue[self.centre], np.float32)
+        return MINUS_3_DB * (dialogue[self.front[0]] + dialogue[self.front[1]])
+
+    def channel_map(self) -> list[dict[str, str]]:
+        """What each bed channel plays, for the report: the source channels kept there and what is
+        synthesised (ambience, LFE) or panned there (objects)."""
+        kept: dict[int, list[str]] = {}
+        for c, b in self.kept:
+            if c not in self.front:
+                kept.setdefault(b, []).append(self.source.speakers[c].wave_name or self.source.speakers[c].label)
+        sends = {label for side in _SIDE_POSITIONS.values() for label in self.missing(side)}
+        rows = []
+        for b, spk in enumerate(BED_7_1_4.speakers):
+            if spk.label in ("M+030", "M-030"):
+                what = f"kept: source {spk.wave_name} (music and effects fronts as objects there)"
+            elif b in kept:
+                what = "kept: source " + " + ".join(kept[b])
+            elif spk.label in sends:
+                what = "synthesised: decorrelated ambience of music and effects"
+            elif spk.is_lfe:
+                what = "synthesised: low band of music and effects"
+            else:
+                what = "objects only"
+            rows.append({"channel": spk.wave_name or spk.label, "label": spk.label, "plays": what})
+        return rows
+
+
 class SceneRenderer:
     """Render dialogue/music/effects stems to feeds, bed and mix with a :class:`Plan`, block by block.
 
@@ -249,11 +375,22 @@ class SceneRenderer:
     latency_frames = 0
 
     def __init__(self, sample_rate_hz: int, n_input_channels: int, plan: Plan | None = None,
-                 layout: Layout = BED_7_1_4, workers: int = 1) -> None:
-        if n_input_channels not in (1, 2):
-            raise ConfigError(f"the renderer takes mono or stereo stems, got {n_input_channels} channels")
+                 layout: Layout = BED_7_1_4, workers: int = 1, source: Layout | None = None) -> None:
+        """``source``: the layout of stems of more than two channels (default: the usual layout of
+        their channel count, :func:`~filmrestore.layouts.source_layout`); they are kept in place
+        (:class:`SourceRouting`)."""
         if layout.name != "4+7+0":
             raise ConfigError(f"the bed rules are written for 4+7+0, not {layout.name}")
+        if n_input_channels > 2:
+            source = source or source_layout(n_input_channels)
+            if source.n_channels != n_input_channels:
+                raise ConfigError(f"stems of {n_input_channels} channels are not {source.common_name} "
+                                  f"({source.n_channels} channels)")
+            self.routing: SourceRouting | None = SourceRouting.of(source, layout)
+        elif n_input_channels in (1, 2):
+            self.routing = None
+        else:
+            raise ConfigError(f"the renderer takes stems of 1 to 12 channels, got {n_input_channels}")
         self.sample_rate_hz = sample_rate_hz
         self.n_input_channels = n_input_channels
         self.plan = plan if plan is not None else make_plan(sample_rate_hz, 86_400 * sample_rate_hz)  # static, 24 h
@@ -261,8 +398,9 @@ class SceneRenderer:
         self.rules = self.plan.bed
         same = {INPUTS.index("music.R"): INPUTS.index("music.L"),
                 INPUTS.index("effects.R"): INPUTS.index("effects.L")} if n_input_channels == 1 else {}
-        self._filters = FirMatrix(self._taps(), len(INPUTS), len(INPUTS) + layout.n_channels, workers=workers,
-                                  same_as=same)
+        n_kept = n_input_channels if self.routing else 0
+        self._filters = FirMatrix(self._taps(), len(INPUTS) + n_kept, len(INPUTS) + layout.n_channels,
+                                  workers=workers, same_as=same)
         self._objects = [_ObjectPanner(o, layout, sample_rate_hz) for o in self.plan.objects]
         self._frame = 0
 
@@ -271,9 +409,12 @@ class SceneRenderer:
         fs, rules = self.sample_rate_hz, self.rules
         low = lr4_impulse_response(rules.ambience_crossover_hz, fs, "lowpass", _LR4_TAPS)
         high = lr4_impulse_response(rules.ambience_crossover_hz, fs, "highpass", _LR4_TAPS)
-        taps = [(0, 0, low + high)]  # dialogue: the crossover's all-pass
         n_feeds = len(INPUTS)
-        for stem, sides in _AMBIENCE_SENDS.items():
+        if self.routing is not None:
+            taps = self._in_place_taps(high)
+        else:
+            taps = [(0, 0, low + high)]  # dialogue: the crossover's all-pass
+        for stem, sides in (_AMBIENCE_SENDS.items() if self.routing is None else ()):
             send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
             for row, (side, sends) in enumerate(sides.items()):
                 feed = INPUTS.index(f"{stem}.{side}")
@@ -282,10 +423,40 @@ class SceneRenderer:
                 taps.append((feed, feed, low + front_gain * high))
                 for (label, _), fir, gain in zip(sends, firs, gains):
                     taps.append((n_feeds + self.layout.index(label), feed, np.convolve(gain * fir, high)))
-        lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
-            rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
-        taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
-                 for f in ("music.L", "music.R", "effects.L", "effects.R")]
+        if self.routing is None or not self.routing.has_lfe:  # a source's own LFE is kept, not re-synthesised
+            lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
+                rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
+            taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
+                     for f in ("music.L", "music.R", "effects.L", "effects.R")]
+        return taps
+
+    def _in_place_taps(self, high: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Paths of a multichannel source: every source channel and feed as it is (no crossover, so
+        each bed channel is its source channel sample for sample), and ambience for the positions
+        the source lacks: decorrelated copies of the high band of the front pair's music and
+        effects, weighted per side by :func:`fold_neutral_weights` so that they cancel in the
+        stereo fold-down (which therefore equals the source's exactly)."""
+        routing, rules, fs = self.routing, self.rules, self.sample_rate_hz
+        assert routing is not None
+        n_feeds, unit = len(INPUTS), np.ones(1)
+        taps = [(i, i, unit) for i in range(n_feeds)]
+        taps += [(n_feeds + b, n_feeds + c, unit) for c, b in routing.kept
+                 if c not in routing.front or routing.centre is not None]
+        n_taps = max(2, int(round(rules.decorrelator_length_s * fs)))
+        for s_index, stem in enumerate(("music", "effects")):
+            send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
+            for row, (side, positions) in enumerate(_SIDE_POSITIONS.items()):
+                labels = routing.missing(positions)
+                if not labels:
+                    continue
+                weights = fold_neutral_weights(len(labels))
+                rng = np.random.default_rng(rules.seed * 16 + 8 + 2 * s_index + row)
+                firs = random_phase_firs(rng, len(labels) - 1, n_taps)
+                gain = db_to_gain(send_db) * math.sqrt(len(labels) / (len(labels) - 1))  # each position at send_db
+                feed = INPUTS.index(f"{stem}.{side}")
+                for k, label in enumerate(labels):
+                    fir = gain * (weights[:, k] @ firs)
+                    taps.append((n_feeds + self.layout.index(label), feed, np.convolve(fir, high)))
         return taps
 
     def _decorrelators(self, send_gains: list[float], row: int, stem: str) -> tuple[np.ndarray, float]:
@@ -295,6 +466,8 @@ class SceneRenderer:
     def process(self, stems: dict[str, np.ndarray]) -> RenderedBlock:
         """Render one block of stems."""
         n_frames = self._check_stems(stems)
+        if self.routing is not None:
+            return self._process_multichannel(stems, n_frames)
         inputs = np.zeros((len(INPUTS), n_frames), np.float32)
         for name, x in stems.items():
             x = np.asarray(x, dtype=np.float32)
@@ -303,12 +476,30 @@ class SceneRenderer:
             else:
                 first = INPUTS.index(f"{name}.L")
                 inputs[first:first + 2] = MINUS_3_DB * x[0] if x.shape[0] == 1 else x
+        return self._finish(inputs)
+
+    def _process_multichannel(self, stems: dict[str, np.ndarray], n_frames: int) -> RenderedBlock:
+        routing = self.routing
+        assert routing is not None
+        stems = {name: np.asarray(x, dtype=np.float32) for name, x in stems.items()}
+        inputs = np.zeros((len(INPUTS) + routing.source.n_channels, n_frames), np.float32)
+        if "dialogue" in stems:
+            inputs[0] = routing.dialogue_feed(stems["dialogue"])
+        for name in ("music", "effects"):
+            if name in stems:
+                first = INPUTS.index(f"{name}.L")
+                inputs[first], inputs[first + 1] = stems[name][routing.front[0]], stems[name][routing.front[1]]
+        inputs[len(INPUTS):] = routing.kept_signals(stems)
+        return self._finish(inputs)
+
+    def _finish(self, inputs: np.ndarray) -> RenderedBlock:
+        """Filter the inputs, pan the objects into the mix, advance the clock."""
         filtered = self._filters.process(inputs)
         feeds, bed = filtered[:len(INPUTS)], filtered[len(INPUTS):]
         mix = bed.copy()
         for panner in self._objects:
             panner.add(feeds[INPUTS.index(panner.feed)], self._frame, mix)
-        self._frame += n_frames
+        self._frame += inputs.shape[1]
         return RenderedBlock(mix, bed, feeds)
 
     def _check_stems(self, stems: dict[str, np.ndarray]) -> int:
@@ -324,18 +515,19 @@ class SceneRenderer:
 
 
 def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | None = None,
-               bed: BedRules | None = None) -> np.ndarray:
+               bed: BedRules | None = None, source: Layout | None = None) -> np.ndarray:
     """Convenience: the 7.1.4 mix [shape=(12, n_frames)] of whole stems with ``plan`` (default: static plan)."""
     n_channels, n_frames = next(iter(stems.values())).shape
     if plan is None:
         plan = make_plan(sample_rate_hz, n_frames, tuple(stems), bed=bed)
-    return SceneRenderer(sample_rate_hz, n_channels, plan).process(stems).mix
+    return SceneRenderer(sample_rate_hz, n_channels, plan, source=source).process(stems).mix
 
 
-__all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "db_to_gain",
-           "decorrelator_parameters", "object_segments", "render_bed"]
+__all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "SourceRouting", "db_to_gain",
+           "decorrelator_parameters", "fold_neutral_weights", "object_segments", "render_bed", "stereo_image"]
 
 
-def render_input(blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Stems as the renderer takes them: mono or stereo (a 5.1/7.1 source is folded to stereo)."""
-    return {name: x if x.shape[0] <= 2 else downmix_to_stereo(x) for name, x in blocks.items()}
+def stereo_image(blocks: dict[str, np.ndarray], source: Layout | None = None) -> dict[str, np.ndarray]:
+    """Stems folded to at most two channels (what the plan stage reads a stereo image from): a
+    multichannel source's stereo fold-down."""
+    return {name: x if x.shape[0] <= 2 else downmix_to_stereo(x, source) for name, x in blocks.items()}

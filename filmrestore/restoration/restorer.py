@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from filmrestore.audio import AudioWriter, iter_blocks, read_audio, read_info
+from filmrestore.audio import AudioWriter, iter_blocks, read_audio, read_channel_mask, read_info
 from filmrestore.errors import ConfigError, EmptyAudioError
 from filmrestore.manifest import FileRecord
 from filmrestore.restoration.blocks import Progress, Sample, as_segments, check_block
@@ -264,7 +264,8 @@ def restore_file(in_path: str | Path, out_path: str | Path, plan: RestorePlan | 
         plan = plan_restoration(read_detection_sample(in_path), info.sample_rate_hz)
     restorer = Restorer(info.sample_rate_hz, info.n_channels, plan)
     done = 0
-    with AudioWriter(out_path, info.sample_rate_hz, info.n_channels, "FLOAT") as writer:
+    # The input's speaker mask goes with its channels (a 5.1(side) soundtrack stays 5.1(side)).
+    with AudioWriter(out_path, info.sample_rate_hz, info.n_channels, "FLOAT", read_channel_mask(in_path)) as writer:
         for block in iter_blocks(in_path, max(1, int(block_s * info.sample_rate_hz))):
             writer.write(restorer.process(block))
             done += block.shape[1]
