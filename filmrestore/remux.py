@@ -59,15 +59,20 @@ def remux_fingerprint(path: str | Path) -> str:
 
 
 def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Path,
-          language: str | None = None, container: str = "mkv") -> tuple[FileRecord, dict[str, Any]]:
+          language: str | None = None, container: str = "mkv",
+          more: list[tuple[dict[str, str | Path], str | None, str]] | None = None) -> tuple[FileRecord, dict[str, Any]]:
     """Write ``out``: the source's pictures and subtitles with the deliverables' audio
     (:data:`AUDIO_TRACKS`, each from ``deliverables[name]``), under a temporary name renamed
     when complete. ``container`` ``"mkv"`` (Matroska: FLAC beside the 12-channel PCM bed, every
     subtitle Matroska holds, attachments) or ``"mov"`` (QuickTime: 24-bit PCM throughout, which
     keeps the bed's channel layout; text subtitles as mov_text, no attachments). Returns the
     file's record (the bed's rate, channels and length; :func:`remux_fingerprint` as its hash)
-    and a report of the streams written."""
+    and a report of the streams written.
+
+    ``more``: the deliverables of the source's other audio streams, each ``(deliverables,
+    language, label)``: their four tracks follow, titled with the label (e.g. ``"stream 1, fra"``)."""
     source, out = Path(source), Path(out)
+    sets = [(deliverables, language, ""), *(more or [])]
     if container not in CONTAINERS:
         raise ValueError(f"container must be one of {sorted(CONTAINERS)}, got {container!r}")
     require_tool("ffmpeg")
@@ -82,15 +87,16 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
 
     src = ffmpeg.input(ffmpeg_path(source))
     offset = zero_time_s - container_start_s  # the picture's zero after ffmpeg's shift to the input start
-    audio_inputs = [ffmpeg.input(ffmpeg_path(Path(deliverables[name])), itsoffset=f"{offset:.6f}")
-                    for name, _, _ in AUDIO_TRACKS]
+    tracks = [(files[name], f"{title} ({label})" if label else title, codec, lang if name != "stems/me" else NO_LANGUAGE)
+              for files, lang, label in sets for name, title, codec in AUDIO_TRACKS]
+    audio_inputs = [ffmpeg.input(ffmpeg_path(Path(path)), itsoffset=f"{offset:.6f}") for path, _, _, _ in tracks]
     maps = [src[str(s["index"])] for s in pictures] + [a["a:0"] for a in audio_inputs] \
         + [src[str(s["index"])] for s in kept_subtitles] + [src[str(s["index"])] for s in attachments]
     options: dict[str, Any] = {"c:v": "copy", "map_metadata": 0, "map_chapters": 0, "f": CONTAINERS[container]}
     if attachments:
         options["c:t"] = "copy"
     lang = language or "und"
-    for i, (name, title, codec) in enumerate(AUDIO_TRACKS):
+    for i, (_, title, codec, _) in enumerate(tracks):
         options[f"c:a:{i}"] = codec if container == "mkv" else "pcm_s24le"
         options[f"metadata:s:a:{i}"] = f"title={title}"
         options[f"disposition:a:{i}"] = "default" if i == 0 else "0"
@@ -102,7 +108,7 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
         "-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile()
     # Language tags: one -metadata per stream (ffmpeg-python cannot repeat an option's name).
     at = args.index(ffmpeg_path(tmp))
-    languages = [lang, lang, lang, NO_LANGUAGE]
+    languages = [code or "und" for _, _, _, code in tracks]
     args[at:at] = [arg for i, code in enumerate(languages) for arg in (f"-metadata:s:a:{i}", f"language={code}")]
     try:
         result = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -114,7 +120,7 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
     bed = read_info(deliverables["bed_7.1.4"])
     record = FileRecord(str(out), bed.sample_rate_hz, bed.n_channels, bed.n_frames, remux_fingerprint(out))
     skipped = [f"#{s['index']} {s.get('codec_name')}" for s in subtitles if s not in kept_subtitles]
-    report = {"video_streams": len(pictures), "audio_streams": [t for _, t, _ in AUDIO_TRACKS],
+    report = {"video_streams": len(pictures), "audio_streams": [t for _, t, _, _ in tracks],
               "subtitle_streams": len(kept_subtitles), "subtitles_not_kept": skipped,
               "attachments": len(attachments), "chapters": len(_chapters(source)),
               "container": container, "picture_zero_s": zero_time_s, "audio_offset_s": round(offset, 6), "language": lang,

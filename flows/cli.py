@@ -175,6 +175,22 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neu
 StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
 
 
+def _stream_or_all(value: Optional[str]) -> int | str | None:
+    """``--stream`` of ``run``: an index (0-based among audio streams) or ``all``."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a stream index (0, 1, ...) nor 'all'") from None
+
+
+RunStreamOpt = Annotated[Optional[str], typer.Option(
+    "--stream", metavar="N|all", callback=_stream_or_all,
+    help="Audio stream to restore, 0-based among audio streams; 'all': every stream (the others under "
+         "streams/<index>_<language>/, all of them in the remux).")]
+
+
 @app.command()
 @expected_errors
 def run(
@@ -183,7 +199,7 @@ def run(
     preset: Annotated[Preset, typer.Option("--preset", help="Loudness delivery spec.")] = Preset.ebu_r128,
     separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
-    stream: StreamOpt = None,
+    stream: RunStreamOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title folder name (default: from the file name).")] = None,
     checkpoint: CheckpointOpt = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
@@ -207,10 +223,11 @@ def run(
         checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
         gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
     )
-    print_deliverables(result, console if as_json else results)  # with --json, stdout holds the JSON alone
+    for each in (result, *result.get("streams", [])):  # with --json, stdout holds the JSON alone
+        print_deliverables(each, console if as_json else results)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-    if not result.get("verdict", {}).get("pass"):
+    if not all(each.get("verdict", {}).get("pass") for each in (result, *result.get("streams", []))):
         raise typer.Exit(EXIT_DELIVERY_FAILED)
 
 

@@ -45,6 +45,14 @@ def title_from_source(source: str | Path) -> str:
     return title_folder(Path(source).stem)
 
 
+ALL_STREAMS = "all"  # ``stream="all"``: every audio stream of the source, each its own set of deliverables
+
+
+def stream_folder(chosen: Any) -> str:
+    """The folder of an extra audio stream of a title: ``streams/<index>_<language>``."""
+    return f"streams/{chosen.audio_index}_{title_folder(chosen.language or 'und')}"
+
+
 @flow(name="restore-title", flow_run_name="restore {title}", log_prints=False, result_serializer="json")
 def restore_title(
     source: str,
@@ -53,7 +61,7 @@ def restore_title(
     preset: str = "ebu-r128",
     separator: str = DEFAULT_SEPARATOR,
     device: str = "auto",
-    stream: int | None = None,
+    stream: int | str | None = None,
     checkpoint: str | None = None,
     target_lufs: float | None = None,
     ceiling_dbtp: float | None = None,
@@ -64,19 +72,48 @@ def restore_title(
 ) -> dict[str, Any]:
     """Restore one title (``title`` is its folder under ``out``, ``display_title`` the name as
     written, for qc.json and the ADM programme; ``remux`` ``"mkv"`` or ``"mov"`` also writes the
-    source's pictures with the restored audio); returns the deliverables' paths and the verdict."""
+    source's pictures with the restored audio); returns the deliverables' paths and the verdict.
+
+    ``stream="all"`` restores every audio stream: the first into the title folder, each other
+    into ``streams/<index>_<language>/`` with its own deliverables and QC; the remux holds them
+    all; the result lists the others under ``"streams"``."""
     title_dir = str(Path(out) / title)
+    name = display_title or title
+    spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
-        extracted = stage(extract_task, source, title_dir, stream)
-        restored = stage(restore_task, extracted, title_dir)
-        stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
-        plan = stage(plan_task, stems, title_dir, adm_profile)
-        loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
-        rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, display_title or title)
-        manifests = [extracted, restored, stems, plan, loudness, rendered]
+        if stream != ALL_STREAMS:
+            manifests = _restore_stream(source, title_dir, stream, name, *spec)
+            if remux:
+                manifests.append(stage(remux_task, source, manifests[0], manifests[5], title_dir, remux))
+            return stage(report_task, source, title_dir, manifests, name)
+        from filmrestore.media import probe_audio_streams
+
+        streams = probe_audio_streams(source)[0]
+        others = []
+        for chosen in streams[1:]:
+            folder = str(Path(title_dir) / stream_folder(chosen))
+            manifests = _restore_stream(source, folder, chosen.audio_index, name, *spec)
+            others.append((manifests, stage(report_task, source, folder, manifests,
+                                            f"{name} ({chosen.language or f'stream {chosen.audio_index}'})")))
+        manifests = _restore_stream(source, title_dir, streams[0].audio_index, name, *spec)
         if remux:
-            manifests.append(stage(remux_task, source, extracted, rendered, title_dir, remux))
-        return stage(report_task, source, title_dir, manifests, display_title or title)
+            manifests.append(stage(remux_task, source, [manifests[0], *(m[0] for m, _ in others)],
+                                   [manifests[5], *(m[5] for m, _ in others)], title_dir, remux))
+        result = stage(report_task, source, title_dir, manifests, name)
+        return {**result, "streams": [r for _, r in others]}
+
+
+def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, preset: str, separator: str,
+                    device: str, checkpoint: str | None, target_lufs: float | None, ceiling_dbtp: float | None,
+                    gate: str | None, adm_profile: str) -> list[dict[str, Any]]:
+    """The six stages of one audio stream into ``title_dir``: their manifests, extract to render."""
+    extracted = stage(extract_task, source, title_dir, stream)
+    restored = stage(restore_task, extracted, title_dir)
+    stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
+    plan = stage(plan_task, stems, title_dir, adm_profile)
+    loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
+    rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, name)
+    return [extracted, restored, stems, plan, loudness, rendered]
 
 
 def stage(task: Task, *args: Any) -> Any:
@@ -120,7 +157,7 @@ def prefect_api_url() -> str | None:
 
 
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
-                     stream: int | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
+                     stream: int | str | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
                      ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu",
                      remux: str | None = None) -> None:
     """Refuse a bad option before any stage runs (one ConfigError naming it): the delivery spec,
@@ -135,8 +172,10 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
     get_profile(adm_profile)
     if remux is not None and remux not in CONTAINERS:
         raise ConfigError(f"unknown remux container {remux!r}: use {' or '.join(CONTAINERS)}")
-    if stream is not None and (not isinstance(stream, int) or isinstance(stream, bool) or stream < 0):
-        raise ConfigError(f"stream must be a non-negative integer (0-based among audio streams), got {stream!r}")
+    if stream is not None and stream != ALL_STREAMS and (not isinstance(stream, int) or isinstance(stream, bool)
+                                                         or stream < 0):
+        raise ConfigError(f"stream must be a non-negative integer (0-based among audio streams) or 'all', "
+                          f"got {stream!r}")
     from filmrestore.separation import SEPARATOR_NAMES, get_separator, resolve_device
 
     if separator not in SEPARATOR_NAMES:
@@ -171,14 +210,17 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
         raise MediaError(source, "is empty (0 bytes)")
     from filmrestore.media import probe_audio_streams, select_stream
 
-    chosen = select_stream(source, probe_audio_streams(source)[0], options.get("stream"))  # no audio, bad --stream
+    streams = probe_audio_streams(source)[0]
+    every = options.get("stream") == ALL_STREAMS
+    chosen_streams = streams if every and streams else [select_stream(source, streams, options.get("stream"))]
     from filmrestore.upmix.foldown import SOURCE_CHANNELS
 
-    if chosen.n_channels not in SOURCE_CHANNELS:  # refused now, not after separation
-        raise MediaError(source, f"audio stream {chosen.audio_index} has {chosen.n_channels} channels "
-                         f"({chosen.channel_layout or 'no layout'}); filmrestore takes mono, stereo, 3.0, 4.0, 5.0, 5.1, "
-                         f"7.1 and 7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): choose another "
-                         "stream with --stream")
+    for chosen in chosen_streams:  # refused now, not after separation
+        if chosen.n_channels not in SOURCE_CHANNELS:
+            raise MediaError(source, f"audio stream {chosen.audio_index} has {chosen.n_channels} channels "
+                             f"({chosen.channel_layout or 'no layout'}); filmrestore takes mono, stereo, 3.0, 4.0, 5.0, "
+                             f"5.1, 7.1 and 7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): "
+                             "choose another stream with --stream")
     validate_options(**options)
     display = title or Path(source).stem
     folder = title_folder(display)
@@ -190,10 +232,15 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
 
         scene_for(load_plan(plan_file), get_profile(options.get("adm_profile", "ebu")))
     ensure_writable_dir(out)
-    if chosen.duration_s:  # a full disk is refused now, not after an hour of restoration
-        needed = title_bytes(chosen.duration_s, chosen.n_channels,
-                             source.stat().st_size if options.get("remux") else 0) - _bytes_in(Path(out) / folder)
-        require_free_space(out, needed, f"a {chosen.duration_s / 60:.1f} min {chosen.n_channels}-channel title")
+    timed = [c for c in chosen_streams if c.duration_s]
+    if timed:  # a full disk is refused now, not after an hour of restoration
+        longest = max(c.duration_s or 0.0 for c in timed)
+        needed = sum(title_bytes(c.duration_s or 0.0, c.n_channels) for c in timed) - _bytes_in(Path(out) / folder)
+        if options.get("remux"):  # the pictures once, 21 remuxed channels per stream
+            needed += source.stat().st_size + int(48_000 * 3 * 21 * sum(c.duration_s or 0.0 for c in timed))
+        what = (f"{len(timed)} audio streams of up to {longest / 60:.1f} min" if len(timed) > 1 else
+                f"a {longest / 60:.1f} min {timed[0].n_channels}-channel title")
+        require_free_space(out, needed, what)
     args = (str(source.resolve()), str(Path(out).resolve()), folder)
     api = prefect_api_url()
     if api is None:

@@ -20,23 +20,31 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
             "extracted": p["extracted"], "rendered": p["rendered"], "container": p.get("container", "mkv")}
 
 
-def run_remux(source: str | Path, extracted: dict[str, Any], rendered: dict[str, Any], title_dir: str | Path,
+def run_remux(source: str | Path, extracted: dict[str, Any] | list[dict[str, Any]],
+              rendered: dict[str, Any] | list[dict[str, Any]], title_dir: str | Path,
               container: str = "mkv") -> tuple[StageManifest, bool]:
-    """Remux the title's deliverables (a render-stage manifest) with the source's pictures."""
+    """Remux the title's deliverables (a render-stage manifest; or one per audio stream, in
+    the source's order, with their extract-stage manifests) with the source's pictures."""
     params = _key_params({"source": source, "extracted": extracted, "rendered": rendered, "container": container})
-    files = StageManifest.from_dict(rendered).files
+    extracts = extracted if isinstance(extracted, list) else [extracted]
+    renders = rendered if isinstance(rendered, list) else [rendered]
 
     def compute() -> StageManifest:
-        language = StageManifest.from_dict(extracted).report.get("language")
-        record, report = remux(source, {name: files[name].path for name, _, _ in AUDIO_TRACKS},
-                               Path(title_dir) / f"remux.{container}", language, container)
+        sets = []
+        for ex, rd in zip(extracts, renders):
+            report, files = StageManifest.from_dict(ex).report, StageManifest.from_dict(rd).files
+            label = f"stream {report.get('audio_index')}" + (f", {report['language']}" if report.get("language") else "")
+            sets.append(({name: files[name].path for name, _, _ in AUDIO_TRACKS}, report.get("language"), label))
+        (first, language, _), more = sets[0], sets[1:]
+        record, report = remux(source, first, Path(title_dir) / f"remux.{container}", language, container, more)
         return StageManifest("remux", {"remux": record}, {"container": container}, report)
 
     return run_stage(title_dir, "remux", params, compute)
 
 
 @task(**task_options("remux", _key_params))
-def remux_task(source: str, extracted: dict[str, Any], rendered: dict[str, Any], title_dir: str,
+def remux_task(source: str, extracted: dict[str, Any] | list[dict[str, Any]],
+               rendered: dict[str, Any] | list[dict[str, Any]], title_dir: str,
                container: str = "mkv") -> dict[str, Any]:
     """Prefect wrapper: the remux of a rendered title."""
     manifest, reused = run_remux(source, extracted, rendered, title_dir, container)

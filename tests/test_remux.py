@@ -123,3 +123,46 @@ def test_quicktime_remux_keeps_the_bed_layout(film: Path, restored: dict, tmp_pa
 def test_an_unknown_remux_container_is_refused_up_front() -> None:
     with pytest.raises(ConfigError, match="unknown remux container 'avi'"):
         validate_options(separator="dsp", remux="avi")
+
+
+def test_every_audio_stream_is_restored_and_remuxed_in_one_run(film: Path, tmp_path: Path) -> None:
+    """--stream all on a film with a French soundtrack and an English stereo commentary: each
+    stream its own deliverables and QC, the remux holds both sets, in sync, tagged."""
+    from typer.testing import CliRunner
+
+    from filmrestore.flows.cli import app
+
+    _ffmpeg("-f", "lavfi", "-i", "aevalsrc=0.1*sin(2*PI*400*t)*(0.5+0.5*sin(2*PI*2*t))|"
+            "0.1*sin(2*PI*600*t)*(0.5+0.5*sin(2*PI*2*t)):s=48000:d=6", "-c:a", "aac", str(tmp_path / "comm.m4a"))
+    two = tmp_path / "two.mkv"
+    _ffmpeg("-i", str(film), "-i", str(tmp_path / "comm.m4a"), "-map", "0", "-map", "1:a", "-c", "copy",
+            "-metadata:s:a:1", "language=eng", str(two))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(two), "--out", str(out), "--stream", "all", "--remux",
+                                      "--separator", "dsp", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    title_dir, extra = out / "two", out / "two" / "streams" / "1_eng"
+    assert [Path(s["title_dir"]) for s in summary["streams"]] == [extra]
+    for folder, channels in ((title_dir, 1), (extra, 2)):
+        assert read_audio(folder / "stems" / "dialogue.wav").shape[0] == channels
+        assert (folder / "bed_7.1.4.wav").is_file() and (folder / "adm.wav").is_file()
+        assert json.loads((folder / "qc.json").read_text())["verdict"]["pass"]
+    remuxed = Path(summary["deliverables"]["remux"])
+    assert _packet_md5s(remuxed) == _packet_md5s(film)
+    audio = [s for s in _probe(remuxed, "-show_streams")["streams"] if s["codec_type"] == "audio"]
+    assert [s["channels"] for s in audio] == [12, 6, 2, 1, 12, 6, 2, 2]  # each M&E as its stems: mono, stereo
+    assert [s["tags"]["language"] for s in audio] == ["fre", "fre", "fre", "zxx", "eng", "eng", "eng", "zxx"]
+    assert audio[4]["tags"]["title"] == f"{AUDIO_TRACKS[0][1]} (stream 1, eng)"
+    video = next(float(s["start_time"]) for s in _probe(remuxed, "-show_streams")["streams"]
+                 if s["codec_type"] == "video")
+    ends = []
+    for s in audio:
+        assert float(s["start_time"]) == pytest.approx(video, abs=0.002)
+        h, m, sec = s["tags"]["DURATION"].split(":")  # Matroska: the stream's end, HH:MM:SS.nnnnnnnnn
+        ends.append(3600 * int(h) + 60 * int(m) + float(sec))
+    assert max(ends) - min(ends) < 0.05  # both soundtracks end together, as in the source
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(remuxed), "-map", "0:a:4", "-f", "f32le", "-"],
+                         capture_output=True, check=True).stdout
+    ours = read_audio(extra / "bed_7.1.4.wav")
+    np.testing.assert_array_equal(np.frombuffer(raw, np.float32).reshape(-1, 12).T, ours)
