@@ -15,7 +15,9 @@ the picture:
 Each carries a title and a language tag (the source stream's language; the M&E has no
 linguistic content: ``zxx``). Sample 0 of every deliverable is the picture's zero (see
 :mod:`filmrestore.media`): the audio inputs are offset by the picture's start on the source's
-timeline, so the first sample plays with the first picture in the remux as in the source.
+timeline, so the first sample plays with the first picture in the remux as in the source; the
+source's timestamps are kept (``-copyts``; missing ones, as in MPEG program streams, generated
+from the frame rate), so the remux starts where the source does.
 
 Pure library code (no Prefect); ffmpeg-python builds the argument list.
 """
@@ -85,8 +87,13 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
                       if s.get("codec_name") in KEPT_SUBTITLES[container] | TEXT_SUBTITLES]
     attachments = [s for s in streams if s.get("codec_type") == "attachment"] if container == "mkv" else []
 
-    src = ffmpeg.input(ffmpeg_path(source))
-    offset = zero_time_s - container_start_s  # the picture's zero after ffmpeg's shift to the input start
+    # +genpts: an MPEG program stream (DVD, MPEG-2) has packets without timestamps, which
+    # Matroska and QuickTime cannot store; ffmpeg fills them in from the frame rate.
+    src = ffmpeg.input(ffmpeg_path(source), fflags="+genpts")
+    # Source timestamps are kept as they are (-copyts) and each deliverable starts at the picture's
+    # zero on that timeline; the muxer then shifts every stream alike. (Letting ffmpeg shift the
+    # source to its start instead leaves a program stream's pictures a B-frame delay off.)
+    offset = zero_time_s
     tracks = [(files[name], f"{title} ({label})" if label else title, codec, lang if name != "stems/me" else NO_LANGUAGE)
               for files, lang, label in sets for name, title, codec in AUDIO_TRACKS]
     audio_inputs = [ffmpeg.input(ffmpeg_path(Path(path)), itsoffset=f"{offset:.6f}") for path, _, _, _ in tracks]
@@ -105,7 +112,7 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
     ensure_writable_dir(out.parent)
     tmp = partial_path(out)
     args = ffmpeg.output(*maps, ffmpeg_path(tmp), **options).global_args(
-        "-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile()
+        "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-copyts").compile()
     # Language tags: one -metadata per stream (ffmpeg-python cannot repeat an option's name).
     at = args.index(ffmpeg_path(tmp))
     languages = [code or "und" for _, _, _, code in tracks]

@@ -37,7 +37,7 @@ STAGE_VERSIONS = {
     "plan": 1,
     "normalize": 6,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom; 6: see render
     "render": 6,  # 6: a multichannel source's channels are kept in place, not folded to stereo
-    "remux": 1,
+    "remux": 2,  # 2: source timestamps kept (-copyts, +genpts): program streams remux, in sync
     "report": 2,
 }
 
