@@ -61,6 +61,13 @@ def qc_warnings(stages: dict[str, StageManifest]) -> list[str]:
     return warnings
 
 
+def _finding(value: Any) -> str:
+    """A stage's finding as a person reads it: floats to 3 decimals at most (not 16 digits)."""
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.4g}"
+    return str(value)
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -91,7 +98,8 @@ def qc_markdown(qc: dict[str, Any]) -> str:
     ]
     for name, stage in qc["stages"].items():
         findings = {k: v for k, v in stage["report"].items() if k != "elapsed_s" and not isinstance(v, (dict, list))}
-        lines.append(f"| {name} | {_fmt(stage['elapsed_s'])} | {', '.join(f'{k}={v}' for k, v in findings.items())} |")
+        lines.append(f"| {name} | {_fmt(stage['elapsed_s'])} | "
+                     f"{', '.join(f'{k}={_finding(v)}' for k, v in findings.items())} |")
     lines += _restoration_lines((qc["stages"].get("restore") or {}).get("report") or {})
     lines += ["", "## Loudness", "", "| signal | when | integrated (LUFS) | true peak (dBTP) | LRA (LU) | dialogue (LUFS) |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]

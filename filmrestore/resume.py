@@ -27,7 +27,7 @@ from filmrestore.errors import AudioFormatError, TitleBusyError
 from filmrestore.manifest import StageManifest
 
 MANIFEST_DIR = ".manifests"
-QC_FILES = ("qc.json", "qc.md")  # the title's report: removed when a stage is redone, written last
+QC_FILES = ("qc.json", "qc.md", "qc.html")  # the title's report: removed when a stage is redone, written last
 
 # Bump a stage's version when its numerics change, so cached outputs are redone.
 STAGE_VERSIONS = {

@@ -1,5 +1,6 @@
-"""Last stage, report: gather every stage's findings into qc.json and qc.md, with plots
-(:mod:`filmrestore.qc`, :mod:`filmrestore.plots`), and publish them as Prefect artifacts."""
+"""Last stage, report: gather every stage's findings into qc.json, qc.md and qc.html, with plots
+and listening previews (:mod:`filmrestore.qc`, :mod:`filmrestore.plots`,
+:mod:`filmrestore.qc_html`), and publish them as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prefect import task
 from filmrestore.manifest import write_json
 from filmrestore.plots import write_plots
 from filmrestore.qc import PLOT_TITLES, build_qc, qc_markdown
+from filmrestore.qc_html import write_previews
 
 
 def artifact_markdown(qc: dict[str, Any], title_dir: str | Path) -> str:
@@ -23,15 +25,20 @@ def artifact_markdown(qc: dict[str, Any], title_dir: str | Path) -> str:
     return text
 
 
-def write_qc(title_dir: str | Path, qc: dict[str, Any]) -> dict[str, str]:
-    """Write qc.json and qc.md atomically; returns their paths."""
+def write_qc(title_dir: str | Path, qc: dict[str, Any], previews: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write qc.json, qc.md and qc.html (with ``previews``, :func:`filmrestore.qc_html.write_previews`)
+    atomically; returns their paths."""
+    from filmrestore.qc_html import write_qc_html
+
     title_dir = Path(title_dir)
     json_path = write_json(title_dir / "qc.json", qc)
     md_path = title_dir / "qc.md"
+    text = qc_markdown(qc)
     tmp = md_path.with_name(".qc.md.part")
-    tmp.write_text(qc_markdown(qc))
+    tmp.write_text(text)
     tmp.replace(md_path)
-    return {"qc.json": str(json_path), "qc.md": str(md_path)}
+    html_path = write_qc_html(title_dir, text, previews or {})
+    return {"qc.json": str(json_path), "qc.md": str(md_path), "qc.html": str(html_path)}
 
 
 @task(name="report", retries=1)
@@ -42,7 +49,9 @@ def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]], ti
 
     qc = build_qc(source, title_dir, manifests, title)
     qc["plots"] = write_plots(title_dir, qc, manifests)
-    paths = write_qc(title_dir, qc)
+    previews = write_previews(title_dir, "\n".join(sorted(m["cache_key"] for m in manifests if m.get("cache_key"))))
+    qc["previews"] = previews
+    paths = write_qc(title_dir, qc, previews)
     if in_prefect_run():
         _publish(qc, title_dir)
     return {"title_dir": title_dir, "deliverables": {**qc["deliverables"], **paths}, "verdict": qc["verdict"],
