@@ -53,18 +53,43 @@ def _figure(width_in: float, height_in: float) -> Any:
     return Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
 
 
+def clock_label(seconds: float, _position: object = None) -> str:
+    """An axis label in film time: ``m:ss`` under an hour, ``h:mm:ss`` from an hour on."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+CLOCK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+def _clock_axis(ax: Any) -> None:
+    """Ticks on whole film-time steps (1 s to 1 h: at most about ten), labelled m:ss / h:mm:ss."""
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+    low, high = ax.get_xlim()
+    step = next((s for s in CLOCK_STEPS_S if (high - low) / s <= 10), CLOCK_STEPS_S[-1])
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(clock_label))
+
+
 def plot_loudness(path: Path, series: dict[str, dict[str, list]], target_lufs: float | None) -> Path:
-    """Short-term loudness (LUFS) against time, one line per series, the target dashed."""
-    fig = _figure(9, 3.2)
+    """Short-term loudness (LUFS, 3 s) against film time, one line per series, with each second's
+    momentary (400 ms) maximum as a thin line of the same colour; the target dashed."""
+    fig = _figure(9, 3.4)
     ax = fig.add_subplot()
     for name, s in series.items():
         values = np.array([np.nan if v is None else v for v in s["short_term_lufs"]], dtype=float)
-        ax.plot(s["time_s"], values, label=name, linewidth=1.2)
+        (line,) = ax.plot(s["time_s"], values, label=f"{name} (short-term)", linewidth=1.4)
+        if s.get("momentary_time_s"):
+            peaks = np.array([np.nan if v is None else v for v in s["momentary_max_lufs"]], dtype=float)
+            ax.plot(s["momentary_time_s"], peaks, color=line.get_color(), linewidth=0.6, alpha=0.5,
+                    label=f"{name} (momentary max)")
     if target_lufs is not None:
         ax.axhline(target_lufs, color="k", linestyle="--", linewidth=0.8, label=f"target {target_lufs:.0f} LUFS")
-    ax.set(xlabel="time (s)", ylabel="short-term loudness (LUFS)", title="Short-term loudness (3 s window)")
+    ax.set(xlabel="film time", ylabel="loudness (LUFS)", title="Loudness: short-term (3 s) and momentary maximum")
+    _clock_axis(ax)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower right", fontsize="x-small")
     fig.savefig(path)
     return path
 
@@ -106,7 +131,8 @@ def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
         ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
         ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
         ax.set(ylabel="Hz", title=name)
-    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlabel("film time")
+    _clock_axis(axes[-1])
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="power (dB re full-scale sine)")
     fig.savefig(path)

@@ -11,7 +11,6 @@ from filmrestore.loudness.specs import spec_label
 from filmrestore.manifest import StageManifest
 
 SHORT_WARNING_S = 0.01  # a stream ending this much before its declared end is said (codec padding is less)
-SERIES_KEYS = {"before": ("normalize", "before_series"), "after": ("render", "after_series")}
 
 
 def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str, Any]],
@@ -172,15 +171,21 @@ def _plot_lines(plots: dict[str, str]) -> list[str]:
 # ----------------------------------------------------------------------------- plot data
 
 def loudness_series(stages: dict[str, StageManifest]) -> dict[str, dict[str, list]]:
-    """Short-term loudness series (1 s steps) of the bed before and after normalisation.
+    """Loudness series (1 s steps) to plot: the restored mix before the programme gain (what the
+    source sounds like) and the delivered 7.1.4 bed; a normalize manifest without the mix's
+    series gives the bed before the gain instead.
 
-    Read from the normalize/render manifests (``report["before_series"|"after_series"]
-    ["bed_7.1.4"]``, as :meth:`LoudnessReport.series_to_dict` writes): those stages'
-    meters already saw every sample, so nothing is measured again here.
+    Read from the normalize/render manifests (``report["before_series"|"after_series"]``, as
+    :meth:`LoudnessReport.series_to_dict` writes): those stages' meters already saw every
+    sample, so nothing is measured again here.
     """
     series: dict[str, dict[str, list]] = {}
-    for when, (stage, key) in SERIES_KEYS.items():
-        found = (stages[stage].report.get(key) or {}).get("bed_7.1.4") if stage in stages else None
-        if found and found.get("time_s"):
-            series[f"bed_7.1.4 {when}"] = found
+    before = (stages["normalize"].report.get("before_series") or {}) if "normalize" in stages else {}
+    if (before.get("mix") or {}).get("time_s"):
+        series["restored mix, before the gain"] = before["mix"]
+    elif (before.get("bed_7.1.4") or {}).get("time_s"):
+        series["bed_7.1.4 before"] = before["bed_7.1.4"]
+    after = ((stages["render"].report.get("after_series") or {}) if "render" in stages else {}).get("bed_7.1.4")
+    if after and after.get("time_s"):
+        series["bed_7.1.4 after"] = after
     return series

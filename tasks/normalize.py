@@ -90,7 +90,7 @@ def run_normalize(
             "dialogue_fallback": decision.dialogue_fallback,
             "fallback": decision.fallback,
             "before": {name: r.to_dict() for name, r in reports.items()},
-            "before_series": {"bed_7.1.4": reports["bed_7.1.4"].series_to_dict()},
+            "before_series": {name: reports[name].series_to_dict() for name in ("bed_7.1.4", "mix")},
             "speech": measured["speech"],
         }
         return StageManifest("normalize", {}, {k: v for k, v in params.items() if k != "stems"}, report)

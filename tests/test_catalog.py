@@ -285,11 +285,14 @@ def test_report_plots_use_series_from_the_manifests_and_write_pngs(tmp_path: Pat
     from filmrestore.plots import plot_layout, plot_loudness
     from filmrestore.qc import loudness_series
 
-    series = {"time_s": [3.0, 4.0, 5.0], "short_term_lufs": [-30.0, None, -20.0]}
+    series = {"time_s": [3.0, 4.0, 5.0], "short_term_lufs": [-30.0, None, -20.0],
+              "momentary_time_s": [1.0, 2.0, 3.0, 4.0, 5.0], "momentary_max_lufs": [-28.0, -25.0, None, -22, -19]}
     stages = {"normalize": StageManifest("normalize", {}, report={"before_series": {"bed_7.1.4": series}}),
               "render": StageManifest("render", {}, report={"after_series": {"bed_7.1.4": series}})}
+    assert loudness_series(stages) == {"bed_7.1.4 before": series, "bed_7.1.4 after": series}
+    stages["normalize"].report["before_series"]["mix"] = series  # the source's own curve, when measured
     found = loudness_series(stages)
-    assert found == {"bed_7.1.4 before": series, "bed_7.1.4 after": series}
+    assert found == {"restored mix, before the gain": series, "bed_7.1.4 after": series}
     for path in (plot_loudness(tmp_path / "l.png", found, -23.0), plot_layout(tmp_path / "m.png", [-3.0] * 12)):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 

@@ -92,6 +92,19 @@ def _meter_of(x: np.ndarray) -> LoudnessMeter:
     return meter
 
 
+def test_the_momentary_series_holds_each_seconds_loudest_400_ms() -> None:
+    """A 1 s, 997 Hz tone at -20 dBFS (-23.0 LUFS) from 2 s to 3 s of 6 s of silence: the plot's
+    momentary series reads -23.0 in the second the tone fills, nothing before it."""
+    t = np.arange(6 * FS) / FS
+    x = (0.1 * np.sin(2 * np.pi * 997 * t) * ((t >= 2.0) & (t < 3.0)))[None, :]
+    report = _meter_of(x).result()
+    assert report.momentary_series_s == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert report.momentary_series_lufs[2] == pytest.approx(-23.0, abs=0.1)
+    assert report.momentary_series_lufs[1] == -np.inf and report.momentary_series_lufs[0] == -np.inf
+    assert -40.0 < report.momentary_series_lufs[3] < -23.0  # the tone's last 300 ms in a 400 ms block
+    assert report.series_to_dict()["momentary_max_lufs"][1] is None  # JSON: silence is null
+
+
 @pytest.mark.parametrize("case,high_s,low_s,window_s,repeats", [
     (9, 1.34, 1.66, 3.0, 5),  # S: 1.34 s at -20 + 1.66 s at -30 in every 3 s window
     (12, 0.18, 0.22, 0.4, 25),  # M: 0.18 s at -20 + 0.22 s at -30 in every 0.4 s window

@@ -83,6 +83,9 @@ class LoudnessReport:
     dialogue_share: float | None = None
     short_term_series_s: list[float] = field(default_factory=list, repr=False)
     short_term_series_lufs: list[float] = field(default_factory=list, repr=False)
+    #: The loudest momentary (400 ms) value of each second (time = the second's end).
+    momentary_series_s: list[float] = field(default_factory=list, repr=False)
+    momentary_series_lufs: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no series); -inf becomes None."""
@@ -100,9 +103,12 @@ class LoudnessReport:
         }
 
     def series_to_dict(self) -> dict[str, list[float | None]]:
-        """Short-term loudness at 1 s steps, for plots (time = end of each 3 s window)."""
+        """Short-term loudness at 1 s steps (time = end of each 3 s window) and the momentary
+        maximum of each second, for plots."""
         return {"time_s": [round(t, 3) for t in self.short_term_series_s],
-                "short_term_lufs": [finite_or_none(v) for v in self.short_term_series_lufs]}
+                "short_term_lufs": [finite_or_none(v) for v in self.short_term_series_lufs],
+                "momentary_time_s": [round(t, 3) for t in self.momentary_series_s],
+                "momentary_max_lufs": [finite_or_none(v) for v in self.momentary_series_lufs]}
 
 
 # ----------------------------------------------------------------------------- gating maths
@@ -250,6 +256,7 @@ class LoudnessMeter:
         short_term = _window_means(sub_power, SHORT_TERM_SUB_BLOCKS)  # Tech 3342: 10 Hz
         peaks_dbtp = self.true_peak_per_channel_dbtp()
         times_s, series = self._short_term_series(short_term)
+        momentary_s, momentary_series = self._momentary_series(momentary)
         # Maxima slide in 10 ms steps, so a burst off the 100 ms grid still reads its level.
         fine_momentary = _window_means(fine, MOMENTARY_SUB_BLOCKS * FINE_BLOCKS_PER_SUB_BLOCK)
         fine_short_term = _window_means(fine, SHORT_TERM_SUB_BLOCKS * FINE_BLOCKS_PER_SUB_BLOCK)
@@ -266,6 +273,8 @@ class LoudnessMeter:
             dialogue_share=self._dialogue_share(momentary),
             short_term_series_s=times_s,
             short_term_series_lufs=series,
+            momentary_series_s=momentary_s,
+            momentary_series_lufs=momentary_series,
         )
 
     def _short_term_series(self, short_term: np.ndarray) -> tuple[list[float], list[float]]:
@@ -274,6 +283,18 @@ class LoudnessMeter:
         on_second = ends % round(1 / SUB_BLOCK_S) == 0
         times_s = (ends[on_second] * SUB_BLOCK_S).tolist()
         return times_s, [float(v) for v in _loudness(short_term[on_second])]
+
+    def _momentary_series(self, momentary: np.ndarray) -> tuple[list[float], list[float]]:
+        """The loudest momentary block ending in each second (0, 1], (1, 2], ...: (ends_s, LUFS)."""
+        if not len(momentary):
+            return [], []
+        per_second = round(1 / SUB_BLOCK_S)
+        ends = np.arange(len(momentary)) + MOMENTARY_SUB_BLOCKS  # in sub-blocks
+        second = (ends - 1) // per_second  # 0-based second each block ends in
+        n = int(second[-1]) + 1
+        peak = np.zeros(n)
+        np.maximum.at(peak, second, momentary)
+        return [float(k + 1) for k in range(n)], [float(v) for v in _loudness(peak)]
 
     def _speech_active(self, momentary: np.ndarray) -> np.ndarray | None:
         """Per gating block, whether it is speech-active; None when no mask was given."""
