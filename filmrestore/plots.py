@@ -23,16 +23,19 @@ SPECTROGRAM_COLUMNS = 600  # time columns per stem, whatever the film's length
 SPECTROGRAM_FFT_FRAMES = 4096  # 85 ms at 48 kHz: 11.7 Hz bins
 
 def stem_spectrogram(path: str | Path, n_columns: int = SPECTROGRAM_COLUMNS,
-                     fft_frames: int = SPECTROGRAM_FFT_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A QC spectrogram from ``n_columns`` Hann windows spread evenly over the file.
+                     fft_frames: int = SPECTROGRAM_FFT_FRAMES, span: tuple[int, int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A QC spectrogram from ``n_columns`` Hann windows spread evenly over the file (or over
+    ``span`` = ``(first_frame, n_frames)`` of it).
 
     Returns ``(times_s [shape=(n_columns,)], freqs_hz [shape=(fft_frames // 2 + 1,)],
     power_db [shape=(n_bins, n_columns)])``; channels are summed to mono. Reads one
     window per column, so memory is independent of the file's length.
     """
     info = read_info(path)
-    n_columns = max(1, min(n_columns, info.n_frames // fft_frames))
-    starts = np.linspace(0, max(info.n_frames - fft_frames, 0), n_columns).astype(np.int64)
+    first, n_frames = span if span is not None else (0, info.n_frames)
+    n_columns = max(1, min(n_columns, n_frames // fft_frames))
+    starts = first + np.linspace(0, max(n_frames - fft_frames, 0), n_columns).astype(np.int64)
     window = np.hanning(fft_frames).astype(np.float32)
     power = np.empty((fft_frames // 2 + 1, n_columns), dtype=np.float32)
     for i, start in enumerate(starts):
@@ -139,6 +142,33 @@ def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
     return path
 
 
+def plot_restoration(path: Path, source: Path, restored: Path, span: tuple[int, int]) -> Path:
+    """Source before restoration, restored, and what restoration took out (source minus restored
+    power, dB), over one excerpt (``span``: first frame, frames) at full time resolution: where
+    a hum line, hiss or a click went, and that the programme stayed."""
+    fig = _figure(9, 7.2)
+    axes = fig.subplots(3, 1, sharex=True)
+    columns = max(1, min(SPECTROGRAM_COLUMNS, span[1] // 2048))
+    spectra = [stem_spectrogram(p, columns, span=span) for p in (source, restored)]
+    times_s, freqs_hz = spectra[0][0], spectra[0][1]
+    rows = [log_frequency_rows(freqs_hz, db)[1] for _, _, db in spectra]
+    rows_hz = log_frequency_rows(freqs_hz, spectra[0][2])[0]
+    removed = np.clip(rows[0] - rows[1], 0.0, 30.0)
+    panels = [(rows[0], "source (before restoration)", "magma", -100.0, -10.0),
+              (rows[1], "restored", "magma", -100.0, -10.0), (removed, "taken out (dB)", "viridis", 0.0, 30.0)]
+    ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
+    for ax, (data, title, cmap, lo, hi) in zip(axes, panels):
+        image = ax.pcolormesh(times_s, np.log10(rows_hz), data, shading="nearest", cmap=cmap, vmin=lo, vmax=hi,
+                              rasterized=True)
+        ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
+        ax.set(ylabel="Hz", title=title)
+        fig.colorbar(image, ax=ax, label="dB", pad=0.01)
+    axes[-1].set_xlabel("film time")
+    _clock_axis(axes[-1])
+    fig.savefig(path)
+    return path
+
+
 def plot_layout(path: Path, peaks_dbtp: list[float | None]) -> Path:
     """The 7.1.4 bed seen from above (front up, left on the left), each channel's true peak."""
     from filmrestore.layouts import BED_7_1_4
@@ -187,6 +217,12 @@ def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[dict[
     stems = {name: title_dir / "stems" / f"{name}.wav" for name in STEMS}
     if all(p.is_file() for p in stems.values()):
         plots["spectrograms"] = plot_spectrograms(folder / "spectrograms.png", stems)
+    before, after = title_dir / "work" / "soundtrack.wav", title_dir / "work" / "restored.wav"
+    if before.is_file() and after.is_file() and stems["dialogue"].is_file():
+        from filmrestore.qc_html import preview_window  # the excerpt the previews play
+
+        plots["restoration"] = plot_restoration(folder / "restoration.png", before, after,
+                                                preview_window(stems["dialogue"]))
     peaks = (qc["loudness"]["after"].get("bed_7.1.4") or {}).get("true_peak_per_channel_dbtp") or []
     plots["layout"] = plot_layout(folder / "layout.png", peaks)
     relative = {name: str(path.relative_to(title_dir)) for name, path in plots.items()}

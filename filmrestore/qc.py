@@ -157,6 +157,7 @@ def _restoration_lines(report: dict[str, Any]) -> list[str]:
 
 
 PLOT_TITLES = {"loudness": "Loudness over time", "spectrograms": "Stem spectrograms",
+               "restoration": "Source versus restored (the excerpt of the previews)",
                 "layout": "7.1.4 layout: true peak per channel"}
 
 

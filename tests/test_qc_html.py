@@ -60,7 +60,7 @@ def title(demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_qc_html_is_self_contained_with_every_plot_and_preview(title: Path, tmp_path: Path) -> None:
     page = _Media()
     page.feed((title / "qc.html").read_text())
-    assert len(page.images) == 3 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert len(page.audio) == len(PREVIEWS)
     for i, src in enumerate(page.audio):
         assert src.startswith("data:audio/mpeg;base64,")
