@@ -128,4 +128,8 @@ def worker(
     args = [*_prefect(), "worker", "start", "--pool", pool, "--type", "process"]
     if limit is not None:
         args += ["--limit", str(limit)]
-    raise typer.Exit(subprocess.call(args))
+    # Become the prefect worker (exec, no child): SIGTERM from docker stop, Kubernetes or a
+    # service manager reaches it directly, and it shuts down its flow runs cleanly.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(args[0], args)

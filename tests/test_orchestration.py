@@ -286,3 +286,60 @@ def test_killed_worker_retry_resumes_at_separation_with_identical_deliverables(
     assert "separate done in" in retried  # the interrupted stage is the first one computed again
     for name in DELIVERABLES:
         assert hash_file(title_dir / name) == hash_file(clean_dir / name), name
+
+
+@pytest.fixture()
+def bare_server(tmp_path: Path) -> Iterator[Server]:
+    """A fresh Prefect server with nothing registered (no pools, no limits, no deployments)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/prefect.db")
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(url, proc)
+        yield Server(url, {**env, "PREFECT_API_URL": url}, tmp_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.integration
+def test_the_compose_register_step_registers_a_bare_server_and_the_worker_takes_sigterm(bare_server: Server) -> None:
+    """deploy/register.sh (the compose stack's register service) on a server with nothing on it:
+    it must succeed (prefect deploy --all failed on the Docker and Kubernetes pools that no one
+    created), twice; then `filmrestore worker` is the prefect worker itself and stops on SIGTERM."""
+    env = {**bare_server.env, "PREFECT": PREFECT, "GPU_SLOTS": "2"}
+    for _ in range(2):  # idempotent
+        run = subprocess.run(["sh", "deploy/register.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: bare_server.url}), get_client(sync_client=True) as client:
+        assert sorted(d.name for d in client.read_deployments()) == ["restore-catalog", "restore-title"]
+        assert [p.name for p in client.read_work_pools()] == ["filmrestore-process"]
+        assert client.read_global_concurrency_limit_by_name("gpu").limit == 2
+
+    cli = Path(sys.executable).with_name("filmrestore")
+    worker = subprocess.Popen([str(cli), "worker"], cwd=REPO, env=bare_server.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        import psutil
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "prefect" not in " ".join(psutil.Process(worker.pid).cmdline()[1:3]):
+            time.sleep(0.2)
+        command = psutil.Process(worker.pid).cmdline()  # the same process, now the prefect worker
+        assert Path(command[1]).name == "prefect" and command[2:4] == ["worker", "start"], command
+        time.sleep(3)  # let it start polling
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) is not None  # stopped by the signal itself, not killed later
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
