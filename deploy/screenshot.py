@@ -104,7 +104,7 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             shots = [screenshot(f"{base}/runs/flow-run/{flow_run_id}", args.out / "prefect-ui.png"),
                      screenshot(f"{base}/artifacts/artifact/{artifact_id('feature-1962-qc')}",
-                                args.out / "prefect-ui-qc.png", size="1400,2000", wait_ms=40_000)]
+                                args.out / "prefect-ui-qc.png", size="1400,4200", wait_ms=40_000)]
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)

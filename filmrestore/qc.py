@@ -89,16 +89,12 @@ def qc_markdown(qc: dict[str, Any]) -> str:
     ]
     if qc.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in qc["warnings"]] + [""]
-    lines += [
-        "## Stages",
-        "",
-        "| stage | time (s) | findings |",
-        "| --- | ---: | --- |",
-    ]
+    # One bullet per stage (a list wraps where a table cell would be cut off in the Prefect UI).
+    lines += ["## Stages", ""]
     for name, stage in qc["stages"].items():
         findings = {k: v for k, v in stage["report"].items() if k != "elapsed_s" and not isinstance(v, (dict, list))}
-        lines.append(f"| {name} | {_fmt(stage['elapsed_s'])} | "
-                     f"{', '.join(f'{k}={_finding(v)}' for k, v in findings.items())} |")
+        listed = ", ".join(f"{k}={_finding(v)}" for k, v in findings.items())
+        lines.append(f"- **{name}** ({_fmt(stage['elapsed_s'], ' s')}){': ' + listed if listed else ''}")
     lines += _restoration_lines((qc["stages"].get("restore") or {}).get("report") or {})
     lines += ["", "## Loudness", "", "| signal | when | integrated (LUFS) | true peak (dBTP) | LRA (LU) | dialogue (LUFS) |",
               "| --- | --- | ---: | ---: | ---: | ---: |"]

@@ -12,7 +12,7 @@ import re
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Task, flow
 from prefect.context import FlowRunContext
@@ -53,30 +53,53 @@ def stream_folder(chosen: Any) -> str:
     return f"streams/{chosen.audio_index}_{title_folder(chosen.language or 'und')}"
 
 
+Preset = Literal["ebu-r128", "atsc-a85", "netflix", "custom"]
+Separator = Literal["neural", "dsp"]
+Device = Literal["auto", "cpu", "cuda"]
+Gate = Literal["programme", "dialogue"]
+AdmProfile = Literal["ebu", "dolby"]
+Container = Literal["mkv", "mov"]
+
+
 @flow(name="restore-title", flow_run_name="restore {title}", log_prints=False, result_serializer="json")
 def restore_title(
     source: str,
     out: str,
     title: str,
-    preset: str = "ebu-r128",
-    separator: str = DEFAULT_SEPARATOR,
-    device: str = "auto",
-    stream: int | str | None = None,
+    preset: Preset = "ebu-r128",
+    separator: Separator = DEFAULT_SEPARATOR,
+    device: Device = "auto",
+    stream: int | Literal["all"] | None = None,
     checkpoint: str | None = None,
     target_lufs: float | None = None,
     ceiling_dbtp: float | None = None,
-    gate: str | None = None,
-    adm_profile: str = "ebu",
+    gate: Gate | None = None,
+    adm_profile: AdmProfile = "ebu",
     display_title: str | None = None,
-    remux: str | None = None,
+    remux: Container | None = None,
 ) -> dict[str, Any]:
-    """Restore one title (``title`` is its folder under ``out``, ``display_title`` the name as
-    written, for qc.json and the ADM programme; ``remux`` ``"mkv"`` or ``"mov"`` also writes the
-    source's pictures with the restored audio); returns the deliverables' paths and the verdict.
+    """Restore one title: extract, restore, separate, plan, normalise, render 7.1.4 + ADM, report.
 
-    ``stream="all"`` restores every audio stream: the first into the title folder, each other
+    With ``stream="all"`` the first audio stream goes into the title folder and each other one
     into ``streams/<index>_<language>/`` with its own deliverables and QC; the remux holds them
-    all; the result lists the others under ``"streams"``."""
+    all; the result lists the others under ``"streams"``.
+
+    Args:
+        source: The video or audio file (any container ffmpeg reads), as the worker sees it.
+        out: Output folder; the title's deliverables go to ``out/<title>/``.
+        title: The title's folder name under ``out`` (letters, digits, ``._-``).
+        preset: Loudness delivery spec: ebu-r128 (-23 LUFS, -1 dBTP), atsc-a85 (-24, -2), netflix (-27 dialogue-gated, -2), or custom (give target_lufs).
+        separator: Dialogue/music/effects separator: neural (the shipped band-split model) or dsp (no weights).
+        device: Where separation runs: auto (a GPU when there is one), cpu or cuda.
+        stream: Audio stream to restore, 0-based among the file's audio streams, or "all"; empty: the first.
+        checkpoint: Another neural separator checkpoint (.safetensors); empty: the shipped one.
+        target_lufs: Target integrated loudness, LUFS (makes the spec custom unless it is the preset's).
+        ceiling_dbtp: True-peak ceiling, dBTP (makes the spec custom unless it is the preset's).
+        gate: Loudness gating: programme or dialogue (makes the spec custom unless it is the preset's).
+        adm_profile: ADM BWF profile of adm.wav: ebu (EBU Tech 3392 / BS.2076) or dolby (Dolby Atmos master, bed up to 7.1.2).
+        display_title: The title as written, for qc.json and the ADM programme name; empty: ``title``.
+        remux: Also write remux.mkv or remux.mov: the source's pictures with the restored soundtrack; empty: no remux.
+    """
     title_dir = str(Path(out) / title)
     name = display_title or title
     spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile)

@@ -16,12 +16,19 @@ from filmrestore.qc_html import write_previews
 
 
 def artifact_markdown(qc: dict[str, Any], title_dir: str | Path) -> str:
-    """qc.md for the Prefect UI: the plots named by their full paths (the UI cannot show local files)."""
+    """qc.md for the Prefect UI: the plots embedded as PNG data URIs (the UI cannot read the title
+    folder), each also named by its path."""
+    import base64
+
     plots = qc.get("plots") or {}
-    listed = {name: str(Path(title_dir) / rel) for name, rel in plots.items()}
     text = qc_markdown({**qc, "plots": {}})
-    if listed:
-        text += "\n## Plots\n\n" + "\n".join(f"- {PLOT_TITLES.get(n, n)}: `{p}`" for n, p in listed.items()) + "\n"
+    if plots:
+        text += "\n## Plots\n"
+        for name, rel in plots.items():
+            path = Path(title_dir) / rel
+            if path.is_file():
+                uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+                text += f"\n### {PLOT_TITLES.get(name, name)}\n\n![{name}]({uri})\n\n`{path}`\n"
     return text
 
 
@@ -66,6 +73,7 @@ def _publish(qc: dict[str, Any], title_dir: str) -> None:
 
     create_markdown_artifact(artifact_markdown(qc, title_dir), key=artifact_key(title_dir, "qc"),
                              description="QC report")
-    rows = [{"signal": s, "when": w, **{k: r.get(k) for k in ("integrated_lufs", "true_peak_dbtp", "lra_lu")}}
+    rows = [{"signal": s, "when": w, **{k: r.get(k) for k in ("integrated_lufs", "dialogue_lufs", "true_peak_dbtp",
+                                                               "lra_lu")}}
             for w in ("before", "after") for s, r in qc["loudness"][w].items()]
     create_table_artifact(rows, key=artifact_key(title_dir, "loudness"), description="Loudness before/after")

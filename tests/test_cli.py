@@ -400,6 +400,18 @@ def test_the_cli_choices_are_the_library_vocabulary() -> None:
     assert {p.value for p in Preset} == set(specs.PRESETS) | {"custom"}
     assert {g.value for g in Gate} == set(get_args(specs.Gate))
     assert {f.value for f in RemuxFormat} == set(CONTAINERS)
+    # ... and so must the restore-title flow's parameter types (the run form's choices in the UI).
+    from filmrestore.flows import restore_title as flow
+    from filmrestore.separation import SEPARATOR_NAMES
+    from filmrestore.upmix.adm import PROFILES
+
+    assert set(get_args(flow.Preset)) == set(specs.PRESETS) | {"custom"}
+    assert set(get_args(flow.Gate)) == set(get_args(specs.Gate))
+    assert set(get_args(flow.Container)) == set(CONTAINERS)
+    assert set(get_args(flow.Separator)) == set(SEPARATOR_NAMES)
+    assert set(get_args(flow.AdmProfile)) == set(PROFILES)
+    form = flow.restore_title.parameters.model_dump()["properties"]
+    assert all(form[name].get("description") for name in form), [n for n in form if not form[n].get("description")]
 
 
 def test_an_output_name_that_lies_about_the_format_is_refused(tmp_path: Path, demo_clip: Path) -> None:
