@@ -6,6 +6,8 @@ line (no traceback) for every expected error.
 
 from __future__ import annotations
 
+import errno
+
 from pathlib import Path
 
 
@@ -64,3 +66,15 @@ class ConfigError(FilmrestoreError):
 
 class CatalogError(ConfigError):
     """A catalogue (batch manifest) or one of its rows cannot be used; the message names the row."""
+
+
+# OS errors that a retry cannot cure: a full disk or quota, a read-only or missing path, no permission.
+PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+                       errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a stage that raised ``exc`` is worth running again: never for our own errors (bad
+    input, bad options, a FAILED check) or an OS error that stays (a full disk, no permission)."""
+    if isinstance(exc, FilmrestoreError):
+        return False
+    return not (isinstance(exc, OSError) and exc.errno in PERMANENT_OS_ERRORS)

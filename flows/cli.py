@@ -288,7 +288,7 @@ def separate(
     refuse_overwriting(source, list(paths.values()))
     read_info(source)  # a clear error for a file that is not audio
     from filmrestore.flows.cli_progress import done_line
-    from filmrestore.tasks.common import terminal_progress
+    from filmrestore.stagelog import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
     records = separate_file(model, source, paths, device=resolve_device(device.value),

@@ -88,7 +88,7 @@ class StageConsole(logging.Handler):
 def done_line(what: str, detail: str) -> None:
     """The closing line of a long command run outside a title (``separate``, ``evaluate``), through
     the stage logger like a stage's line, so that it also ends the command's progress bar."""
-    from filmrestore.tasks.common import STAGE_LOGGER
+    from filmrestore.stagelog import STAGE_LOGGER
 
     logging.getLogger(STAGE_LOGGER).info("%s done: %s", what, detail, extra={"filmrestore_stage": True})
 
@@ -96,7 +96,7 @@ def done_line(what: str, detail: str) -> None:
 def install(console: Console) -> StageConsole:
     """Route the ``filmrestore.stages`` logger to one :class:`StageConsole` (once per process); its
     records then no longer reach Prefect's console handler."""
-    from filmrestore.tasks.common import STAGE_LOGGER
+    from filmrestore.stagelog import STAGE_LOGGER
 
     logger = logging.getLogger(STAGE_LOGGER)
     for handler in logger.handlers:

@@ -114,7 +114,7 @@ def evaluate(
     from filmrestore.separation.evaluate import format_table
 
     from filmrestore.flows.cli_progress import done_line
-    from filmrestore.tasks.common import terminal_progress
+    from filmrestore.stagelog import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
     report = run_evaluation(data_dir, model, device=str(resolve_device(device.value)), max_items=max_items,

@@ -32,7 +32,7 @@ from filmrestore.errors import CatalogError, ConfigError, FilmrestoreError
 from filmrestore.flows.catalog import CatalogEntry, read_catalog
 from filmrestore.flows.restore_title import prefect_api_url, restore_title
 from filmrestore.manifest import write_json
-from filmrestore.tasks.common import STAGE_LOGGER, TITLE_LABEL
+from filmrestore.stagelog import STAGE_LOGGER, TITLE_LABEL
 
 TITLE_DEPLOYMENT = "restore-title/restore-title"
 Mode = Literal["subflow", "deployment"]

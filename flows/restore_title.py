@@ -21,7 +21,8 @@ from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir, refuse_overwriting, require_free_space
 from filmrestore.errors import ConfigError, MediaError
 from filmrestore.resume import title_lock
-from filmrestore.tasks.common import STAGE_LOGGER, is_transient
+from filmrestore.errors import is_transient
+from filmrestore.stagelog import STAGE_LOGGER
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
 from filmrestore.tasks.plan import plan_task
@@ -142,7 +143,7 @@ def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, 
 def stage(task: Task, *args: Any) -> Any:
     """Run one stage: as its Prefect task inside a flow run (the UI shows it; Prefect retries it),
     else in this process as the task's plain function, retried by the same rule
-    (:func:`~filmrestore.tasks.common.is_transient`, the task's retry count and delay)."""
+    (:func:`~filmrestore.errors.is_transient`, the task's retry count and delay)."""
     if FlowRunContext.get() is not None:
         return task(*args)
     for attempt in range(task.retries + 1):

@@ -3,33 +3,17 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import re
 from collections.abc import Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from filmrestore.errors import FilmrestoreError
+from filmrestore.errors import is_transient
 from filmrestore.manifest import StageManifest
 from filmrestore.resume import load_valid_manifest, stage_key
-
-# OS errors that a retry cannot cure: a full disk or quota, a read-only or missing path, no permission.
-PERMANENT_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
-                       errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
-STAGE_LOGGER = "filmrestore.stages"
-#: The title a thread is restoring, when several run at once in one process (an in-process
-#: catalogue): the CLI's stage lines and progress bars then read ``title/stage``.
-TITLE_LABEL: ContextVar[str | None] = ContextVar("filmrestore_title_label", default=None)
-
-
-def stage_label(stage: str) -> str:
-    """``stage``, or ``title/stage`` in a thread restoring one title of several (:data:`TITLE_LABEL`)."""
-    label = TITLE_LABEL.get()
-    return f"{label}/{stage}" if label else stage
-
+from filmrestore.stagelog import STAGE_LOGGER, stage_label, terminal_progress
 
 def in_prefect_run() -> bool:
     """True inside a Prefect flow or task run: only there are artifacts, the run logger and
@@ -38,13 +22,6 @@ def in_prefect_run() -> bool:
 
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a stage that raised ``exc`` is worth running again: never for our own errors (bad
-    input, bad options, a FAILED check) or an OS error that stays (a full disk, no permission)."""
-    if isinstance(exc, FilmrestoreError):
-        return False
-    return not (isinstance(exc, OSError) and exc.errno in PERMANENT_OS_ERRORS)
 
 def prefect_cache_key(stage: str, key_params: Callable[[dict[str, Any]], dict[str, Any]]):
     """A Prefect ``cache_key_fn`` that hits only while the stage's outputs are intact on disk.
@@ -104,24 +81,6 @@ def progress_reporter(title_dir: str | Path, stage: str, step: float = 0.02
         if fraction - last[0] >= step or fraction >= 1.0:
             last[0] = fraction
             update_progress_artifact(artifact_id, round(100.0 * fraction, 1))
-
-    return on_progress
-
-
-def terminal_progress(stage: str, step: float = 0.01) -> Callable[[int, int], None]:
-    """An ``on_progress(done, total)`` callback for a stage run in-process: a record on the
-    ``filmrestore.stages`` logger at every ``step`` of progress, marked
-    ``filmrestore_progress=(stage, fraction)`` for the CLI's progress display (plain loggers
-    drop them: they are DEBUG)."""
-    logger = logging.getLogger(STAGE_LOGGER)
-    last = [-1.0]
-    stage = stage_label(stage)  # now: the callback may be called from a stage's worker threads
-
-    def on_progress(done: int, total: int) -> None:
-        fraction = min(done / total, 1.0) if total else 1.0
-        if fraction - last[0] >= step or (fraction >= 1.0 > last[0]):
-            last[0] = fraction
-            logger.debug("%s %.0f %%", stage, 100.0 * fraction, extra={"filmrestore_progress": (stage, fraction)})
 
     return on_progress
 

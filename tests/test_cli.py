@@ -324,7 +324,7 @@ def test_ffmpeg_running_out_of_space_blames_the_output_not_the_source(tmp_path: 
 def _stage_records(stage: str, n: int = 50) -> list:
     import logging
 
-    from filmrestore.tasks.common import STAGE_LOGGER, terminal_progress
+    from filmrestore.stagelog import STAGE_LOGGER, terminal_progress
 
     records: list[logging.LogRecord] = []
 

@@ -178,7 +178,7 @@ def _hashes(title_dir: Path) -> dict[str, str]:
 def test_without_a_prefect_api_the_flow_runs_in_process_with_the_same_deliverables(
         restored: dict, demo_clip: Path, tmp_path: Path, no_prefect_api: None,
         caplog: pytest.LogCaptureFixture) -> None:
-    from filmrestore.tasks.common import STAGE_LOGGER
+    from filmrestore.stagelog import STAGE_LOGGER
 
     flow_run = Path(restored["title_dir"])
     preset = json.loads((flow_run / "qc.json").read_text())["verdict"]["preset"]  # as the last flow run left it
