@@ -64,7 +64,7 @@ def run_child(separator: str, checkpoint: str, device: str, source: Path) -> dic
 
 def quality(separator: str, checkpoint: str, data: Path, max_items: int | None) -> dict:
     from filmrestore.separation import get_separator
-    from filmrestore.separation.evaluate import evaluate
+    from filmrestore.separation.training.evaluate import evaluate
 
     return evaluate(data, get_separator(separator, checkpoint or None), max_items=max_items)["summary"]
 

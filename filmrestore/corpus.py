@@ -9,10 +9,10 @@ test data stay disjoint from the evaluation set.
 Two sets:
 
 * the **test corpus** (``in_ci=True``): small packages that `.ci/setup` installs and
-  tests, benchmarks and the small DnR :func:`~filmrestore.separation.dataset.make_dataset`
+  tests, benchmarks and the small DnR :func:`~filmrestore.separation.training.dataset.make_dataset`
   read through :func:`find_recordings`;
 * the **training bank**: every source, installed by ``.ci/setup-training`` and decoded by
-  ``filmrestore make-bank`` (:mod:`filmrestore.separation.bank`) through
+  ``filmrestore make-bank`` (:mod:`filmrestore.separation.training.bank`) through
   :func:`iter_recordings`. Files are listed from ``dpkg -L PACKAGE``, so a file of
   another package at the same path is never read.
 """

@@ -19,7 +19,7 @@ def make_bank(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the source bank to (speech/music/effects.i16 + bank.json).")],
 ) -> None:
     """Decode the training recordings (installed by .ci/setup-training) into a memory-mapped source bank."""
-    from filmrestore.separation.bank import build_bank
+    from filmrestore.separation.training.bank import build_bank
 
     bank = build_bank(out_dir)
     for name, row in bank.summary().items():
@@ -40,12 +40,12 @@ def make_dataset(
 ) -> None:
     """Build a DnR-style dataset (mix/speech/music/sfx.wav per item) from packaged recordings."""
     if bank is not None:
-        from filmrestore.separation.dataset import make_bank_dataset
+        from filmrestore.separation.training.dataset import make_bank_dataset
 
         folders = make_bank_dataset(bank, out_dir, split, items, seconds, seed)
         console.print(f"{out_dir / split}: {len(folders)} items of {seconds:g} s mixed from {bank} ({split} split)")
         return
-    from filmrestore.separation.dataset import make_dataset as build
+    from filmrestore.separation.training.dataset import make_dataset as build
 
     built = build(out_dir, items, seconds, seed, test_fraction)
     console.print(f"{out_dir}: {len(built['train'])} train, {len(built['test'])} held-out test items "
@@ -76,8 +76,8 @@ def train(
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
-    from filmrestore.separation.train import TrainConfig
-    from filmrestore.separation.train import train as run_training
+    from filmrestore.separation.training.train import TrainConfig
+    from filmrestore.separation.training.train import train as run_training
 
     def log(record: dict) -> None:
         if record["event"] == "skipped":
@@ -110,8 +110,8 @@ def evaluate(
 ) -> None:
     """SI-SDR and SI-SDR improvement per stem, beside the mixture and oracle-mask bounds."""
     from filmrestore.separation import get_separator, resolve_device
-    from filmrestore.separation.evaluate import evaluate as run_evaluation
-    from filmrestore.separation.evaluate import format_table
+    from filmrestore.separation.training.evaluate import evaluate as run_evaluation
+    from filmrestore.separation.training.evaluate import format_table
 
     from filmrestore.flows.cli_progress import done_line
     from filmrestore.stagelog import terminal_progress

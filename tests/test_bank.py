@@ -20,12 +20,12 @@ from safetensors import safe_open
 from filmrestore import corpus
 from filmrestore.errors import ConfigError
 from filmrestore.separation.bandsplit import BandSplitConfig
-from filmrestore.separation.bank import SPLITS, SourceBank, build_bank, decode, export_compact, split_of
+from filmrestore.separation.training.bank import SPLITS, SourceBank, build_bank, decode, export_compact, split_of
 from filmrestore.separation.checkpoint import config_path, load_checkpoint
-from filmrestore.separation.dataset import list_items, make_bank_dataset
-from filmrestore.separation.evaluate import load_item
-from filmrestore.separation.mixer import MixerConfig, MixerDataset, compressor_gain, legacy_channel, make_example
-from filmrestore.separation.train import TrainConfig, learning_rate, train
+from filmrestore.separation.training.dataset import list_items, make_bank_dataset
+from filmrestore.separation.training.evaluate import load_item
+from filmrestore.separation.training.mixer import MixerConfig, MixerDataset, compressor_gain, legacy_channel, make_example
+from filmrestore.separation.training.train import TrainConfig, learning_rate, train
 
 FS = 48000
 TINY = BandSplitConfig(n_fft=512, hop_frames=256, bands=((4, 8), (16, 4)), dim=16, n_layers=2, mask_hidden=16,
@@ -201,7 +201,7 @@ def test_compact_bank_decodes_to_the_same_clips(bank: SourceBank, tmp_path: Path
 
 
 def test_device_training_script_rehearsed_on_cpu(bank: SourceBank, tmp_path: Path) -> None:
-    """separation/train_device.sh, the script a lent GPU runs, with tiny settings on this CPU."""
+    """separation/training/train_device.sh, the script a lent GPU runs, with tiny settings on this CPU."""
     import os
     import subprocess
     import sys
@@ -215,7 +215,7 @@ def test_device_training_script_rehearsed_on_cpu(bank: SourceBank, tmp_path: Pat
                                 "--num-workers 0 --epoch-minutes 1",
            "BENCH_DEVICE_ARGS": "--minutes 0.1 --devices cpu"}
     root = Path(__file__).parent.parent
-    done = subprocess.run(["bash", str(root / "separation/train_device.sh"), str(compact.root), str(out), "5"],
+    done = subprocess.run(["bash", str(root / "separation/training/train_device.sh"), str(compact.root), str(out), "5"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]

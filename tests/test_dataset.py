@@ -17,9 +17,9 @@ from filmrestore import corpus
 from filmrestore.audio import write_audio
 from filmrestore.errors import AudioFormatError, ConfigError
 from filmrestore.separation import STEMS, get_separator
-from filmrestore.separation.dataset import RemixDataset, list_items, make_dataset, resolve_split, split_files
-from filmrestore.separation.evaluate import evaluate, oracle_irm
-from filmrestore.separation.metrics import si_sdr
+from filmrestore.separation.training.dataset import RemixDataset, list_items, make_dataset, resolve_split, split_files
+from filmrestore.separation.training.evaluate import evaluate, oracle_irm
+from filmrestore.separation.training.metrics import si_sdr
 
 FS = 48000
 HAVE_CORPUS = all(corpus.find_recordings(k) for k in corpus.KINDS)

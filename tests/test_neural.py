@@ -20,9 +20,9 @@ from filmrestore.errors import CheckpointError, ConfigError
 from filmrestore.separation import STEMS, get_separator, separate_array, separate_file
 from filmrestore.separation.bandsplit import BandSplitConfig, BandSplitNet
 from filmrestore.separation.checkpoint import config_path, load_checkpoint, save_checkpoint
-from filmrestore.separation.dataset import RemixDataset, make_dataset
+from filmrestore.separation.training.dataset import RemixDataset, make_dataset
 from filmrestore.separation.neural import NeuralSeparator
-from filmrestore.separation.train import TrainConfig, separation_loss, state_paths, train
+from filmrestore.separation.training.train import TrainConfig, separation_loss, state_paths, train
 
 FS = 48000
 TINY = BandSplitConfig(n_fft=512, hop_frames=256, bands=((4, 8), (16, 4)), dim=16, n_layers=2, mask_hidden=16,
@@ -213,7 +213,7 @@ def test_resume_with_broken_state_names_the_file(data: Path, tmp_path: Path) -> 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_neural_cuda_autocast_matches_cpu() -> None:
-    from filmrestore.separation.metrics import si_sdr
+    from filmrestore.separation.training.metrics import si_sdr
 
     model = NeuralSeparator(_tiny())
     x = (np.random.default_rng(0).standard_normal((1, 2 * FS)) * 0.1).astype(np.float32)
@@ -229,7 +229,7 @@ def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Pa
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch whose loss is NaN (a fault real data cannot be made to cause on demand) leaves the
     weights alone; twenty in a row is divergence, reported as such."""
-    import filmrestore.separation.train as trainer
+    import filmrestore.separation.training.train as trainer
 
     real_loss, calls = trainer.separation_loss, {"n": 0}
 

@@ -20,7 +20,7 @@ from filmrestore.errors import AudioFormatError, ConfigError, EmptyAudioError
 from filmrestore.separation import (STEMS, Separator, get_separator, resolve_device, separate_array,
                                     separate_file)
 from filmrestore.separation.engine import SegmentGrid
-from filmrestore.separation.metrics import global_sdr, si_sdr
+from filmrestore.separation.training.metrics import global_sdr, si_sdr
 from filmrestore.separation.vad import SileroVAD
 
 FS = 48000

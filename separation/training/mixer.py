@@ -32,8 +32,8 @@ import pyloudnorm
 import scipy.signal
 import torch
 
-from filmrestore.separation.bank import SAMPLE_RATE_HZ, Clip, SourceBank
-from filmrestore.separation.dataset import EpochDataset, _active_share, _add
+from filmrestore.separation.training.bank import SAMPLE_RATE_HZ, Clip, SourceBank
+from filmrestore.separation.training.dataset import EpochDataset, _active_share, _add
 
 FS = SAMPLE_RATE_HZ
 _METER = pyloudnorm.Meter(FS)

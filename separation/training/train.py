@@ -197,8 +197,8 @@ def _data(data_dir: str | Path, config: TrainConfig, mixer_config: Any) -> tuple
     root = Path(data_dir)
     n_examples = config.steps_per_epoch * config.batch_size
     if (root / "bank.json").is_file():
-        from filmrestore.separation.bank import SourceBank
-        from filmrestore.separation.mixer import MixerConfig, MixerDataset
+        from filmrestore.separation.training.bank import SourceBank
+        from filmrestore.separation.training.mixer import MixerConfig, MixerDataset
 
         bank = SourceBank(root)
         mixer = mixer_config or MixerConfig(segment_s=config.segment_s)
@@ -208,7 +208,7 @@ def _data(data_dir: str | Path, config: TrainConfig, mixer_config: Any) -> tuple
             probe = MixerDataset(bank, "valid", config.valid_examples, mixer, seed=10_000 + config.seed)
             valid = _stack([probe[i] for i in range(len(probe))])
         return dataset, valid
-    from filmrestore.separation.dataset import RemixDataset, resolve_split
+    from filmrestore.separation.training.dataset import RemixDataset, resolve_split
 
     dataset = RemixDataset(resolve_split(root, "train"), config.segment_s, n_examples, remix=True,
                            p_cross=config.p_cross, seed=config.seed)
@@ -277,7 +277,7 @@ def validate(net: BandSplitNet, valid: tuple[torch.Tensor, torch.Tensor], dev: t
              batch_size: int = 4) -> dict[str, float]:
     """Mean SI-SDR improvement per stem (dB) of ``net`` on fixed mixtures, and their mean."""
     from filmrestore.separation.base import STEMS
-    from filmrestore.separation.metrics import si_sdr
+    from filmrestore.separation.training.metrics import si_sdr
 
     model = NeuralSeparator(net).to(dev).eval()
     mix, stems = valid
@@ -387,8 +387,8 @@ def _log(on_log: LogCallback | None, **record: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m filmrestore.separation.train BANK --out CKPT ...``: training without the CLI's
-    Prefect and Typer imports, for a lent GPU machine (``separation/train_device.sh``)."""
+    """``python -m filmrestore.separation.training.train BANK --out CKPT ...``: training without the CLI's
+    Prefect and Typer imports, for a lent GPU machine (``separation/training/train_device.sh``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Train the band-split separator on a source bank.")

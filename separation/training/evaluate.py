@@ -22,9 +22,9 @@ import torch
 
 from filmrestore.audio import read_audio
 from filmrestore.separation.base import STEMS, Separator
-from filmrestore.separation.dataset import Item, list_items, resolve_split
+from filmrestore.separation.training.dataset import Item, list_items, resolve_split
 from filmrestore.separation.engine import separate_array
-from filmrestore.separation.metrics import global_sdr, si_sdr
+from filmrestore.separation.training.metrics import global_sdr, si_sdr
 
 METHODS: tuple[str, str, str] = ("separator", "mixture", "oracle_irm")
 _SILENT_RMS = 1e-5

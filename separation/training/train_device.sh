@@ -2,10 +2,10 @@
 # Train the separator on a lent GPU machine for about MINUTES minutes, then measure its
 # inference speed there. One prepared command for the device tool's `run`:
 #
-#   here, once:  .venv/bin/python -c "from filmrestore.separation.bank import SourceBank, export_compact; \
+#   here, once:  .venv/bin/python -c "from filmrestore.separation.training.bank import SourceBank, export_compact; \
 #                   export_compact(SourceBank('bank'), '.bank-compact')"          # ~60 MiB, train+valid only
-#                bash separation/train_device.sh --fetch-wheels                    # soundfile, cffi, pycparser, pyloudnorm
-#   device run:  command "bash separation/train_device.sh .bank-compact \$OUT 8.5", carry [".bank-compact", ".whl"]
+#                bash separation/training/train_device.sh --fetch-wheels                    # soundfile, cffi, pycparser, pyloudnorm
+#   device run:  command "bash separation/training/train_device.sh .bank-compact \$OUT 8.5", carry [".bank-compact", ".whl"]
 #
 # It starts from the shipped checkpoint, mixes on 14 DataLoader processes, runs the model in bf16
 # autocast, validates and saves to OUT every minute (checkpoint, its JSON with the training log,
@@ -13,7 +13,7 @@
 # on a CPU with tiny settings in tests/test_bank.py (TRAIN_DEVICE_ARGS and BENCH_DEVICE_ARGS override
 # the settings; TRAIN_DEVICE_FRESH=1 lays the package out as on a bare machine even where it is installed).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 if [ "${1:-}" = "--fetch-wheels" ]; then
     mkdir -p .whl
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
@@ -28,7 +28,7 @@ fi
 BANK="$1"; OUT="$2"; MINUTES="${3:-8.5}"
 PYTHON="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
-if [ -n "${TRAIN_DEVICE_FRESH:-}" ] || ! "$PYTHON" -c "import filmrestore.separation.train" 2>/dev/null; then
+if [ -n "${TRAIN_DEVICE_FRESH:-}" ] || ! "$PYTHON" -c "import filmrestore.separation.training.train" 2>/dev/null; then
     SITE="${TMPDIR:-/tmp}/filmrestore-site"
     [ -d .whl ] && "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
     # The import package without building it: filmrestore/ plus the top-level folders it maps (pyproject.toml).
@@ -40,7 +40,7 @@ fi
 mkdir -p "$OUT"
 "$PYTHON" -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 # shellcheck disable=SC2086
-"$PYTHON" -m filmrestore.separation.train "$BANK" --out "$OUT/dme.safetensors" \
+"$PYTHON" -m filmrestore.separation.training.train "$BANK" --out "$OUT/dme.safetensors" \
     --init separation/checkpoints/dme-small.safetensors --device auto --max-minutes "$MINUTES" \
     ${TRAIN_DEVICE_ARGS:---epochs 1000 --steps-per-epoch 100000 --epoch-minutes 1 --batch-size 32 --segment-s 6 \
       --learning-rate 1e-3 --warmup-steps 100 --total-steps 3000 --ema-decay 0.999 --valid-examples 64 --num-workers 14} \

@@ -394,8 +394,8 @@ def make_bank_dataset(bank_dir: str | Path, out_dir: str | Path, split: str = "t
     Returns the item folders; ``out_dir/split/dataset.json`` records the parameters and the
     bank's hours per split.
     """
-    from filmrestore.separation.bank import SourceBank
-    from filmrestore.separation.mixer import MixerConfig, make_example
+    from filmrestore.separation.training.bank import SourceBank
+    from filmrestore.separation.training.mixer import MixerConfig, make_example
 
     if n_items < 1 or item_s <= 0:
         raise ConfigError(f"need n_items >= 1 and item_s > 0; got {n_items}, {item_s}")
