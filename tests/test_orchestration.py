@@ -327,8 +327,9 @@ def test_the_compose_register_step_registers_a_bare_server_and_the_worker_takes_
         assert client.read_global_concurrency_limit_by_name("gpu").limit == 2
 
     cli = Path(sys.executable).with_name("filmrestore")
-    worker = subprocess.Popen([str(cli), "worker"], cwd=REPO, env=bare_server.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = (bare_server.home / "worker.log").open("w")  # a file: an unread pipe would fill and block the worker
+    worker = subprocess.Popen([str(cli), "worker"], cwd=REPO, env=bare_server.env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         import psutil
 
@@ -337,9 +338,13 @@ def test_the_compose_register_step_registers_a_bare_server_and_the_worker_takes_
             time.sleep(0.2)
         command = psutil.Process(worker.pid).cmdline()  # the same process, now the prefect worker
         assert Path(command[1]).name == "prefect" and command[2:4] == ["worker", "start"], command
-        time.sleep(3)  # let it start polling
+        with temporary_settings({PREFECT_API_URL: bare_server.url}), get_client(sync_client=True) as client:
+            while time.monotonic() < deadline and not client.read_workers_for_work_pool("filmrestore-process"):
+                time.sleep(0.5)  # up: it has sent its first heartbeat (a signal during start-up proves nothing)
+            assert client.read_workers_for_work_pool("filmrestore-process"), (bare_server.home / "worker.log").read_text()
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) is not None  # stopped by the signal itself, not killed later
+        assert worker.wait(timeout=60) is not None, (bare_server.home / "worker.log").read_text()[-3000:]
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
+        log.close()
