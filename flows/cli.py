@@ -169,7 +169,9 @@ def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-SeparatorOpt = Annotated[str, typer.Option("--separator", help=f"Separator: neural (the shipped band-split model) or dsp (no weights); default {DEFAULT_SEPARATOR}.")]
+# --separator and --adm-profile stay strings with their choices as the metavar: a value outside
+# them gets the library's one-line error (exit 2), not click's usage box.
+SeparatorOpt = Annotated[str, typer.Option("--separator", metavar="neural|dsp", help=f"Separator: neural (the shipped band-split model) or dsp (no weights); default {DEFAULT_SEPARATOR}.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where separation runs.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neural separator checkpoint (.safetensors).")]
 StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
@@ -205,7 +207,8 @@ def run(
     target: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
     ceiling: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
     gate: Annotated[Optional[Gate], typer.Option("--gate", help="Custom gating: programme or dialogue.")] = None,
-    adm_profile: Annotated[str, typer.Option("--adm-profile", help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
+    adm_profile: Annotated[str, typer.Option("--adm-profile", metavar="ebu|dolby",
+                                             help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the title folder, deliverables and verdict as "
                                                          "JSON on stdout.")] = False,
     remux: Annotated[bool, typer.Option("--remux", help="Also write OUT/<title>/remux.mkv: the source's video, "

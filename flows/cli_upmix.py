@@ -15,7 +15,8 @@ from filmrestore.flows.cli import app, console, expected_errors
 @expected_errors
 def adm_check(
     file: Annotated[Path, typer.Argument(help="ADM BWF file (WAV/BW64 with chna + axml).")],
-    profile: Annotated[str, typer.Option("--profile", help="Profile to check against: ebu or dolby.")] = "ebu",
+    profile: Annotated[str, typer.Option("--profile", metavar="ebu|dolby",
+                                         help="Profile to check against: ebu or dolby.")] = "ebu",
     as_json: Annotated[bool, typer.Option("--json", help="Print {file, profile, conforms, problems} as JSON on "
                                                          "stdout.")] = False,
 ) -> None:

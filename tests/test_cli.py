@@ -400,6 +400,17 @@ def test_the_cli_choices_are_the_library_vocabulary() -> None:
     assert {p.value for p in Preset} == set(specs.PRESETS) | {"custom"}
     assert {g.value for g in Gate} == set(get_args(specs.Gate))
     assert {f.value for f in RemuxFormat} == set(CONTAINERS)
+    from typer.main import get_command
+
+    from filmrestore.flows.cli import app
+
+    run = get_command(app).commands["run"]
+    metavars = {p.name: p.metavar for p in run.params}
+    from filmrestore.separation import SEPARATOR_NAMES
+    from filmrestore.upmix.adm import PROFILES
+
+    assert set(metavars["separator"].split("|")) == set(SEPARATOR_NAMES)
+    assert set(metavars["adm_profile"].split("|")) == set(PROFILES)
     # ... and so must the restore-title flow's parameter types (the run form's choices in the UI).
     from filmrestore.flows import restore_title as flow
     from filmrestore.separation import SEPARATOR_NAMES
