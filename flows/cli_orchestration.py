@@ -129,7 +129,13 @@ def worker(
     if limit is not None:
         args += ["--limit", str(limit)]
     # Become the prefect worker (exec, no child): SIGTERM from docker stop, Kubernetes or a
-    # service manager reaches it directly, and it shuts down its flow runs cleanly.
+    # service manager reaches it directly, and it shuts down its flow runs cleanly. Prefect turns
+    # SIGTERM into SIGINT, so an ignored SIGINT inherited from the launcher (a shell's background
+    # job, nohup ... &) would leave it deaf to SIGTERM: both go back to their defaults first.
+    import signal
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(args[0], args)

@@ -328,8 +328,12 @@ def test_the_compose_register_step_registers_a_bare_server_and_the_worker_takes_
 
     cli = Path(sys.executable).with_name("filmrestore")
     log = (bare_server.home / "worker.log").open("w")  # a file: an unread pipe would fill and block the worker
+
+    def launched_in_the_background() -> None:  # as from `nohup filmrestore worker &`: SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     worker = subprocess.Popen([str(cli), "worker"], cwd=REPO, env=bare_server.env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                              stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=launched_in_the_background)
     try:
         import psutil
 
