@@ -38,7 +38,12 @@ def stem_spectrogram(path: str | Path, n_columns: int = SPECTROGRAM_COLUMNS,
     starts = first + np.linspace(0, max(n_frames - fft_frames, 0), n_columns).astype(np.int64)
     window = np.hanning(fft_frames).astype(np.float32)
     power = np.empty((fft_frames // 2 + 1, n_columns), dtype=np.float32)
-    for i, start in enumerate(starts):
+    if span is not None:  # a bounded excerpt: read once, every window in one batched FFT
+        x = read_audio(path, first, n_frames).sum(axis=0)
+        x = np.pad(x, (0, max(0, fft_frames - x.shape[0])))
+        frames = np.lib.stride_tricks.sliding_window_view(x, fft_frames)[starts - first]
+        power[:] = (np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2).T
+    for i, start in enumerate(starts if span is None else ()):  # a whole film: one window read at a time
         x = read_audio(path, int(start), fft_frames).sum(axis=0)
         x = np.pad(x, (0, fft_frames - x.shape[0]))
         power[:, i] = np.abs(np.fft.rfft(x * window)) ** 2
@@ -157,9 +162,15 @@ def plot_restoration(path: Path, source: Path, restored: Path, span: tuple[int, 
     panels = [(rows[0], "source (before restoration)", "magma", -100.0, -10.0),
               (rows[1], "restored", "magma", -100.0, -10.0), (removed, "taken out (dB)", "viridis", 0.0, 30.0)]
     ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
+    # Rows are log-spaced and columns evenly spaced: an image on (time, log10 Hz) is exact, and far
+    # cheaper to draw than a mesh.
+    log_hz = np.log10(rows_hz)
+    half_t = (times_s[1] - times_s[0]) / 2 if len(times_s) > 1 else 0.5
+    half_f = (log_hz[1] - log_hz[0]) / 2
+    extent = (times_s[0] - half_t, times_s[-1] + half_t, log_hz[0] - half_f, log_hz[-1] + half_f)
     for ax, (data, title, cmap, lo, hi) in zip(axes, panels):
-        image = ax.pcolormesh(times_s, np.log10(rows_hz), data, shading="nearest", cmap=cmap, vmin=lo, vmax=hi,
-                              rasterized=True)
+        image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=lo, vmax=hi,
+                          interpolation="nearest")
         ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
         ax.set(ylabel="Hz", title=title)
         fig.colorbar(image, ax=ax, label="dB", pad=0.01)

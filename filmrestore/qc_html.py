@@ -19,6 +19,7 @@ import base64
 import html
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ def write_preview(wav: Path, mp3: Path, first_frame: int, n_frames: int) -> Path
     segment = AudioSegment(pcm.tobytes(), sample_width=2, frame_rate=rate, channels=x.shape[0])
     mp3.parent.mkdir(parents=True, exist_ok=True)
     tmp = mp3.with_name(f".{mp3.name}.part")
-    segment.export(tmp, format="mp3", bitrate=_BITRATE[x.shape[0]])
+    # LAME's fastest algorithm (compression_level 9): a listening preview, a third of the time.
+    segment.export(tmp, format="mp3", bitrate=_BITRATE[x.shape[0]], parameters=["-compression_level", "9"])
     tmp.replace(mp3)
     return mp3
 
@@ -117,11 +119,10 @@ def write_previews(title_dir: str | Path, key: str, seconds: float = PREVIEW_S) 
             return {k: v for k, v in previous.items() if k != "key"}
     dialogue = title_dir / "stems" / "dialogue.wav"
     first, n_frames = preview_window(dialogue, seconds) if dialogue.is_file() else (0, 0)
-    files = {}
-    for name, _, rel in PREVIEWS:
-        wav = title_dir / rel
-        if wav.is_file() and n_frames:
-            files[name] = str(write_preview(wav, folder / f"{name}.mp3", first, n_frames).relative_to(title_dir))
+    todo = [(name, title_dir / rel) for name, _, rel in PREVIEWS if (title_dir / rel).is_file() and n_frames]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each encode is an ffmpeg process: both cores
+        done = pool.map(lambda item: write_preview(item[1], folder / f"{item[0]}.mp3", first, n_frames), todo)
+        files = {name: str(path.relative_to(title_dir)) for (name, _), path in zip(todo, done)}
     rate = read_info(dialogue).sample_rate_hz if dialogue.is_file() else 48_000
     result = {"window_s": [first / rate, (first + n_frames) / rate], "files": files}
     folder.mkdir(parents=True, exist_ok=True)
