@@ -51,6 +51,12 @@ def run_separate(
     return run_stage(title_dir, "separate", _key_params(params), compute)
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether a separation on ``device`` runs on a GPU: only then does it hold a ``gpu`` slot (a
+    CPU separation has nothing to queue for)."""
+    return resolve_device(device).type == "cuda"
+
+
 GPU_LIMIT = "gpu"  # Prefect global concurrency limit: as many slots as separations a site may run at once
 GPU_LEASE_S = 60.0  # the server's minimum; renewed every 45 s while the stage runs
 
@@ -59,7 +65,8 @@ GPU_LEASE_S = 60.0  # the server's minimum; renewed every 45 s while the stage r
 def separate_task(
     restored: dict[str, Any], title_dir: str, separator: str, device: str, checkpoint: str | None = None
 ) -> dict[str, Any]:
-    """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit.
+    """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit
+    while it runs on a GPU (:func:`uses_gpu`).
 
     Without a ``gpu`` global concurrency limit on the server the stage runs unlimited
     (``strict=False``: Prefect logs a warning). The slot's lease is renewed while the
@@ -69,8 +76,9 @@ def separate_task(
 
     from prefect.concurrency.sync import concurrency
 
-    slot = concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False) if in_prefect_run() \
-        else nullcontext()  # in-process, without an API: nothing to share the GPU with
+    # In-process, without an API, there is nothing to share the GPU with; on the CPU no GPU to share.
+    slot = concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False) \
+        if in_prefect_run() and uses_gpu(device) else nullcontext()
     with slot:
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
         manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)

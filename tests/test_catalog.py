@@ -203,13 +203,17 @@ def _separation_spans(tmp_path: Path, restored: dict, tag: str) -> list[tuple[fl
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_gpu_limit_of_one_runs_two_separations_one_after_the_other(tmp_path: Path) -> None:
+def test_a_gpu_limit_of_one_runs_two_separations_one_after_the_other(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
+    from filmrestore.tasks import separate
     from filmrestore.tasks.separate import GPU_LIMIT
+
+    monkeypatch.setattr(separate, "uses_gpu", lambda device: True)  # a machine with a GPU (CI has none)
 
     restored = _restored_manifest(tmp_path)
     spans: list[tuple[float, float]] = []
@@ -232,6 +236,29 @@ def test_a_gpu_limit_of_one_runs_two_separations_one_after_the_other(tmp_path: P
     (a0, a1), (b0, b1) = spans
     assert a0 >= released_at - 0.5, "the first separation started before the test released the slot"
     assert a0 < a1 <= b0 < b1, f"second separation started {b0 - a1:.3f} s after the first ended"
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_separations_on_the_cpu_do_not_queue_for_the_gpu_slot(tmp_path: Path) -> None:
+    """With the only gpu slot held elsewhere, two CPU separations still run (and overlap)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from filmrestore.tasks.separate import GPU_LIMIT, uses_gpu
+
+    assert not uses_gpu("cpu")
+    restored = _restored_manifest(tmp_path)
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
+        try:
+            held = client.increment_concurrency_slots_with_lease(
+                names=[GPU_LIMIT], slots=1, mode="concurrency", lease_duration=300).json()
+            (a0, a1), (b0, b1) = _separation_spans(tmp_path, restored, "cpu")  # returns: nothing waited
+            client.release_concurrency_slots_with_lease(held["lease_id"])
+        finally:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+    assert b0 < a1, "the second CPU separation waited for the first"
 
 
 def _progress_artifacts(client: Any, tmp_path: Path, tag: str) -> list:
