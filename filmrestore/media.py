@@ -37,7 +37,7 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
-from filmrestore.audio import ensure_writable_dir, iter_blocks, no_space_error, partial_path, read_info
+from filmrestore.audio import ensure_writable_dir, iter_blocks, no_space_error, partial_path, read_info, read_layout
 from filmrestore.errors import (ConfigError, CorruptMediaError, EmptyAudioError, MediaError, NoAudioStreamError,
                                SilentProgrammeError)
 from filmrestore.manifest import FileRecord
@@ -367,9 +367,9 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
     try:
         stderr = run_ffmpeg(args, source, total, on_progress, output=out_wav)
         info = read_info(tmp)
-        _check_layout(source, info.n_channels, tmp)
+        _check_layout(source, tmp)
         short_s = _check_length(source, info.n_frames, expected, stderr)
-        _check_signal(source, tmp)
+        _check_signal(source, tmp, info.duration_s)
         gaps = find_decode_gaps(source, chosen, zero_time_s) if stderr.strip() else []
         os.replace(tmp, out_wav)
     finally:
@@ -379,13 +379,10 @@ def extract_audio(source: str | Path, out_wav: str | Path, stream: int | None = 
                     "gaps_total_s": round(sum(g["duration_s"] for g in gaps), 6)}
 
 
-def _check_layout(source: Path, n_channels: int, decoded: Path) -> None:
+def _check_layout(source: Path, decoded: Path) -> None:
     """Refuse, naming the source, channels the upmix cannot place (e.g. 4.0 with a back centre)."""
-    from filmrestore.audio import read_channel_mask
-    from filmrestore.layouts import source_layout
-
     try:
-        source_layout(n_channels, read_channel_mask(decoded))
+        read_layout(decoded)
     except ConfigError as exc:
         raise MediaError(source, str(exc)) from None
 
@@ -394,13 +391,12 @@ MIN_PROGRAMME_S = 0.4  # one BS.1770 gating block: anything shorter has no loudn
 QUIET_PEAK_DBFS = -50.0  # under this sample peak, the programme is metered at extract (cheap: rare)
 
 
-def _check_signal(source: Path, decoded: Path) -> None:
+def _check_signal(source: Path, decoded: Path, duration_s: float) -> None:
     """Refuse, naming the source, a stream that nothing downstream can restore, separate or
     normalise: NaN/Inf samples, digital silence (every sample 0), shorter than one 400 ms
     BS.1770 block, or so quiet that every 400 ms block is under the -70 LUFS absolute gate."""
-    info = read_info(decoded)
-    if info.duration_s < MIN_PROGRAMME_S:
-        raise EmptyAudioError(source, f"is too short: its audio stream lasts {info.duration_s:.3f} s, under the "
+    if duration_s < MIN_PROGRAMME_S:
+        raise EmptyAudioError(source, f"is too short: its audio stream lasts {duration_s:.3f} s, under the "
                               f"{MIN_PROGRAMME_S:g} s of one BS.1770 loudness block")
     peak = 0.0
     for block in iter_blocks(decoded, 480_000):

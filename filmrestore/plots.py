@@ -43,10 +43,11 @@ def stem_spectrogram(path: str | Path, n_columns: int = SPECTROGRAM_COLUMNS,
         x = np.pad(x, (0, max(0, fft_frames - x.shape[0])))
         frames = np.lib.stride_tricks.sliding_window_view(x, fft_frames)[starts - first]
         power[:] = (np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2).T
-    for i, start in enumerate(starts if span is None else ()):  # a whole film: one window read at a time
-        x = read_audio(path, int(start), fft_frames).sum(axis=0)
-        x = np.pad(x, (0, fft_frames - x.shape[0]))
-        power[:, i] = np.abs(np.fft.rfft(x * window)) ** 2
+    else:  # a whole film: one window read at a time
+        for i, start in enumerate(starts):
+            x = read_audio(path, int(start), fft_frames).sum(axis=0)
+            x = np.pad(x, (0, fft_frames - x.shape[0]))
+            power[:, i] = np.abs(np.fft.rfft(x * window)) ** 2
     # |X(f0)| = A sum(w) / 2 for a sine of amplitude A: scale so that a full-scale sine peaks at 0 dB.
     power_db = 10.0 * np.log10(np.maximum(4.0 * power / window.sum() ** 2, 1e-12))
     times_s = (starts + fft_frames / 2) / info.sample_rate_hz
@@ -124,6 +125,13 @@ def log_frequency_rows(freqs_hz: np.ndarray, power_db: np.ndarray, n_rows: int =
     return centres, 10.0 * np.log10(np.maximum(rows, 1e-12))
 
 
+def _frequency_axis(ax: Any, rows_hz: np.ndarray, title: str) -> None:
+    """A log10(Hz) y axis with the fixed frequency ticks that lie in ``rows_hz``."""
+    ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
+    ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
+    ax.set(ylabel="Hz", title=title)
+
+
 def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
     """One spectrogram panel per stem (dB, log frequency axis)."""
     fig = _figure(9, 2.4 * len(stems))
@@ -136,9 +144,7 @@ def plot_spectrograms(path: Path, stems: dict[str, Path]) -> Path:
         # time laying out its minor tick labels.
         image = ax.pcolormesh(times_s, np.log10(rows_hz), rows_db, shading="nearest", cmap="magma",
                               vmin=-100.0, vmax=-10.0, rasterized=True)
-        ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
-        ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
-        ax.set(ylabel="Hz", title=name)
+        _frequency_axis(ax, rows_hz, name)
     axes[-1].set_xlabel("film time")
     _clock_axis(axes[-1])
     if image is not None:
@@ -156,12 +162,10 @@ def plot_restoration(path: Path, source: Path, restored: Path, span: tuple[int, 
     columns = max(1, min(SPECTROGRAM_COLUMNS, span[1] // 2048))
     spectra = [stem_spectrogram(p, columns, span=span) for p in (source, restored)]
     times_s, freqs_hz = spectra[0][0], spectra[0][1]
-    rows = [log_frequency_rows(freqs_hz, db)[1] for _, _, db in spectra]
-    rows_hz = log_frequency_rows(freqs_hz, spectra[0][2])[0]
-    removed = np.clip(rows[0] - rows[1], 0.0, 30.0)
-    panels = [(rows[0], "source (before restoration)", "magma", -100.0, -10.0),
-              (rows[1], "restored", "magma", -100.0, -10.0), (removed, "taken out (dB)", "viridis", 0.0, 30.0)]
-    ticks = [t for t in FREQUENCY_TICKS_HZ if rows_hz[0] <= t <= rows_hz[-1]]
+    (rows_hz, before), (_, after) = (log_frequency_rows(freqs_hz, db) for _, _, db in spectra)
+    removed = np.clip(before - after, 0.0, 30.0)
+    panels = [(before, "source (before restoration)", "magma", -100.0, -10.0),
+              (after, "restored", "magma", -100.0, -10.0), (removed, "taken out (dB)", "viridis", 0.0, 30.0)]
     # Rows are log-spaced and columns evenly spaced: an image on (time, log10 Hz) is exact, and far
     # cheaper to draw than a mesh.
     log_hz = np.log10(rows_hz)
@@ -171,8 +175,7 @@ def plot_restoration(path: Path, source: Path, restored: Path, span: tuple[int, 
     for ax, (data, title, cmap, lo, hi) in zip(axes, panels):
         image = ax.imshow(data, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=lo, vmax=hi,
                           interpolation="nearest")
-        ax.set_yticks(np.log10(ticks), [f"{t / 1000:g}k" if t >= 1000 else f"{t:g}" for t in ticks])
-        ax.set(ylabel="Hz", title=title)
+        _frequency_axis(ax, rows_hz, title)
         fig.colorbar(image, ax=ax, label="dB", pad=0.01)
     axes[-1].set_xlabel("film time")
     _clock_axis(axes[-1])

@@ -44,7 +44,8 @@ def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str
 
 def qc_warnings(stages: dict[str, StageManifest]) -> list[str]:
     """What a delivery engineer must hear about although the deliverables were written: audio
-    the decoder lost (filled with silence at its timestamps, so sync holds) and a stream that ends short of its declared length."""
+    the decoder lost (filled with silence at its timestamps, so sync holds) and a stream that
+    ends short of its declared length."""
     extract = stages["extract"].report if "extract" in stages else {}
     warnings = []
     gaps = extract.get("gaps") or []

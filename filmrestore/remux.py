@@ -79,7 +79,7 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
         raise ValueError(f"container must be one of {sorted(CONTAINERS)}, got {container!r}")
     require_tool("ffmpeg")
     probe = run_ffprobe(source)
-    container_start_s, zero_time_s = picture_timeline(probe)
+    zero_time_s = picture_timeline(probe)[1]
     streams = probe.get("streams", [])
     pictures = [s for s in streams if s.get("codec_type") == "video"]
     subtitles = [s for s in streams if s.get("codec_type") == "subtitle"]
@@ -93,10 +93,9 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
     # Source timestamps are kept as they are (-copyts) and each deliverable starts at the picture's
     # zero on that timeline; the muxer then shifts every stream alike. (Letting ffmpeg shift the
     # source to its start instead leaves a program stream's pictures a B-frame delay off.)
-    offset = zero_time_s
     tracks = [(files[name], f"{title} ({label})" if label else title, codec, lang if name != "stems/me" else NO_LANGUAGE)
               for files, lang, label in sets for name, title, codec in AUDIO_TRACKS]
-    audio_inputs = [ffmpeg.input(ffmpeg_path(Path(path)), itsoffset=f"{offset:.6f}") for path, _, _, _ in tracks]
+    audio_inputs = [ffmpeg.input(ffmpeg_path(Path(path)), itsoffset=f"{zero_time_s:.6f}") for path, _, _, _ in tracks]
     maps = [src[str(s["index"])] for s in pictures] + [a["a:0"] for a in audio_inputs] \
         + [src[str(s["index"])] for s in kept_subtitles] + [src[str(s["index"])] for s in attachments]
     options: dict[str, Any] = {"c:v": "copy", "map_metadata": 0, "map_chapters": 0, "f": CONTAINERS[container]}
@@ -130,7 +129,7 @@ def remux(source: str | Path, deliverables: dict[str, str | Path], out: str | Pa
     report = {"video_streams": len(pictures), "audio_streams": [t for _, t, _, _ in tracks],
               "subtitle_streams": len(kept_subtitles), "subtitles_not_kept": skipped,
               "attachments": len(attachments), "chapters": len(_chapters(source)),
-              "container": container, "picture_zero_s": zero_time_s, "audio_offset_s": round(offset, 6), "language": lang,
+              "container": container, "picture_zero_s": zero_time_s, "audio_offset_s": round(zero_time_s, 6), "language": lang,
               "has_picture": any(is_picture(s) for s in streams)}
     return record, report
 

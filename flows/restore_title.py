@@ -19,9 +19,8 @@ from prefect.context import FlowRunContext
 
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir, refuse_overwriting, require_free_space
-from filmrestore.errors import ConfigError, MediaError
+from filmrestore.errors import ConfigError, MediaError, is_transient
 from filmrestore.resume import title_lock
-from filmrestore.errors import is_transient
 from filmrestore.stagelog import STAGE_LOGGER
 from filmrestore.tasks.extract import extract_task
 from filmrestore.tasks.normalize import normalize_task
@@ -105,26 +104,24 @@ def restore_title(
     name = display_title or title
     spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
-        if stream != ALL_STREAMS:
-            manifests = _restore_stream(source, title_dir, stream, name, *spec)
-            if remux:
-                manifests.append(stage(remux_task, source, manifests[0], manifests[5], title_dir, remux))
-            return stage(report_task, source, title_dir, manifests, name)
-        from filmrestore.media import probe_audio_streams
+        first, extra = stream, []
+        if stream == ALL_STREAMS:
+            from filmrestore.media import probe_audio_streams
 
-        streams = probe_audio_streams(source)[0]
+            streams = probe_audio_streams(source)[0]
+            first, extra = streams[0].audio_index, streams[1:]
         others = []
-        for chosen in streams[1:]:
+        for chosen in extra:
             folder = str(Path(title_dir) / stream_folder(chosen))
             manifests = _restore_stream(source, folder, chosen.audio_index, name, *spec)
             others.append((manifests, stage(report_task, source, folder, manifests,
                                             f"{name} ({chosen.language or f'stream {chosen.audio_index}'})")))
-        manifests = _restore_stream(source, title_dir, streams[0].audio_index, name, *spec)
-        if remux:
+        manifests = _restore_stream(source, title_dir, first, name, *spec)
+        if remux:  # every stream's extract and render manifests, the title folder's first
             manifests.append(stage(remux_task, source, [manifests[0], *(m[0] for m, _ in others)],
                                    [manifests[5], *(m[5] for m, _ in others)], title_dir, remux))
         result = stage(report_task, source, title_dir, manifests, name)
-        return {**result, "streams": [r for _, r in others]}
+        return {**result, "streams": [r for _, r in others]} if stream == ALL_STREAMS else result
 
 
 def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, preset: str, separator: str,
@@ -209,14 +206,14 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
         get_separator(separator, checkpoint)  # a missing, truncated or mismatched checkpoint fails here
 
 
-def title_bytes(duration_s: float, n_channels: int, remux_video_bytes: int = 0) -> int:
-    """About what a title writes, with some margin: the 24-bit deliverables (bed 12 ch, the ADM
-    file's bed and objects up to 20 ch, fold-downs 8 ch, four stems), the float intermediates of
-    ``work/`` (soundtrack, restored, three stems) and, with ``--remux``, the copied pictures and
-    the remuxed audio (21 ch). A 10 s mono title measured 6.5 MB/s against 7.3 estimated."""
-    per_second = 48_000 * (3 * (12 + 20 + 8 + 4 * n_channels) + 4 * 5 * n_channels)
-    remux = remux_video_bytes + 48_000 * 3 * 21 * duration_s if remux_video_bytes else 0
-    return int(per_second * duration_s + remux)
+def title_bytes(duration_s: float, n_channels: int, remux: bool = False) -> int:
+    """About what one audio stream of a title writes, with some margin: the 24-bit deliverables
+    (bed 12 ch, the ADM file's bed and objects up to 20 ch, fold-downs 8 ch, four stems), the float
+    intermediates of ``work/`` (soundtrack, restored, three stems) and, with ``remux``, its audio
+    in the remux (21 ch; the copied pictures are the caller's to add, once per title). A 10 s mono
+    title measured 6.5 MB/s against 7.3 estimated."""
+    per_second = 48_000 * (3 * (12 + 20 + 8 + 4 * n_channels + (21 if remux else 0)) + 4 * 5 * n_channels)
+    return int(per_second * duration_s)
 
 
 def _bytes_in(folder: Path) -> int:
@@ -258,10 +255,10 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     ensure_writable_dir(out)
     timed = [c for c in chosen_streams if c.duration_s]
     if timed:  # a full disk is refused now, not after an hour of restoration
-        longest = max(c.duration_s or 0.0 for c in timed)
-        needed = sum(title_bytes(c.duration_s or 0.0, c.n_channels) for c in timed) - _bytes_in(Path(out) / folder)
-        if options.get("remux"):  # the pictures once, 21 remuxed channels per stream
-            needed += source.stat().st_size + int(48_000 * 3 * 21 * sum(c.duration_s or 0.0 for c in timed))
+        longest = max(c.duration_s for c in timed)
+        remuxed = bool(options.get("remux"))
+        needed = sum(title_bytes(c.duration_s, c.n_channels, remuxed) for c in timed) \
+            + (source.stat().st_size if remuxed else 0) - _bytes_in(Path(out) / folder)  # the pictures once
         what = (f"{len(timed)} audio streams of up to {longest / 60:.1f} min" if len(timed) > 1 else
                 f"a {longest / 60:.1f} min {timed[0].n_channels}-channel title")
         require_free_space(out, needed, what)

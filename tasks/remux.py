@@ -20,18 +20,15 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
             "extracted": p["extracted"], "rendered": p["rendered"], "container": p.get("container", "mkv")}
 
 
-def run_remux(source: str | Path, extracted: dict[str, Any] | list[dict[str, Any]],
-              rendered: dict[str, Any] | list[dict[str, Any]], title_dir: str | Path,
-              container: str = "mkv") -> tuple[StageManifest, bool]:
-    """Remux the title's deliverables (a render-stage manifest; or one per audio stream, in
-    the source's order, with their extract-stage manifests) with the source's pictures."""
+def run_remux(source: str | Path, extracted: list[dict[str, Any]], rendered: list[dict[str, Any]],
+              title_dir: str | Path, container: str = "mkv") -> tuple[StageManifest, bool]:
+    """Remux the title's deliverables with the source's pictures: per audio stream restored, in
+    the source's order (the title folder's first), its extract- and render-stage manifests."""
     params = _key_params({"source": source, "extracted": extracted, "rendered": rendered, "container": container})
-    extracts = extracted if isinstance(extracted, list) else [extracted]
-    renders = rendered if isinstance(rendered, list) else [rendered]
 
     def compute() -> StageManifest:
         sets = []
-        for ex, rd in zip(extracts, renders):
+        for ex, rd in zip(extracted, rendered):
             report, files = StageManifest.from_dict(ex).report, StageManifest.from_dict(rd).files
             label = f"stream {report.get('audio_index')}" + (f", {report['language']}" if report.get("language") else "")
             sets.append(({name: files[name].path for name, _, _ in AUDIO_TRACKS}, report.get("language"), label))
@@ -43,8 +40,7 @@ def run_remux(source: str | Path, extracted: dict[str, Any] | list[dict[str, Any
 
 
 @task(**task_options("remux", _key_params))
-def remux_task(source: str, extracted: dict[str, Any] | list[dict[str, Any]],
-               rendered: dict[str, Any] | list[dict[str, Any]], title_dir: str,
+def remux_task(source: str, extracted: list[dict[str, Any]], rendered: list[dict[str, Any]], title_dir: str,
                container: str = "mkv") -> dict[str, Any]:
     """Prefect wrapper: the remux of a rendered title."""
     manifest, reused = run_remux(source, extracted, rendered, title_dir, container)

@@ -410,11 +410,20 @@ class SceneRenderer:
         low = lr4_impulse_response(rules.ambience_crossover_hz, fs, "lowpass", _LR4_TAPS)
         high = lr4_impulse_response(rules.ambience_crossover_hz, fs, "highpass", _LR4_TAPS)
         n_feeds = len(INPUTS)
-        if self.routing is not None:
-            taps = self._in_place_taps(high)
-        else:
-            taps = [(0, 0, low + high)]  # dialogue: the crossover's all-pass
-        for stem, sides in (_AMBIENCE_SENDS.items() if self.routing is None else ()):
+        taps = self._in_place_taps(high) if self.routing is not None else self._stereo_taps(low, high)
+        if self.routing is None or not self.routing.has_lfe:  # a source's own LFE is kept, not re-synthesised
+            lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
+                rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
+            taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
+                     for f in ("music.L", "music.R", "effects.L", "effects.R")]
+        return taps
+
+    def _stereo_taps(self, low: np.ndarray, high: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Paths of a mono or stereo source: the dialogue through the crossover's all-pass, each
+        side's front as ``LP + g HP`` and its decorrelated ambience sends, jointly flat in the fold-down."""
+        n_feeds, rules = len(INPUTS), self.rules
+        taps = [(0, 0, low + high)]
+        for stem, sides in _AMBIENCE_SENDS.items():
             send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
             for row, (side, sends) in enumerate(sides.items()):
                 feed = INPUTS.index(f"{stem}.{side}")
@@ -423,11 +432,6 @@ class SceneRenderer:
                 taps.append((feed, feed, low + front_gain * high))
                 for (label, _), fir, gain in zip(sends, firs, gains):
                     taps.append((n_feeds + self.layout.index(label), feed, np.convolve(gain * fir, high)))
-        if self.routing is None or not self.routing.has_lfe:  # a source's own LFE is kept, not re-synthesised
-            lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
-                rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
-            taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
-                     for f in ("music.L", "music.R", "effects.L", "effects.R")]
         return taps
 
     def _in_place_taps(self, high: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
