@@ -33,7 +33,7 @@ QC_FILES = ("qc.json", "qc.md", "qc.html")  # the title's report: removed when a
 STAGE_VERSIONS = {
     "extract": 3,  # 3: reports gaps in the decoded stream
     "restore": 2,
-    "separate": 1,
+    "separate": 2,  # 2: the last segment ends with the signal (no zero padding)
     "plan": 1,
     "normalize": 6,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom; 6: see render
     "render": 6,  # 6: a multichannel source's channels are kept in place, not folded to stereo

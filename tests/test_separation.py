@@ -246,11 +246,15 @@ def test_engine_refuses_nan_samples_and_leaves_no_stems(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.wav"]
 
 
-def test_segment_grid_covers_the_signal() -> None:
+def test_segment_grid_covers_the_signal_with_no_padding() -> None:
     grid = SegmentGrid(segment_frames=1000, overlap_frames=200)
     for n_frames in (1, 999, 1000, 1001, 1800, 1801, 10_000):
-        last_start = (grid.n_segments(n_frames) - 1) * grid.stride_frames
-        assert last_start < n_frames <= last_start + grid.segment_frames
+        starts = grid.starts(n_frames)
+        assert starts[0] == 0 and np.all(np.diff(starts) <= grid.stride_frames)
+        if n_frames >= grid.segment_frames:  # every segment lies inside the signal; the last ends with it
+            assert starts[-1] + grid.segment_frames == n_frames
+        else:
+            assert len(starts) == 1
     w = grid.weight()
     np.testing.assert_allclose(w[-200:] + w[:200], 1.0, atol=1e-6)
 
