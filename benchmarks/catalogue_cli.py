@@ -28,7 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue import make_titles, stage_compute_s  # noqa: E402  (this folder's catalogue benchmark)
 
-CLI = [sys.executable, "-c", "import sys; from filmrestore.flows.cli import main; sys.argv[0] = 'filmrestore'; main()"]
+CLI = [sys.executable, "-c", "import sys; from filmrestore.cli import main; sys.argv[0] = 'filmrestore'; main()"]
 
 
 def run_once(catalog: Path, media: Path, out: Path, parallel: int, site: str | None, home: Path) -> dict:

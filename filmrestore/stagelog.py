@@ -1,6 +1,6 @@
 """What a stage says while it runs in this process (no Prefect): its lines on the
 ``filmrestore.stages`` logger and its progress records, which the CLI shows
-(:mod:`filmrestore.flows.cli_progress`); ``title/stage`` when several titles run at once."""
+(:mod:`filmrestore.cli.progress`); ``title/stage`` when several titles run at once."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import task
 
 from filmrestore import DEFAULT_SEPARATOR
@@ -32,17 +33,18 @@ def run_separate(
     restored: dict[str, Any],
     title_dir: str | Path,
     separator: str = DEFAULT_SEPARATOR,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     checkpoint: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[StageManifest, bool]:
-    """Separate ``restored`` (a restore-stage manifest) into ``work/stems/<stem>.wav``."""
-    params = {"restored": restored, "separator": separator, "device": device, "checkpoint": checkpoint}
+    """Separate ``restored`` (a restore-stage manifest) into ``work/stems/<stem>.wav`` on ``device``
+    (a name is resolved here; the task passes the device it resolved)."""
+    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint}
     source = StageManifest.from_dict(restored).file("restored")
 
     def compute() -> StageManifest:
         model = get_separator(separator, checkpoint)
-        torch_device = resolve_device(device)
+        torch_device = device if isinstance(device, torch.device) else resolve_device(device)
         out_paths = {stem: Path(title_dir) / "work" / "stems" / f"{stem}.wav" for stem in STEMS}
         records = separate_file(model, source.path, out_paths, device=torch_device, on_progress=on_progress)
         report = {"separator": separator, "device": str(torch_device)}
@@ -51,10 +53,10 @@ def run_separate(
     return run_stage(title_dir, "separate", _key_params(params), compute)
 
 
-def uses_gpu(device: str) -> bool:
+def uses_gpu(device: torch.device) -> bool:
     """Whether a separation on ``device`` runs on a GPU: only then does it hold a ``gpu`` slot (a
     CPU separation has nothing to queue for)."""
-    return resolve_device(device).type == "cuda"
+    return device.type == "cuda"
 
 
 GPU_LIMIT = "gpu"  # Prefect global concurrency limit: as many slots as separations a site may run at once
@@ -76,11 +78,14 @@ def separate_task(
 
     from prefect.concurrency.sync import concurrency
 
-    # In-process, without an API, there is nothing to share the GPU with; on the CPU no GPU to share.
+    # The device is resolved once, here, on the machine that runs the stage ("auto" on a worker
+    # means that worker's GPU). In-process, without an API, there is nothing to share the GPU with;
+    # on the CPU no GPU to share.
+    torch_device = resolve_device(device)
     slot = concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False) \
-        if in_prefect_run() and uses_gpu(device) else nullcontext()
+        if in_prefect_run() and uses_gpu(torch_device) else nullcontext()
     with slot:
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
-        manifest, reused = run_separate(restored, title_dir, separator, device, checkpoint, progress)
+        manifest, reused = run_separate(restored, title_dir, separator, torch_device, checkpoint, progress)
     log_stage("separate", manifest, reused)
     return manifest.to_dict()

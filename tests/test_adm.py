@@ -135,13 +135,13 @@ def test_adm_check_reports_broken_timing_and_positions(tmp_path: Path, written: 
     problems = check_adm_file(path, "ebu")
     assert any("expected 00.50000" in p or "expected 0.50000 s" in p for p in problems), problems
     assert any("position elevation = '  NaN' is not in [-90, 90]" in p for p in problems), problems
-    result = CliRunner().invoke(__import__("filmrestore.flows.cli", fromlist=["app"]).app,
+    result = CliRunner().invoke(__import__("filmrestore.cli", fromlist=["app"]).app,
                                 ["adm-check", str(path)])
     assert result.exit_code == 1 and "expected 0.50000 s" in result.output
-    ok = CliRunner().invoke(__import__("filmrestore.flows.cli", fromlist=["app"]).app,
+    ok = CliRunner().invoke(__import__("filmrestore.cli", fromlist=["app"]).app,
                             ["adm-check", str(written["folder"] / "dolby.wav"), "--profile", "dolby"])
     assert ok.exit_code == 0, ok.output
-    as_json = CliRunner().invoke(__import__("filmrestore.flows.cli", fromlist=["app"]).app,
+    as_json = CliRunner().invoke(__import__("filmrestore.cli", fromlist=["app"]).app,
                                  ["adm-check", str(path), "--json"])
     report = json.loads(as_json.stdout)
     assert as_json.exit_code == 1 and report["conforms"] is False and report["problems"] == problems

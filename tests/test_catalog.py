@@ -108,7 +108,7 @@ def test_duplicate_titles_name_both_rows(media: Path, tmp_path: Path) -> None:
 
 
 def test_cli_refuses_an_escaping_catalogue_before_running_anything(media: Path, tmp_path: Path) -> None:
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
 
     path = _write_csv(tmp_path / "c.csv", ["ok,films/a.mov,,", "evil,../../etc/passwd,,"])
     result = CliRunner().invoke(app, ["catalog", str(path), "--media-root", str(media), "--out",
@@ -245,9 +245,11 @@ def test_separations_on_the_cpu_do_not_queue_for_the_gpu_slot(tmp_path: Path) ->
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
+    import torch
+
     from filmrestore.tasks.separate import GPU_LIMIT, uses_gpu
 
-    assert not uses_gpu("cpu")
+    assert not uses_gpu(torch.device("cpu")) and uses_gpu(torch.device("cuda", 0))
     restored = _restored_manifest(tmp_path)
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=1))
@@ -333,7 +335,7 @@ def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
     import json
 
     from filmrestore.demo import make_demo_clip
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
 
     media = tmp_path / "media"
     make_demo_clip(media / "good.mov", duration_s=4.0, seed=5)
@@ -358,7 +360,7 @@ def test_catalogue_fans_out_on_a_dask_local_cluster(tmp_path: Path) -> None:
 def test_without_a_prefect_api_a_catalogue_runs_in_process_and_a_broken_title_fails_alone(
         tmp_path: Path, no_prefect_api: None) -> None:
     from filmrestore.demo import make_demo_clip
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
 
     media = tmp_path / "media"
     make_demo_clip(media / "good.mov", duration_s=4.0, seed=5)

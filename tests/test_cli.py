@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from filmrestore.audio import write_audio
-from filmrestore.flows.cli import EXIT_DELIVERY_FAILED, EXIT_EXPECTED_ERROR, app
+from filmrestore.cli import EXIT_DELIVERY_FAILED, EXIT_EXPECTED_ERROR, app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -352,7 +352,7 @@ def test_progress_is_plain_lines_when_piped_and_bars_on_a_terminal(monkeypatch: 
 
     from rich.console import Console
 
-    from filmrestore.flows import cli_progress
+    from filmrestore.cli import progress as cli_progress
 
     records = _stage_records("separate")
     assert 50 <= len(records) <= 52  # one per 1 % (of 50 updates), and the stage line
@@ -393,7 +393,7 @@ def test_the_cli_choices_are_the_library_vocabulary() -> None:
     they must name exactly what the library knows."""
     from typing import get_args
 
-    from filmrestore.flows.cli import Gate, Preset, RemuxFormat
+    from filmrestore.cli.options import Gate, Preset, RemuxFormat
     from filmrestore.loudness import specs
     from filmrestore.remux import CONTAINERS
 
@@ -402,7 +402,7 @@ def test_the_cli_choices_are_the_library_vocabulary() -> None:
     assert {f.value for f in RemuxFormat} == set(CONTAINERS)
     from typer.main import get_command
 
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
 
     run = get_command(app).commands["run"]
     metavars = {p.name: p.metavar for p in run.params}

@@ -130,7 +130,7 @@ def test_every_audio_stream_is_restored_and_remuxed_in_one_run(film: Path, tmp_p
     stream its own deliverables and QC, the remux holds both sets, in sync, tagged."""
     from typer.testing import CliRunner
 
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
 
     _ffmpeg("-f", "lavfi", "-i", "aevalsrc=0.1*sin(2*PI*400*t)*(0.5+0.5*sin(2*PI*2*t))|"
             "0.1*sin(2*PI*600*t)*(0.5+0.5*sin(2*PI*2*t)):s=48000:d=6", "-c:a", "aac", str(tmp_path / "comm.m4a"))

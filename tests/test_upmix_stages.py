@@ -135,7 +135,7 @@ def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layou
     import scipy.signal
     from typer.testing import CliRunner
 
-    from filmrestore.flows.cli import app
+    from filmrestore.cli import app
     from filmrestore.layouts import get_layout
     from filmrestore.synth import make_film_mix
 

@@ -25,7 +25,8 @@ from filmrestore.loudness.limiter import TruePeakLimiter
 from filmrestore.loudness.meter import LoudnessMeter
 from filmrestore.loudness.speech import iter_speech_activity
 from filmrestore.manifest import FileRecord
-from filmrestore.upmix.adm import AdmScene, AdmSceneWriter
+from filmrestore.upmix.adm.bw64 import AdmSceneWriter
+from filmrestore.upmix.adm.scene import AdmScene
 from filmrestore.upmix.foldown import downmix_to_stereo, fold_down, octave_band_levels_db
 from filmrestore.layouts import BED_7_1_4
 from filmrestore.upmix.plan import Plan

@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from filmrestore.flows.cli import app, console, expected_errors
+from filmrestore.cli.app import app, console, expected_errors
 
 DEFAULT_POOL = "filmrestore-process"
 

@@ -1,196 +1,18 @@
-"""The ``filmrestore`` command line.
-
-Expected failures (bad media, unwritable folders, silent programmes, bad
-options) print one line naming the file and the problem and exit with code 2;
-no traceback. A delivery that was written but FAILS its loudness spec exits with
-code 3 (``EXIT_DELIVERY_FAILED``).
-"""
+"""The title commands: ``run``, ``demo``, ``extract``, ``separate`` and ``loudness``."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
-from collections.abc import Callable
-from enum import Enum
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-# The CLI is the edge where the environment is read: keep Prefect's temporary
-# server quiet and local unless the user configured otherwise.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+import typer
+from rich.console import Console
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from filmrestore import DEFAULT_SEPARATOR  # noqa: E402
-from filmrestore.errors import FilmrestoreError  # noqa: E402
-
-app = typer.Typer(
-    name="filmrestore",
-    help="Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-# Messages go to stderr, unwrapped and without rich's number highlighting, so piped output stays
-# one line per message; machine-readable results (--json) go to stdout.
-console = Console(stderr=True, soft_wrap=True, highlight=False)
-#: A command's result (the deliverables and the verdict) for a script to read: stdout, never wrapped;
-#: rich colours it on a terminal only.
-results = Console(soft_wrap=True, highlight=False)
-
-EXIT_EXPECTED_ERROR = 2
-EXIT_DELIVERY_FAILED = 3  # everything written, but the delivery fails its loudness spec
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from filmrestore import __version__
-
-        typer.echo(f"filmrestore {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Print all of Prefect's log lines.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No stage lines or progress: warnings, errors and "
-                                                       "the result only.")] = False,
-) -> None:
-    """Film-soundtrack restoration and 7.1.4 / ADM upmix, orchestrated by Prefect."""
-    from filmrestore.flows.cli_progress import StageConsole
-
-    _TerminalLines.verbose = verbose and not quiet
-    _TerminalLines.quiet = StageConsole.quiet = quiet
-
-
-class Preset(str, Enum):
-    ebu_r128 = "ebu-r128"
-    atsc_a85 = "atsc-a85"
-    netflix = "netflix"
-    custom = "custom"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class RemuxFormat(str, Enum):
-    mkv = "mkv"
-    mov = "mov"
-
-
-class Gate(str, Enum):
-    programme = "programme"
-    dialogue = "dialogue"
-
-
-class _QuietExpectedErrors(logging.Filter):
-    """Drop the traceback from Prefect's log of a run that failed with an expected error: the
-    state line names the file and the problem, and the CLI prints its one error line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], FilmrestoreError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-class _TerminalLines(logging.Filter):
-    """What Prefect's console handler prints from the CLI: the stages' own lines (one per stage,
-    marked by ``log_stage``), warnings and unexpected errors. Prefect's chatter (temporary
-    server, flow run begun or finished) and its lines about an expected error, which the CLI
-    states once itself, are left out; ``--verbose`` prints everything. The API (the UI) still
-    gets every record: this filter sits on the console handler only."""
-
-    verbose = False
-    quiet = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.verbose or (getattr(record, "filmrestore_stage", False) and not self.quiet):
-            return True
-        if record.levelno < logging.WARNING:
-            return False
-        message = record.getMessage()
-        if message.startswith("Concurrency limits ") and "do not exist" in message:
-            return False  # the gpu slot of a run without a configured server: nothing to act on
-        expected = record.exc_info and isinstance(record.exc_info[1], FilmrestoreError)
-        return not (expected or any(name in message for name in _expected_error_names()))
-
-
-def _expected_error_names() -> set[str]:
-    found, todo = set(), [FilmrestoreError]
-    while todo:
-        cls = todo.pop()
-        found.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
-def _quiet_prefect_tracebacks() -> None:
-    """Put :class:`_QuietExpectedErrors` on the handlers of Prefect's loggers, and
-    :class:`_TerminalLines` on its console handlers (once)."""
-    from prefect.logging.configuration import setup_logging
-
-    if not logging.getLogger("prefect").handlers:
-        setup_logging()
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # "": the root, Prefect's console
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _QuietExpectedErrors) for f in handler.filters):
-                handler.addFilter(_QuietExpectedErrors())
-            console_handler = "Console" in type(handler).__name__ or type(handler) is logging.StreamHandler
-            if console_handler and not any(isinstance(f, _TerminalLines) for f in handler.filters):
-                handler.addFilter(_TerminalLines())
-
-
-def expected_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a FilmrestoreError into one line on stderr and exit code 2 (and keep Prefect from
-    printing its traceback first)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from filmrestore.flows.cli_progress import install
-
-        _quiet_prefect_tracebacks()
-        stages = install(console)
-        try:
-            return fn(*args, **kwargs)
-        except FilmrestoreError as exc:
-            stages.close_display()
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_EXPECTED_ERROR) from None
-
-    return wrapper
-
-
-# --separator and --adm-profile stay strings with their choices as the metavar: a value outside
-# them gets the library's one-line error (exit 2), not click's usage box.
-SeparatorOpt = Annotated[str, typer.Option("--separator", metavar="neural|dsp", help=f"Separator: neural (the shipped band-split model) or dsp (no weights); default {DEFAULT_SEPARATOR}.")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where separation runs.")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neural separator checkpoint (.safetensors).")]
-StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
-
-
-def _stream_or_all(value: Optional[str]) -> int | str | None:
-    """``--stream`` of ``run``: an index (0-based among audio streams) or ``all``."""
-    if value is None or value == "all":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is neither a stream index (0, 1, ...) nor 'all'") from None
-
-
-RunStreamOpt = Annotated[Optional[str], typer.Option(
-    "--stream", metavar="N|all", callback=_stream_or_all,
-    help="Audio stream to restore, 0-based among audio streams; 'all': every stream (the others under "
-         "streams/<index>_<language>/, all of them in the remux).")]
+from filmrestore import DEFAULT_SEPARATOR
+from filmrestore.cli.app import EXIT_DELIVERY_FAILED, app, console, expected_errors, results
+from filmrestore.cli.options import (CheckpointOpt, Device, DeviceOpt, Gate, Preset, RemuxFormat, RunStreamOpt,
+                                     SeparatorOpt, StreamOpt)
 
 
 @app.command()
@@ -290,7 +112,7 @@ def separate(
     paths = {stem: out / f"{stem}.wav" for stem in STEMS}
     refuse_overwriting(source, list(paths.values()))
     read_info(source)  # a clear error for a file that is not audio
-    from filmrestore.flows.cli_progress import done_line
+    from filmrestore.cli.progress import done_line
     from filmrestore.stagelog import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
@@ -351,17 +173,3 @@ def print_deliverables(result: dict[str, Any], to: Console) -> None:
     to.print(f"loudness ({label}): {status} {verdict.get('summary', '')}", highlight=False)
     for warning in result.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {warning} (see qc.md)", highlight=False)
-
-
-from filmrestore.flows import cli_upmix  # noqa: E402,F401  (registers commands)
-
-
-def main() -> None:
-    app()
-
-
-from filmrestore.flows import cli_separation  # noqa: E402,F401  (registers make-dataset, train, evaluate)
-from filmrestore.flows import cli_orchestration  # noqa: E402,F401  (registers catalog, server, worker)
-
-if __name__ == "__main__":
-    sys.exit(main())

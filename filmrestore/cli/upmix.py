@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from filmrestore.flows.cli import app, console, expected_errors
+from filmrestore.cli.app import app, console, expected_errors
 
 
 @app.command("adm-check")

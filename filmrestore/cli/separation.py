@@ -10,7 +10,8 @@ import typer
 
 from filmrestore import DEFAULT_SEPARATOR
 
-from filmrestore.flows.cli import CheckpointOpt, Device, DeviceOpt, SeparatorOpt, app, console, expected_errors
+from filmrestore.cli.app import app, console, expected_errors
+from filmrestore.cli.options import CheckpointOpt, Device, DeviceOpt, SeparatorOpt
 
 
 @app.command("make-bank")
@@ -113,7 +114,7 @@ def evaluate(
     from filmrestore.separation.training.evaluate import evaluate as run_evaluation
     from filmrestore.separation.training.evaluate import format_table
 
-    from filmrestore.flows.cli_progress import done_line
+    from filmrestore.cli.progress import done_line
     from filmrestore.stagelog import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)

@@ -1,0 +1,5 @@
+"""``python -m filmrestore.cli``: the same as the ``filmrestore`` script."""
+
+from filmrestore.cli import main
+
+main()
