@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -66,14 +67,18 @@ def _digest(path: Path) -> str:
 
 def run_titles(work: Path) -> dict[str, dict[str, str]]:
     """Run every title into ``work/out`` (from scratch) and hash its deliverables."""
-    cli = Path(sys.executable).with_name("filmrestore")
+    # The CLI of the code on sys.path (a baseline install on PYTHONPATH included): filmrestore.flows.cli
+    # in code older than the filmrestore.cli package (asked first: an editable install of newer
+    # code would answer for filmrestore.cli whatever comes first on the path).
+    old = importlib.util.find_spec("filmrestore.flows.cli") is not None
+    cli = [sys.executable, "-m", "filmrestore.flows.cli" if old else "filmrestore.cli"]
     out = work / "out"
     hashes: dict[str, dict[str, str]] = {}
     for title, kind, options in TITLES:
         folder = out / title
         if folder.exists():
             subprocess.run(["rm", "-rf", str(folder)], check=True)
-        proc = subprocess.run([str(cli), "run", str(_clip(work, kind)), "--out", str(out), "--title", title,
+        proc = subprocess.run([*cli, "run", str(_clip(work, kind)), "--out", str(out), "--title", title,
                                "--device", "cpu", *options], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"filmrestore run failed for {title}:\n{proc.stderr[-3000:]}")

@@ -31,18 +31,24 @@ from filmrestore.demo import make_demo_clip
 
 # Runs in a child: both stages on a fresh title folder; prints their times, hashes and reports as JSON.
 _CHILD = r"""
-import json, sys, time
+import inspect, json, sys, time
 from pathlib import Path
 from filmrestore.manifest import StageManifest
 from filmrestore.tasks.normalize import run_normalize
+from filmrestore.tasks.plan import run_plan
 from filmrestore.tasks.render import run_render
 
 src, title_dir = Path(sys.argv[1]), Path(sys.argv[2])
-load = lambda stage: StageManifest.load(src / ".manifests" / f"{stage}.json").to_dict()
+# Stage functions take typed manifests; a baseline older than them takes the manifests' dicts.
+typed = "StageManifest" in str(inspect.signature(run_render).parameters["stems"].annotation)
+arg = (lambda m: m) if typed else (lambda m: m.to_dict())
+load = lambda stage: arg(StageManifest.load(src / ".manifests" / f"{stage}.json", root=src))
+stems = load("separate")
+plan, _ = run_plan(stems, title_dir)
 start, cpu_start = time.perf_counter(), time.process_time()
-norm, _ = run_normalize(load("restore"), load("separate"), title_dir, "ebu-r128")
+norm, _ = run_normalize(load("restore"), stems, arg(plan), title_dir, "ebu-r128")
 middle, cpu_middle = time.perf_counter(), time.process_time()
-rendered, _ = run_render(load("separate"), norm.to_dict(), title_dir)
+rendered, _ = run_render(stems, arg(plan), arg(norm), title_dir)
 end, cpu_end = time.perf_counter(), time.process_time()
 strip = lambda report: {k: v for k, v in report.items() if k not in ("elapsed_s", "plan")}
 print(json.dumps({"normalize_s": middle - start, "render_s": end - middle,

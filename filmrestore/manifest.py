@@ -120,4 +120,6 @@ def _json_default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, (StageManifest, FileRecord)):  # a stage's input manifests, in its parameters
+        return obj.to_dict()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

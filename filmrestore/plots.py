@@ -214,12 +214,12 @@ def _circle(radius: float) -> Any:
     return Circle((0, 0), radius, fill=False, linestyle=":", color="0.6")
 
 
-def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[dict[str, Any]]) -> dict[str, str]:
+def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[StageManifest]) -> dict[str, str]:
     """Draw the QC plots into ``<title>/qc/``; returns ``{name: path relative to the title folder}``."""
     title_dir = Path(title_dir)
     folder = title_dir / PLOT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    stages = {m["stage"]: StageManifest.from_dict(m) for m in manifests}
+    stages = {m.stage: m for m in manifests}
     # Plots depend only on the stages' outputs: a re-run with the same manifests keeps them.
     stamp, key = folder / "plots.key", "\n".join(sorted(m.cache_key for m in stages.values())) + "\n"
     previous = json.loads((folder / "plots.json").read_text()) if (folder / "plots.json").is_file() else None

@@ -13,11 +13,11 @@ from filmrestore.manifest import StageManifest
 SHORT_WARNING_S = 0.01  # a stream ending this much before its declared end is said (codec padding is less)
 
 
-def build_qc(source: str | Path, title_dir: str | Path, manifests: list[dict[str, Any]],
+def build_qc(source: str | Path, title_dir: str | Path, manifests: list[StageManifest],
              title: str | None = None) -> dict[str, Any]:
     """The QC document: per stage its timing, parameters and findings; loudness; the verdict.
     ``title`` is the title as written (default: the folder's name)."""
-    stages = {m["stage"]: StageManifest.from_dict(m) for m in manifests}
+    stages = {m.stage: m for m in manifests}
     rendered = stages["render"]
     return {
         "title": title or Path(title_dir).name,

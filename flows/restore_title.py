@@ -12,7 +12,7 @@ import re
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from prefect import Task, flow
 from prefect.context import FlowRunContext
@@ -20,6 +20,7 @@ from prefect.context import FlowRunContext
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir, refuse_overwriting, require_free_space
 from filmrestore.errors import ConfigError, MediaError, is_transient
+from filmrestore.manifest import StageManifest
 from filmrestore.resume import title_lock
 from filmrestore.stagelog import STAGE_LOGGER
 from filmrestore.tasks.extract import extract_task
@@ -113,20 +114,33 @@ def restore_title(
         others = []
         for chosen in extra:
             folder = str(Path(title_dir) / stream_folder(chosen))
-            manifests = _restore_stream(source, folder, chosen.audio_index, name, *spec)
-            others.append((manifests, stage(report_task, source, folder, manifests,
-                                            f"{name} ({chosen.language or f'stream {chosen.audio_index}'})")))
-        manifests = _restore_stream(source, title_dir, first, name, *spec)
+            done = _restore_stream(source, folder, chosen.audio_index, name, *spec)
+            others.append((done, stage(report_task, source, folder, list(done),
+                                       f"{name} ({chosen.language or f'stream {chosen.audio_index}'})")))
+        done = _restore_stream(source, title_dir, first, name, *spec)
+        manifests = list(done)
         if remux:  # every stream's extract and render manifests, the title folder's first
-            manifests.append(stage(remux_task, source, [manifests[0], *(m[0] for m, _ in others)],
-                                   [manifests[5], *(m[5] for m, _ in others)], title_dir, remux))
+            every = [done, *(d for d, _ in others)]
+            manifests.append(stage(remux_task, source, [d.extract for d in every], [d.render for d in every],
+                                   title_dir, remux))
         result = stage(report_task, source, title_dir, manifests, name)
         return {**result, "streams": [r for _, r in others]} if stream == ALL_STREAMS else result
 
 
+class StreamStages(NamedTuple):
+    """The manifests of one audio stream's six stages, in the order they run."""
+
+    extract: StageManifest
+    restore: StageManifest
+    separate: StageManifest
+    plan: StageManifest
+    normalize: StageManifest
+    render: StageManifest
+
+
 def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, preset: str, separator: str,
                     device: str, checkpoint: str | None, target_lufs: float | None, ceiling_dbtp: float | None,
-                    gate: str | None, adm_profile: str) -> list[dict[str, Any]]:
+                    gate: str | None, adm_profile: str) -> StreamStages:
     """The six stages of one audio stream into ``title_dir``: their manifests, extract to render."""
     extracted = stage(extract_task, source, title_dir, stream)
     restored = stage(restore_task, extracted, title_dir)
@@ -134,7 +148,7 @@ def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, 
     plan = stage(plan_task, stems, title_dir, adm_profile)
     loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
     rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, name)
-    return [extracted, restored, stems, plan, loudness, rendered]
+    return StreamStages(extracted, restored, stems, plan, loudness, rendered)
 
 
 def stage(task: Task, *args: Any) -> Any:

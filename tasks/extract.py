@@ -32,8 +32,8 @@ def run_extract(source: str | Path, title_dir: str | Path, stream: int | None = 
 
 
 @task(**task_options("extract", _key_params))
-def extract_task(source: str, title_dir: str, stream: int | None = None) -> dict[str, Any]:
+def extract_task(source: str, title_dir: str, stream: int | None = None) -> StageManifest:
     """Prefect wrapper: extract with a progress artifact."""
     manifest, reused = run_extract(source, title_dir, stream, progress_reporter(title_dir, "extract"))
     log_stage("extract", manifest, reused)
-    return manifest.to_dict()
+    return manifest

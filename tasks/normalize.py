@@ -12,7 +12,7 @@ the render stage gates its after-measurement without running the VAD again.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +22,39 @@ from prefect import task
 from filmrestore import STEMS
 from filmrestore.audio import iter_aligned_blocks, read_layout
 from filmrestore.loudness.meter import LoudnessMeter
-from filmrestore.loudness.specs import get_preset, programme_gain
+from filmrestore.loudness.specs import DeliverySpec, get_preset, programme_gain
 from filmrestore.loudness.speech import iter_speech_activity, speech_segments
 from filmrestore.manifest import StageManifest
 from filmrestore.resume import run_stage
 from filmrestore.tasks.common import log_stage, task_options
-from filmrestore.tasks.plan import plan_of
+from filmrestore.tasks.plan import plan_digest, plan_of
 from filmrestore.upmix.deliver import BLOCK_FRAMES
 from filmrestore.upmix.plan import Plan
 from filmrestore.upmix.render import SceneRenderer
 
 
-def stem_paths(stems: dict[str, Any]) -> dict[str, str]:
+@dataclass(frozen=True)
+class ProgrammeGain:
+    """What the normalize stage decided, as the render stage applies it."""
+
+    gain_db: float  # the one programme gain, dB
+    spec: DeliverySpec  # the delivery spec it was chosen for (its ceiling_dbtp is the limiter's)
+    speech: dict[str, Any] | None  # the dialogue's speech mask: {"segments", "n_sub_blocks"}
+
+    @classmethod
+    def of(cls, manifest: StageManifest) -> ProgrammeGain:
+        """Read from a normalize-stage manifest."""
+        report = manifest.report
+        return cls(report["gain_db"], DeliverySpec(**report["spec"]), report.get("speech"))
+
+
+def stem_paths(stems: StageManifest) -> dict[str, str]:
     """The stem files of a separate-stage manifest, in STEMS order."""
-    files = StageManifest.from_dict(stems).files
+    files = stems.files
     return {stem: files[stem].path for stem in STEMS}
 
 
-def measure_programme(stems: dict[str, Any], plan: Plan, sample_rate_hz: int, n_channels: int) -> dict[str, Any]:
+def measure_programme(stems: StageManifest, plan: Plan, sample_rate_hz: int, n_channels: int) -> dict[str, Any]:
     """Loudness of each stem, of their sum (the restored mix) and of the unnormalised 7.1.4 render
     with ``plan``, plus the speech mask."""
     paths = stem_paths(stems)
@@ -61,9 +76,9 @@ def measure_programme(stems: dict[str, Any], plan: Plan, sample_rate_hz: int, n_
 
 
 def run_normalize(
-    restored: dict[str, Any],
-    stems: dict[str, Any],
-    plan: dict[str, Any],
+    restored: StageManifest,
+    stems: StageManifest,
+    plan: StageManifest,
     title_dir: str | Path,
     preset: str = "ebu-r128",
     target_lufs: float | None = None,
@@ -75,7 +90,7 @@ def run_normalize(
     spec = get_preset(preset, target_lufs, ceiling_dbtp, gate)
     params = _key_params({"stems": stems, "plan": plan, "preset": preset, "target_lufs": target_lufs,
                           "ceiling_dbtp": ceiling_dbtp, "gate": gate})
-    source = StageManifest.from_dict(restored).file("restored")
+    source = restored.file("restored")
 
     def compute() -> StageManifest:
         measured = measure_programme(stems, plan_of(plan), source.sample_rate_hz, source.n_channels)
@@ -100,16 +115,16 @@ def run_normalize(
 
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     """Stems, the plan's content and the delivery spec."""
-    return {"plan": StageManifest.from_dict(p["plan"]).report["digest"],
+    return {"plan": plan_digest(p["plan"]),
             **{k: p.get(k) for k in ("stems", "preset", "target_lufs", "ceiling_dbtp", "gate")}}
 
 
 @task(**task_options("normalize", _key_params))
 def normalize_task(
-    restored: dict[str, Any], stems: dict[str, Any], plan: dict[str, Any], title_dir: str, preset: str = "ebu-r128",
+    restored: StageManifest, stems: StageManifest, plan: StageManifest, title_dir: str, preset: str = "ebu-r128",
     target_lufs: float | None = None, ceiling_dbtp: float | None = None, gate: str | None = None,
-) -> dict[str, Any]:
+) -> StageManifest:
     """Prefect wrapper: loudness before normalisation, and the programme gain."""
     manifest, reused = run_normalize(restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
     log_stage("normalize", manifest, reused)
-    return manifest.to_dict()
+    return manifest

@@ -42,9 +42,9 @@ def run_length(values: list[float], step: float = ILD_STEP_DB) -> list[list[floa
     return runs
 
 
-def effects_ild_db(stems: dict[str, Any]) -> list[float]:
+def effects_ild_db(stems: StageManifest) -> list[float]:
     """The effects stem's interchannel level difference per analysis block (0 dB for mono)."""
-    effects = StageManifest.from_dict(stems).file("effects")
+    effects = stems.file("effects")
     image = ImageAnalysis(effects.sample_rate_hz)
     layout = read_layout(effects.path) if effects.n_channels > 2 else None
     for block in iter_blocks(effects.path, BLOCK_FRAMES):
@@ -52,12 +52,12 @@ def effects_ild_db(stems: dict[str, Any]) -> list[float]:
     return image.ild_db()
 
 
-def _stem_hashes(stems: dict[str, Any]) -> dict[str, str]:
-    files = StageManifest.from_dict(stems).files
+def _stem_hashes(stems: StageManifest) -> dict[str, str]:
+    files = stems.files
     return {name: files[name].content_hash for name in STEMS}
 
 
-def resolve_plan(title_dir: str | Path, stems: dict[str, Any]) -> tuple[Plan, list[list[float]] | None]:
+def resolve_plan(title_dir: str | Path, stems: StageManifest) -> tuple[Plan, list[list[float]] | None]:
     """The plan this title renders with, and the effects' ILD series (run-length ``[[dB, blocks],
     ...]``) when the plan is a fresh one that ``plan.json`` must get (None when the existing plan
     is kept).
@@ -66,7 +66,7 @@ def resolve_plan(title_dir: str | Path, stems: dict[str, Any]) -> tuple[Plan, li
     it (then it must still fit the programme's length); an unedited plan made for
     other stems is replaced by a fresh one.
     """
-    dialogue = StageManifest.from_dict(stems).file("dialogue")
+    dialogue = stems.file("dialogue")
     hashes = _stem_hashes(stems)
     path = Path(title_dir) / PLAN_FILE
     if path.is_file():
@@ -81,16 +81,22 @@ def resolve_plan(title_dir: str | Path, stems: dict[str, Any]) -> tuple[Plan, li
     return make_plan(dialogue.sample_rate_hz, dialogue.n_frames, STEMS, ild, generated={"stems": hashes}), runs
 
 
-def plan_of(manifest: dict[str, Any]) -> Plan:
+def plan_of(manifest: StageManifest) -> Plan:
     """The plan a plan-stage manifest describes, read back from its ``plan.json``.
 
     Raises :class:`PlanError` when the file changed since the stage ran (run the stage again).
     """
-    report = StageManifest.from_dict(manifest).report
+    report = manifest.report
     plan = load_plan(report["path"])
-    if plan.content_digest() != report["digest"]:
+    if plan.content_digest() != plan_digest(manifest):
         raise PlanError(f"{report['path']}: changed since the plan stage read it; run the title again")
     return plan
+
+
+def plan_digest(manifest: StageManifest) -> str:
+    """The content digest of the plan a plan-stage manifest describes: what normalize and render
+    key their caches on, so an edited plan re-measures and re-renders."""
+    return manifest.report["digest"]
 
 
 def _edited_digest(title_dir: str | Path) -> str | None:
@@ -106,7 +112,7 @@ def _edited_digest(title_dir: str | Path) -> str | None:
     return plan.content_digest() if is_edited(plan) else None
 
 
-def run_plan(stems: dict[str, Any], title_dir: str | Path, adm_profile: str = "ebu") -> tuple[StageManifest, bool]:
+def run_plan(stems: StageManifest, title_dir: str | Path, adm_profile: str = "ebu") -> tuple[StageManifest, bool]:
     """Stage 4: make or keep ``plan.json`` and check it against the ADM profile (resumable)."""
     title_dir = Path(title_dir)
     if not (title_dir / PLAN_FILE).is_file():
@@ -138,8 +144,8 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(**task_options("plan", _key_params))
-def plan_task(stems: dict[str, Any], title_dir: str, adm_profile: str = "ebu") -> dict[str, Any]:
+def plan_task(stems: StageManifest, title_dir: str, adm_profile: str = "ebu") -> StageManifest:
     """Prefect wrapper: the placement plan."""
     manifest, reused = run_plan(stems, title_dir, adm_profile)
     log_stage("plan", manifest, reused)
-    return manifest.to_dict()
+    return manifest

@@ -20,7 +20,7 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
             "extracted": p["extracted"], "rendered": p["rendered"], "container": p.get("container", "mkv")}
 
 
-def run_remux(source: str | Path, extracted: list[dict[str, Any]], rendered: list[dict[str, Any]],
+def run_remux(source: str | Path, extracted: list[StageManifest], rendered: list[StageManifest],
               title_dir: str | Path, container: str = "mkv") -> tuple[StageManifest, bool]:
     """Remux the title's deliverables with the source's pictures: per audio stream restored, in
     the source's order (the title folder's first), its extract- and render-stage manifests."""
@@ -29,7 +29,7 @@ def run_remux(source: str | Path, extracted: list[dict[str, Any]], rendered: lis
     def compute() -> StageManifest:
         sets = []
         for ex, rd in zip(extracted, rendered):
-            report, files = StageManifest.from_dict(ex).report, StageManifest.from_dict(rd).files
+            report, files = ex.report, rd.files
             label = f"stream {report.get('audio_index')}" + (f", {report['language']}" if report.get("language") else "")
             sets.append(({name: files[name].path for name, _, _ in AUDIO_TRACKS}, report.get("language"), label))
         (first, language, _), more = sets[0], sets[1:]
@@ -40,9 +40,9 @@ def run_remux(source: str | Path, extracted: list[dict[str, Any]], rendered: lis
 
 
 @task(**task_options("remux", _key_params))
-def remux_task(source: str, extracted: list[dict[str, Any]], rendered: list[dict[str, Any]], title_dir: str,
-               container: str = "mkv") -> dict[str, Any]:
+def remux_task(source: str, extracted: list[StageManifest], rendered: list[StageManifest], title_dir: str,
+               container: str = "mkv") -> StageManifest:
     """Prefect wrapper: the remux of a rendered title."""
     manifest, reused = run_remux(source, extracted, rendered, title_dir, container)
     log_stage("remux", manifest, reused)
-    return manifest.to_dict()
+    return manifest

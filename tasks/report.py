@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import task
 
-from filmrestore.manifest import write_json
+from filmrestore.manifest import StageManifest, write_json
 from filmrestore.plots import write_plots
 from filmrestore.qc import PLOT_TITLES, build_qc, qc_markdown
 from filmrestore.qc_html import write_previews
@@ -49,14 +49,14 @@ def write_qc(title_dir: str | Path, qc: dict[str, Any], previews: dict[str, Any]
 
 
 @task(name="report", retries=1)
-def report_task(source: str, title_dir: str, manifests: list[dict[str, Any]], title: str | None = None
+def report_task(source: str, title_dir: str, manifests: list[StageManifest], title: str | None = None
                 ) -> dict[str, Any]:
     """Prefect wrapper: write the QC files and publish them as artifacts (inside a Prefect run)."""
     from filmrestore.tasks.common import in_prefect_run
 
     qc = build_qc(source, title_dir, manifests, title)
     qc["plots"] = write_plots(title_dir, qc, manifests)
-    previews = write_previews(title_dir, "\n".join(sorted(m["cache_key"] for m in manifests if m.get("cache_key"))))
+    previews = write_previews(title_dir, "\n".join(sorted(m.cache_key for m in manifests if m.cache_key)))
     qc["previews"] = previews
     paths = write_qc(title_dir, qc, previews)
     if in_prefect_run():

@@ -18,11 +18,11 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     return {"extracted": p["extracted"], "strength": p.get("strength", 1.0)}
 
 
-def run_restore(extracted: dict[str, Any], title_dir: str | Path, strength: float = 1.0,
+def run_restore(extracted: StageManifest, title_dir: str | Path, strength: float = 1.0,
                 on_progress: Progress | None = None) -> tuple[StageManifest, bool]:
     """Stage 2: restore ``work/soundtrack.wav`` into ``work/restored.wav`` (resumable)."""
     params = _key_params({"extracted": extracted, "strength": strength})
-    soundtrack = StageManifest.from_dict(extracted).file("soundtrack")
+    soundtrack = extracted.file("soundtrack")
 
     def compute() -> StageManifest:
         sample = read_detection_sample(soundtrack.path)
@@ -34,8 +34,8 @@ def run_restore(extracted: dict[str, Any], title_dir: str | Path, strength: floa
 
 
 @task(**task_options("restore", _key_params))
-def restore_task(extracted: dict[str, Any], title_dir: str, strength: float = 1.0) -> dict[str, Any]:
+def restore_task(extracted: StageManifest, title_dir: str, strength: float = 1.0) -> StageManifest:
     """Prefect wrapper: restoration with a progress artifact."""
     manifest, reused = run_restore(extracted, title_dir, strength, progress_reporter(title_dir, "restore"))
     log_stage("restore", manifest, reused)
-    return manifest.to_dict()
+    return manifest

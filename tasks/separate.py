@@ -30,7 +30,7 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_separate(
-    restored: dict[str, Any],
+    restored: StageManifest,
     title_dir: str | Path,
     separator: str = DEFAULT_SEPARATOR,
     device: str | torch.device = "auto",
@@ -40,7 +40,7 @@ def run_separate(
     """Separate ``restored`` (a restore-stage manifest) into ``work/stems/<stem>.wav`` on ``device``
     (a name is resolved here; the task passes the device it resolved)."""
     params = {"restored": restored, "separator": separator, "checkpoint": checkpoint}
-    source = StageManifest.from_dict(restored).file("restored")
+    source = restored.file("restored")
 
     def compute() -> StageManifest:
         model = get_separator(separator, checkpoint)
@@ -65,8 +65,8 @@ GPU_LEASE_S = 60.0  # the server's minimum; renewed every 45 s while the stage r
 
 @task(**task_options("separate", _key_params), tags=["gpu"])
 def separate_task(
-    restored: dict[str, Any], title_dir: str, separator: str, device: str, checkpoint: str | None = None
-) -> dict[str, Any]:
+    restored: StageManifest, title_dir: str, separator: str, device: str, checkpoint: str | None = None
+) -> StageManifest:
     """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit
     while it runs on a GPU (:func:`uses_gpu`).
 
@@ -88,4 +88,4 @@ def separate_task(
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
         manifest, reused = run_separate(restored, title_dir, separator, torch_device, checkpoint, progress)
     log_stage("separate", manifest, reused)
-    return manifest.to_dict()
+    return manifest

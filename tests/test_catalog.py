@@ -162,7 +162,7 @@ def test_fan_out_keeps_at_most_parallel_in_flight() -> None:
 
 # ----------------------------------------------------------------------------- gpu concurrency
 
-def _restored_manifest(folder: Path, duration_s: float = 20.0) -> dict:
+def _restored_manifest(folder: Path, duration_s: float = 20.0) -> StageManifest:
     """A restore-stage manifest around a synthetic film mix (what separation takes as input)."""
     from filmrestore.manifest import FileRecord, StageManifest
     from filmrestore.synth import SAMPLE_RATE_HZ, make_film_mix
@@ -170,10 +170,10 @@ def _restored_manifest(folder: Path, duration_s: float = 20.0) -> dict:
     mix = make_film_mix(duration_s, np.random.default_rng(7))["mix"]
     path = folder / "restored.wav"
     write_audio(path, mix, SAMPLE_RATE_HZ)
-    return StageManifest("restore", {"restored": FileRecord.from_path(path)}).to_dict()
+    return StageManifest("restore", {"restored": FileRecord.from_path(path)})
 
 
-def _separation_spans(tmp_path: Path, restored: dict, tag: str) -> list[tuple[float, float]]:
+def _separation_spans(tmp_path: Path, restored: StageManifest, tag: str) -> list[tuple[float, float]]:
     """Run two separations at once (threads); (start, end) of each from its progress artifact."""
     from prefect import flow, get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

@@ -40,8 +40,8 @@ def stages(tmp_path: Path) -> dict:
     restored_path = tmp_path / "work" / "restored.wav"
     write_audio(restored_path, sum(stems.values()), FS)
     title_dir = tmp_path / "title"
-    return {"stems": StageManifest("separate", records).to_dict(),
-            "restored": StageManifest("restore", {"restored": FileRecord.from_path(restored_path)}).to_dict(),
+    return {"stems": StageManifest("separate", records),
+            "restored": StageManifest("restore", {"restored": FileRecord.from_path(restored_path)}),
             "title_dir": title_dir}
 
 
@@ -49,8 +49,8 @@ def _run(stages: dict, adm_profile: str = "ebu") -> tuple[StageManifest, StageMa
     """plan -> normalize -> render, as the flow runs them; also whether each stage was reused."""
     title_dir = stages["title_dir"]
     plan, plan_reused = run_plan(stages["stems"], title_dir, adm_profile)
-    norm, norm_reused = run_normalize(stages["restored"], stages["stems"], plan.to_dict(), title_dir)
-    rendered, render_reused = run_render(stages["stems"], plan.to_dict(), norm.to_dict(), title_dir, adm_profile)
+    norm, norm_reused = run_normalize(stages["restored"], stages["stems"], plan, title_dir)
+    rendered, render_reused = run_render(stages["stems"], plan, norm, title_dir, adm_profile)
     return plan, norm, rendered, [plan_reused, norm_reused, render_reused]
 
 
@@ -115,12 +115,12 @@ def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatc
 
     title_dir = stages["title_dir"]
     plan, _ = run_plan(stages["stems"], title_dir)
-    norm, _ = run_normalize(stages["restored"], stages["stems"], plan.to_dict(), title_dir)
+    norm, _ = run_normalize(stages["restored"], stages["stems"], plan, title_dir)
     monkeypatch.setattr("filmrestore.tasks.render.BLOCK_FRAMES", FS)  # 1 s blocks: several written before the end
-    music = Path(StageManifest.from_dict(stages["stems"]).file("music").path)
+    music = Path(stages["stems"].file("music").path)
     write_audio(music, read_audio(music)[:, :N_FRAMES - 2 * FS], FS)  # 2 s short: fails at block 5 of 6
     with pytest.raises(AudioFormatError, match="differ in length"):
-        run_render(stages["stems"], plan.to_dict(), norm.to_dict(), title_dir)
+        run_render(stages["stems"], plan, norm, title_dir)
     assert not list(title_dir.rglob("*.part"))
     assert not list(title_dir.rglob("*.wav"))
 
