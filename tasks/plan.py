@@ -23,25 +23,10 @@ from filmrestore.resume import manifest_path, run_stage
 from filmrestore.tasks.common import log_stage, task_options
 from filmrestore.upmix.adm import get_profile, scene_for
 from filmrestore.upmix.deliver import BLOCK_FRAMES
-from filmrestore.upmix.plan import ImageAnalysis, Plan, is_edited, load_plan, make_plan
+from filmrestore.upmix.plan import ImageAnalysis, Plan, is_edited, load_plan, make_plan, run_length
 from filmrestore.upmix.render import stereo_image
 
 PLAN_FILE = "plan.json"
-ILD_STEP_DB = 0.5  # the reported ILD series is rounded to this and run-length encoded
-
-
-def run_length(values: list[float], step: float = ILD_STEP_DB) -> list[list[float]]:
-    """``[[value, count], ...]`` of values rounded to ``step``: a title's ILD series in a few entries."""
-    runs: list[list[float]] = []
-    for v in values:
-        q = round(round(v / step) * step, 3)
-        if runs and runs[-1][0] == q:
-            runs[-1][1] += 1
-        else:
-            runs.append([q, 1])
-    return runs
-
-
 def effects_ild_db(stems: StageManifest) -> list[float]:
     """The effects stem's interchannel level difference per analysis block (0 dB for mono)."""
     effects = stems.file("effects")

@@ -201,6 +201,21 @@ class ImageAnalysis:
         return out
 
 
+ILD_STEP_DB = 0.5  # the plan stage reports a title's ILD series rounded to this, run-length encoded
+
+
+def run_length(values: list[float], step: float = ILD_STEP_DB) -> list[list[float]]:
+    """``[[value, count], ...]`` of values rounded to ``step``: a title's ILD series in a few entries."""
+    runs: list[list[float]] = []
+    for v in values:
+        q = round(round(v / step) * step, 3)
+        if runs and runs[-1][0] == q:
+            runs[-1][1] += 1
+        else:
+            runs.append([q, 1])
+    return runs
+
+
 def ild_to_shift_deg(ild_db: float, half_angle_deg: float = 30.0) -> float:
     """Image azimuth of a pair at +-``half_angle_deg`` with this ILD (stereophonic tangent law)."""
     ratio = 10.0 ** (ild_db / 20.0)

@@ -26,8 +26,8 @@ def run(
     stream: RunStreamOpt = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title folder name (default: from the file name).")] = None,
     checkpoint: CheckpointOpt = None,
-    target: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
-    ceiling: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
+    target_lufs: Annotated[Optional[float], typer.Option("--target", help="Custom target loudness, LUFS.")] = None,
+    ceiling_dbtp: Annotated[Optional[float], typer.Option("--ceiling", help="Custom true-peak ceiling, dBTP.")] = None,
     gate: Annotated[Optional[Gate], typer.Option("--gate", help="Custom gating: programme or dialogue.")] = None,
     adm_profile: Annotated[str, typer.Option("--adm-profile", metavar="ebu|dolby",
                                              help="ADM profile of adm.wav: ebu or dolby.")] = "ebu",
@@ -45,7 +45,7 @@ def run(
 
     result = run_restore_title(
         source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
-        checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target, ceiling_dbtp=ceiling,
+        checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
         gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
     )
     for each in (result, *result.get("streams", [])):  # with --json, stdout holds the JSON alone
