@@ -7,8 +7,9 @@ with the film."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from filmrestore import STEMS
 from filmrestore.audio import read_audio, read_info
 from filmrestore.manifest import StageManifest, write_json
 from filmrestore.qc import loudness_series
+
+if TYPE_CHECKING:
+    from filmrestore.upmix.plan import ObjectPlan
 
 
 PLOT_DIR = "qc"
@@ -183,9 +187,12 @@ def plot_restoration(path: Path, source: Path, restored: Path, span: tuple[int, 
     return path
 
 
-def plot_layout(path: Path, peaks_dbtp: list[float | None]) -> Path:
-    """The 7.1.4 bed seen from above (front up, left on the left), each channel's true peak."""
+def plot_layout(path: Path, peaks_dbtp: list[float | None], objects: list[ObjectPlan] | None = None) -> Path:
+    """The 7.1.4 bed seen from above (front up, left on the left), each channel's true peak, and
+    where the plan's objects play: a dot per object position (effect event objects as stars,
+    with how many events they play)."""
     from filmrestore.layouts import BED_7_1_4
+    from filmrestore.upmix.plan import EVENT_FEEDS
 
     fig = _figure(5.5, 5.5)
     ax = fig.add_subplot()
@@ -200,8 +207,22 @@ def plot_layout(path: Path, peaks_dbtp: list[float | None]) -> Path:
                    c="tab:orange" if height else "tab:blue", edgecolors="k", zorder=3)
         label = f"{speaker.wave_name}\n{'–' if peak is None else f'{peak:.1f}'}"
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, -26), ha="center", fontsize=8)
+    for obj in objects or []:
+        playing = [b for b in obj.blocks if b.gain > 0]
+        spots = {(round(b.azimuth_deg), round(b.elevation_deg)) for b in playing}
+        event = obj.feed in EVENT_FEEDS
+        radius = 0.68 if event else 0.82  # inside the speaker ring, events inside the other objects
+        for az, el in spots:
+            r = radius * math.cos(math.radians(el))
+            x, y = -r * math.sin(math.radians(az)), r * math.cos(math.radians(az))
+            ax.scatter([x], [y], s=140 if event else 40, marker="*" if event else ".", zorder=4,
+                       c="tab:red" if event else "tab:green")
+            if event:
+                ax.annotate(f"{len(playing)} events", (x, y), textcoords="offset points", xytext=(9, -3),
+                            fontsize=7, color="tab:red")
     ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), aspect="equal",
-           title="7.1.4 (4+7+0): true peak (dBTP); ● mid, ▲ upper, ■ LFE")
+           title="7.1.4 (4+7+0): true peak (dBTP); ● mid, ▲ upper, ■ LFE\n"
+                 "objects: green dots, effect events: red stars")
     ax.text(0, 1.25, "screen", ha="center", fontsize=9)
     ax.axis("off")
     fig.savefig(path)
@@ -238,7 +259,12 @@ def write_plots(title_dir: str | Path, qc: dict[str, Any], manifests: list[Stage
         plots["restoration"] = plot_restoration(folder / "restoration.png", before, after,
                                                 preview_window(stems["dialogue"]))
     peaks = (qc["loudness"]["after"].get("bed_7.1.4") or {}).get("true_peak_per_channel_dbtp") or []
-    plots["layout"] = plot_layout(folder / "layout.png", peaks)
+    objects = None
+    if "plan" in stages and Path(stages["plan"].report.get("path", "")).is_file():
+        from filmrestore.upmix.plan import load_plan
+
+        objects = list(load_plan(stages["plan"].report["path"]).objects)
+    plots["layout"] = plot_layout(folder / "layout.png", peaks, objects)
     relative = {name: str(path.relative_to(title_dir)) for name, path in plots.items()}
     write_json(folder / "plots.json", relative)
     stamp.write_text(key)

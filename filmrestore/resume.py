@@ -34,9 +34,9 @@ STAGE_VERSIONS = {
     "extract": 3,  # 3: reports gaps in the decoded stream
     "restore": 2,
     "separate": 2,  # 2: the last segment ends with the signal (no zero padding)
-    "plan": 1,
-    "normalize": 6,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom; 6: see render
-    "render": 6,  # 6: a multichannel source's channels are kept in place, not folded to stereo
+    "plan": 2,  # 2: effect events are objects of their own
+    "normalize": 7,  # 4: measures the bed with the plan stage's plan; 5: changed presets are custom; 6, 7: see render
+    "render": 7,  # 6: a multichannel source's channels are kept in place; 7: event objects split from the effects
     "remux": 2,  # 2: source timestamps kept (-copyts, +genpts): program streams remux, in sync
     "report": 2,
 }

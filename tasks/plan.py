@@ -23,23 +23,29 @@ from filmrestore.resume import manifest_path, run_stage
 from filmrestore.tasks.common import log_stage, task_options
 from filmrestore.upmix.adm import get_profile, scene_for
 from filmrestore.upmix.deliver import BLOCK_FRAMES
-from filmrestore.upmix.plan import ImageAnalysis, Plan, is_edited, load_plan, make_plan, run_length
+from filmrestore.upmix.events import Event, EventDetector
+from filmrestore.upmix.plan import EVENT_FEEDS, ImageAnalysis, Plan, is_edited, load_plan, make_plan, run_length
 from filmrestore.upmix.render import stereo_image
 
 PLAN_FILE = "plan.json"
-def effects_ild_db(stems: StageManifest) -> list[float]:
-    """The effects stem's interchannel level difference per analysis block (0 dB for mono)."""
+# What a fresh plan is made by; a plan.json made by other rules (and not edited) is made again.
+# 2: effect events are objects of their own.
+PLAN_RULES = 2
+
+
+def analyse_effects(stems: StageManifest) -> tuple[list[float], list[Event]]:
+    """One pass over the effects stem: its interchannel level difference per analysis block (0 dB
+    for mono) and its events (none for a multichannel source, whose effects stay in place)."""
     effects = stems.file("effects")
     image = ImageAnalysis(effects.sample_rate_hz)
+    events = EventDetector(effects.sample_rate_hz) if effects.n_channels <= 2 else None
     layout = read_layout(effects.path) if effects.n_channels > 2 else None
     for block in iter_blocks(effects.path, BLOCK_FRAMES):
-        image.process(stereo_image({"effects": block}, layout)["effects"])
-    return image.ild_db()
-
-
-def _stem_hashes(stems: StageManifest) -> dict[str, str]:
-    files = stems.files
-    return {name: files[name].content_hash for name in STEMS}
+        folded = stereo_image({"effects": block}, layout)["effects"]
+        image.process(folded)
+        if events is not None:
+            events.process(folded)
+    return image.ild_db(), events.events() if events is not None else []
 
 
 def resolve_plan(title_dir: str | Path, stems: StageManifest) -> tuple[Plan, list[list[float]] | None]:
@@ -52,18 +58,22 @@ def resolve_plan(title_dir: str | Path, stems: StageManifest) -> tuple[Plan, lis
     other stems is replaced by a fresh one.
     """
     dialogue = stems.file("dialogue")
-    hashes = _stem_hashes(stems)
+    hashes = {name: stems.file(name).content_hash for name in STEMS}
     path = Path(title_dir) / PLAN_FILE
     if path.is_file():
         current = load_plan(path)
-        if current.generated.get("stems") == hashes or is_edited(current):
+        made_for_these = current.generated.get("stems") == hashes and current.generated.get("rules") == PLAN_RULES
+        if made_for_these or is_edited(current):
             if (current.n_frames, current.sample_rate_hz) != (dialogue.n_frames, dialogue.sample_rate_hz):
                 raise PlanError(f"{path}: made for {current.n_frames} frames at {current.sample_rate_hz} Hz, "
                                 f"but the stems have {dialogue.n_frames} at {dialogue.sample_rate_hz} Hz")
             return current, None
-    runs = run_length(effects_ild_db(stems))  # 0.5 dB steps: a feature's series in a few entries
+    ild_db, events = analyse_effects(stems)
+    runs = run_length(ild_db)  # 0.5 dB steps: a feature's series in a few entries
     ild = [float(v) for v, n in runs for _ in range(int(n))]
-    return make_plan(dialogue.sample_rate_hz, dialogue.n_frames, STEMS, ild, generated={"stems": hashes}), runs
+    plan = make_plan(dialogue.sample_rate_hz, dialogue.n_frames, STEMS, ild,
+                     generated={"stems": hashes, "rules": PLAN_RULES}, events=events)
+    return plan, runs
 
 
 def plan_of(manifest: StageManifest) -> Plan:
@@ -113,6 +123,8 @@ def run_plan(stems: StageManifest, title_dir: str | Path, adm_profile: str = "eb
             plan = load_plan(title_dir / PLAN_FILE)  # as normalize and render will read it
         report = {"path": str(title_dir / PLAN_FILE), "digest": plan.content_digest(),
                   "objects": len(plan.objects), "moving_objects": sum(not o.is_static for o in plan.objects),
+                  "event_objects": sum(o.feed in EVENT_FEEDS for o in plan.objects),
+                  "events": sum(b.gain > 0 for o in plan.objects if o.feed in EVENT_FEEDS for b in o.blocks),
                   "edited": is_edited(plan), "adm_profile": adm_profile, "adm_tracks": scene.n_tracks,
                   "effects_ild_db": ild_runs}
         return StageManifest("plan", {}, {"adm_profile": adm_profile}, report)

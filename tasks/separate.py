@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,18 @@ def run_separate(
 
 
 def uses_gpu(device: torch.device) -> bool:
-    """Whether a separation on ``device`` runs on a GPU: only then does it hold a ``gpu`` slot (a
-    CPU separation has nothing to queue for)."""
+    """Whether a separation on ``device`` runs on a GPU."""
     return device.type == "cuda"
+
+
+SLOT_SETTING = "FILMRESTORE_SEPARATION_SLOT"  # "gpu" (default) or "always"
+
+
+def takes_slot(device: torch.device) -> bool:
+    """Whether a separation on ``device`` holds a ``gpu`` slot: on a GPU, and on the CPU too where
+    the site says ``FILMRESTORE_SEPARATION_SLOT=always`` (separations one at a time on a shared
+    CPU box); otherwise a CPU separation has nothing to queue for."""
+    return uses_gpu(device) or os.environ.get(SLOT_SETTING, "gpu") == "always"
 
 
 GPU_LIMIT = "gpu"  # Prefect global concurrency limit: as many slots as separations a site may run at once
@@ -68,7 +78,7 @@ def separate_task(
     restored: StageManifest, title_dir: str, separator: str, device: str, checkpoint: str | None = None
 ) -> StageManifest:
     """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit
-    while it runs on a GPU (:func:`uses_gpu`).
+    while it runs on a GPU (:func:`takes_slot`).
 
     Without a ``gpu`` global concurrency limit on the server the stage runs unlimited
     (``strict=False``: Prefect logs a warning). The slot's lease is renewed while the
@@ -83,7 +93,7 @@ def separate_task(
     # on the CPU no GPU to share.
     torch_device = resolve_device(device)
     slot = concurrency(GPU_LIMIT, occupy=1, lease_duration=GPU_LEASE_S, strict=False) \
-        if in_prefect_run() and uses_gpu(torch_device) else nullcontext()
+        if in_prefect_run() and takes_slot(torch_device) else nullcontext()
     with slot:
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
         manifest, reused = run_separate(restored, title_dir, separator, torch_device, checkpoint, progress)

@@ -429,3 +429,14 @@ def test_a_killed_catalogue_leaves_no_process_behind_and_its_rerun_completes(tmp
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "restore reused from a previous run" in rerun.stderr + rerun.stdout  # resumed, not redone
     assert (tmp_path / "out" / "long" / "adm.wav").is_file()
+
+
+def test_a_site_can_make_cpu_separations_queue_for_the_gpu_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from filmrestore.tasks.separate import SLOT_SETTING, takes_slot
+
+    monkeypatch.delenv(SLOT_SETTING, raising=False)
+    assert not takes_slot(torch.device("cpu")) and takes_slot(torch.device("cuda", 0))
+    monkeypatch.setenv(SLOT_SETTING, "always")
+    assert takes_slot(torch.device("cpu"))

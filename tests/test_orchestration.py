@@ -23,6 +23,7 @@ import pytest
 
 from filmrestore.audio import hash_file
 from filmrestore.resume import MANIFEST_DIR
+from filmrestore.tasks.separate import SLOT_SETTING
 from filmrestore.tasks.common import artifact_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.orchestration, pytest.mark.slow]
@@ -53,10 +54,10 @@ class Server:
         assert proc.returncode == 0, f"prefect {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.home / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         return subprocess.Popen([PREFECT, "worker", "start", "--pool", "filmrestore-process", "--name", name],
-                                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
@@ -130,7 +131,7 @@ def api(server: Server) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def worker(server: Server) -> Iterator[subprocess.Popen]:
-    proc = server.start_worker("worker-1")
+    proc = server.start_worker("worker-1", {SLOT_SETTING: "always"})  # CPU separations queue for the gpu slot too
     yield proc
     if proc.poll() is None:
         _kill_tree(proc)
@@ -250,7 +251,8 @@ def test_killed_worker_retry_resumes_at_separation_with_identical_deliverables(
 
     clean_dir = nightly["out"] / "reel_a"  # the catalogue's run of this title is the clean reference
     params = {"source": str(media / "reel_a.mov"), "out": str(tmp_path), "title": "reel_a", "preset": "ebu-r128"}
-    # Hold the only gpu slot, so the title is caught inside its separation stage (waiting for the GPU).
+    # Hold the only gpu slot, so the title is caught inside its separation stage, waiting for the slot
+    # (the worker has FILMRESTORE_SEPARATION_SLOT=always: on this CPU machine too).
     held = api.increment_concurrency_slots_with_lease(names=["gpu"], slots=1, mode="concurrency",
                                                       lease_duration=300).json()
     assert [limit["name"] for limit in held["limits"]] == ["gpu"]

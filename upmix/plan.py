@@ -32,10 +32,22 @@ import numpy as np
 
 from filmrestore.errors import ConfigError, PlanError
 from filmrestore.upmix.admtime import on_grid_s
+from filmrestore.upmix.events import Event
 
 PLAN_FORMAT = "filmrestore-plan/1"
 STEM_NAMES: tuple[str, ...] = ("dialogue", "music", "effects")
-FEEDS: tuple[str, ...] = ("dialogue", "music.L", "music.R", "effects.L", "effects.R")
+# Effect events are a pair of objects at the front speakers, left and right, each playing its
+# side of the effects stem during the events (see the renderer): the event keeps its stereo image
+# (a mono title's events stay a phantom centre, off the dialogue's speaker) and a stereo
+# fold-down of the 7.1.4 mix still equals the source's.
+EVENT_SECTORS: dict[str, tuple[float, tuple[float, float]]] = {
+    # feed: (azimuth of its object, its direction in the (L, R) plane of the effects stem)
+    "effects.events.L": (30.0, (1.0, 0.0)),
+    "effects.events.R": (-30.0, (0.0, 1.0)),
+}
+EVENT_FEEDS: tuple[str, ...] = tuple(EVENT_SECTORS)
+FEEDS: tuple[str, ...] = ("dialogue", "music.L", "music.R", "effects.L", "effects.R", *EVENT_FEEDS)
+EVENT_FADE_S = 0.01  # an event object fades in and out over this (its blocks' interpolation)
 ANALYSIS_BLOCK_S = 0.5  # ILD analysis and default block grid; a multiple of 10 ms (exact in ADM time)
 
 
@@ -263,10 +275,38 @@ def _static(name: str, feed: str, azimuth_deg: float, duration_s: float, gain: f
     return ObjectPlan(name, feed, (Block(0.0, on_grid_s(duration_s), azimuth_deg, 0.0, gain),))
 
 
+def event_objects(events: Sequence[Event], duration_s: float) -> list[ObjectPlan]:
+    """The effect events as a pair of objects (:data:`EVENT_SECTORS`) that play every event
+    (gain 1) with silent blocks between; they fade in over :data:`EVENT_FADE_S` from an event's
+    start and out over the next block's first :data:`EVENT_FADE_S`. An event too close to the
+    previous one, or to the programme's end, stays in the ambience."""
+    kept: list[Event] = []
+    for event in events:
+        if (not kept or kept[-1].end_s + EVENT_FADE_S <= event.start_s) and event.end_s + EVENT_FADE_S <= duration_s:
+            kept.append(event)
+    if not kept:
+        return []
+    objects = []
+    for feed, (azimuth, _) in EVENT_SECTORS.items():
+        blocks: list[Block] = []
+        t = 0.0
+        for event in kept:
+            start, end = on_grid_s(event.start_s), on_grid_s(event.end_s)
+            if start > t:
+                blocks.append(Block(t, on_grid_s(start - t), azimuth, 0.0, 0.0, 0.0, bool(blocks),
+                                    EVENT_FADE_S if blocks else 0.0))
+            blocks.append(Block(start, on_grid_s(end - start), azimuth, 0.0, 1.0, 0.0, True, EVENT_FADE_S))
+            t = end
+        blocks.append(Block(t, on_grid_s(duration_s - t), azimuth, 0.0, 0.0, 0.0, True, EVENT_FADE_S))
+        objects.append(ObjectPlan(f"Effects events {feed[-1]}", feed, tuple(blocks)))
+    return objects
+
+
 def make_plan(sample_rate_hz: int, n_frames: int, stems: Iterable[str] = STEM_NAMES,
               effects_ild_db: Sequence[float] = (), bed: BedRules | None = None,
-              generated: dict[str, Any] | None = None) -> Plan:
-    """The default plan: dialogue at the centre, music a static front pair, effects a pair moving with its ILD."""
+              generated: dict[str, Any] | None = None, events: Sequence[Event] = ()) -> Plan:
+    """The default plan: dialogue at the centre, music a static front pair, effects a pair moving
+    with its ILD, and the effect ``events`` as objects of their own (:func:`event_objects`)."""
     stems = tuple(stems)
     duration_s = n_frames / sample_rate_hz
     objects = []
@@ -277,6 +317,7 @@ def make_plan(sample_rate_hz: int, n_frames: int, stems: Iterable[str] = STEM_NA
     if "effects" in stems:
         objects += [ObjectPlan(f"Effects {side}", f"effects.{side}",
                                moving_pair_blocks(effects_ild_db, duration_s, side)) for side in ("L", "R")]
+        objects += event_objects(events, duration_s)
     plan = Plan(sample_rate_hz, n_frames, stems, bed or BedRules(), tuple(objects))
     return replace(plan, generated={**(generated or {}), "auto_digest": plan.content_digest()})
 

@@ -30,6 +30,7 @@ has zero latency and block-wise output equals whole-signal output.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -42,10 +43,10 @@ from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse
 from filmrestore.layouts import BED_7_1_4, Layout, Speaker, source_layout
 from filmrestore.upmix.foldown import downmix_to_stereo, fold_down_matrix
 from filmrestore.upmix.panner import point_source_gains
-from filmrestore.upmix.plan import FEEDS, STEM_NAMES, BedRules, ObjectPlan, Plan, make_plan
+from filmrestore.upmix.plan import EVENT_FEEDS, EVENT_SECTORS, FEEDS, STEM_NAMES, BedRules, Block, ObjectPlan, Plan, make_plan
 
 MINUS_3_DB = float(np.sqrt(0.5))
-INPUTS: tuple[str, ...] = ("dialogue", "music.L", "music.R", "effects.L", "effects.R")
+INPUTS: tuple[str, ...] = FEEDS
 # Ambience sends per stem and side: (label, level relative to the stem's ambience gain, dB).
 _AMBIENCE_SENDS = {
     "music": {"L": (("M+090", 0.0), ("M+135", 0.0), ("U+045", 0.0), ("U+135", 0.0)),
@@ -145,14 +146,18 @@ class _Segment:
     target: float = 0.0
 
 
-def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> list[_Segment]:
-    """The gain segments of an object over time (BS.2127 s7.3.3 interpretation of block timing)."""
+def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int,
+                    gains_of: Callable[[Block], np.ndarray] | None = None) -> list[_Segment]:
+    """The gain segments of an object over time (BS.2127 s7.3.3 interpretation of block timing).
+
+    ``gains_of``: a block's gain vector (default: its point-source gains on ``layout``)."""
     segments: list[_Segment] = []
     previous: tuple[Fraction, np.ndarray] | None = None
     for block in obj.blocks:
         start = grid_samples(block.start_s, sample_rate_hz)
         end = grid_samples(block.start_s + block.duration_s, sample_rate_hz)
-        gains = block.gain * point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
+        gains = gains_of(block) if gains_of is not None else \
+            block.gain * point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
         ramp_s = block.interpolation_s if block.jump else block.duration_s
         target = grid_samples(block.start_s + ramp_s, sample_rate_hz) if ramp_s else start
         if previous is not None and previous[0] == start and target != start:
@@ -166,23 +171,33 @@ def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> lis
     return [s for s in segments if s.last > s.first]
 
 
-class _ObjectPanner:
-    """Adds one object's feed, panned with its gains over time, into a mix."""
+class _SegmentCursor:
+    """An object's gain segments, read in time order by consecutive blocks."""
 
-    def __init__(self, obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> None:
-        self.feed = obj.feed
-        self._segments = object_segments(obj, layout, sample_rate_hz)
-        self._next = 0
+    def __init__(self, segments: list[_Segment]) -> None:
+        self._segments = segments
+        self._next = 0  # segments before this one end before the current block
 
-    def add(self, feed: np.ndarray, first_frame: int, mix: np.ndarray) -> None:
-        """Add ``feed`` [shape=(n,)] (frames from ``first_frame``) panned into ``mix`` [shape=(C, n)]."""
-        end_frame = first_frame + feed.shape[0]
+    def overlapping(self, first_frame: int, end_frame: int) -> Iterator[tuple[_Segment, int, int]]:
+        """The segments that touch ``[first_frame, end_frame)``, each with that overlap ``(lo, hi)``."""
         while self._next < len(self._segments) and self._segments[self._next].last <= first_frame:
             self._next += 1
         for seg in self._segments[self._next:]:
             if seg.first >= end_frame:
                 break
-            lo, hi = max(seg.first, first_frame), min(seg.last, end_frame)
+            yield seg, max(seg.first, first_frame), min(seg.last, end_frame)
+
+
+class _ObjectPanner:
+    """Adds one object's feed, panned with its gains over time, into a mix."""
+
+    def __init__(self, obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> None:
+        self.feed = obj.feed
+        self._segments = _SegmentCursor(object_segments(obj, layout, sample_rate_hz))
+
+    def add(self, feed: np.ndarray, first_frame: int, mix: np.ndarray) -> None:
+        """Add ``feed`` [shape=(n,)] (frames from ``first_frame``) panned into ``mix`` [shape=(C, n)]."""
+        for seg, lo, hi in self._segments.overlapping(first_frame, first_frame + feed.shape[0]):
             x = feed[lo - first_frame:hi - first_frame]
             out = mix[:, lo - first_frame:hi - first_frame]
             if seg.gains_from is None:
@@ -193,6 +208,30 @@ class _ObjectPanner:
             for ch in np.flatnonzero((seg.gains_to != 0) | (seg.gains_from != 0)):
                 g0, dg = np.float32(seg.gains_from[ch]), np.float32(seg.gains_to[ch] - seg.gains_from[ch])
                 out[ch] += (g0 + dg * ramp) * x
+
+
+class _EventSplit:
+    """Where an event object plays: its share ``r`` of the effects over time (1 inside its
+    events, ramping as its gains do), and the window ``r > 0`` its feed is cut with.
+
+    The renderer takes ``r`` of the effects out of the ambience (the effects pair and the bed)
+    and gives it to the object, so that ambience plus events is the effects stem again."""
+
+    def __init__(self, obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> None:
+        self.feed = obj.feed
+        self._segments = _SegmentCursor(object_segments(
+            obj, layout, sample_rate_hz, gains_of=lambda b: np.array([1.0 if b.gain > 0 else 0.0])))
+
+    def share(self, first_frame: int, n_frames: int) -> np.ndarray:
+        """``r`` [shape=(n_frames,)] float32 for the frames from ``first_frame`` (called in order)."""
+        r = np.zeros(n_frames, np.float32)
+        for seg, lo, hi in self._segments.overlapping(first_frame, first_frame + n_frames):
+            if seg.gains_from is None:
+                r[lo - first_frame:hi - first_frame] = seg.gains_to[0]
+            else:
+                ramp = (np.arange(lo, hi) - seg.start) / (seg.target - seg.start)
+                r[lo - first_frame:hi - first_frame] = seg.gains_from[0] + (seg.gains_to[0] - seg.gains_from[0]) * ramp
+        return r
 
 
 @dataclass
@@ -398,10 +437,17 @@ class SceneRenderer:
         self.rules = self.plan.bed
         same = {INPUTS.index("music.R"): INPUTS.index("music.L"),
                 INPUTS.index("effects.R"): INPUTS.index("effects.L")} if n_input_channels == 1 else {}
+        by_feed = {o.feed: o.blocks for o in self.plan.objects}
+        if same and by_feed.get("effects.events.L", 0) == by_feed.get("effects.events.R", 1):
+            same[INPUTS.index("effects.events.R")] = INPUTS.index("effects.events.L")  # a mono title's pair
         n_kept = n_input_channels if self.routing else 0
+        if self.routing is not None and any(o.feed in EVENT_FEEDS for o in self.plan.objects):
+            raise ConfigError("event objects (feeds effects.events.*) need a mono or stereo source; a "
+                              f"{source.common_name} source keeps its effects in place")
         self._filters = FirMatrix(self._taps(), len(INPUTS) + n_kept, len(INPUTS) + layout.n_channels,
                                   workers=workers, same_as=same)
         self._objects = [_ObjectPanner(o, layout, sample_rate_hz) for o in self.plan.objects]
+        self._events = [_EventSplit(o, layout, sample_rate_hz) for o in self.plan.objects if o.feed in EVENT_FEEDS]
         self._frame = 0
 
     def _taps(self) -> list[tuple[int, int, np.ndarray]]:
@@ -411,11 +457,15 @@ class SceneRenderer:
         high = lr4_impulse_response(rules.ambience_crossover_hz, fs, "highpass", _LR4_TAPS)
         n_feeds = len(INPUTS)
         taps = self._in_place_taps(high) if self.routing is not None else self._stereo_taps(low, high)
+        events = sorted({INPUTS.index(o.feed) for o in self.plan.objects if o.feed in EVENT_FEEDS})
+        taps += [(e, e, low + high) for e in events]  # dry, with the dialogue's phase
         if self.routing is None or not self.routing.has_lfe:  # a source's own LFE is kept, not re-synthesised
             lfe = db_to_gain(rules.lfe_gain_db) * MINUS_3_DB * lr4_impulse_response(
                 rules.lfe_crossover_hz, fs, "lowpass", _LR4_TAPS)
             taps += [(n_feeds + self.layout.index("LFE1"), INPUTS.index(f), lfe)
                      for f in ("music.L", "music.R", "effects.L", "effects.R")]
+            # An event feed is x . d of the sides (|d| = 1): the pair's LFE share is lfe (dL + dR) per unit.
+            taps += [(n_feeds + self.layout.index("LFE1"), e, lfe * sum(EVENT_SECTORS[INPUTS[e]][1])) for e in events]
         return taps
 
     def _stereo_taps(self, low: np.ndarray, high: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
@@ -480,7 +530,23 @@ class SceneRenderer:
             else:
                 first = INPUTS.index(f"{name}.L")
                 inputs[first:first + 2] = MINUS_3_DB * x[0] if x.shape[0] == 1 else x
+        if self._events:
+            self._split_events(inputs)
         return self._finish(inputs)
+
+    def _split_events(self, inputs: np.ndarray) -> None:
+        """Give each event object its share of the effects, in place: with ``d`` its direction
+        in the (L, R) plane and ``r`` its share over time (:class:`_EventSplit`), the object's
+        feed is ``p = x . d`` (cut to where ``r > 0``) and ``r p d`` leaves the effects pair, so
+        the ambience plus the events is the effects stem again, sample for sample."""
+        first = INPUTS.index("effects.L")
+        effects = inputs[first:first + 2]
+        for split in self._events:
+            d = np.asarray(EVENT_SECTORS[split.feed][1], np.float32)
+            p = d[0] * effects[0] + d[1] * effects[1]
+            r = split.share(self._frame, inputs.shape[1])
+            inputs[INPUTS.index(split.feed)] = np.where(r > 0, p, np.float32(0.0))
+            effects -= (r * p)[None] * d[:, None]
 
     def _process_multichannel(self, stems: dict[str, np.ndarray], n_frames: int) -> RenderedBlock:
         routing = self.routing
