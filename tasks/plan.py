@@ -16,36 +16,18 @@ from typing import Any
 from prefect import task
 
 from filmrestore import STEMS
-from filmrestore.audio import iter_blocks, read_layout
 from filmrestore.errors import PlanError
 from filmrestore.manifest import StageManifest, write_json
 from filmrestore.resume import manifest_path, run_stage
 from filmrestore.tasks.common import log_stage, task_options
 from filmrestore.upmix.adm import get_profile, scene_for
-from filmrestore.upmix.deliver import BLOCK_FRAMES
-from filmrestore.upmix.events import Event, EventDetector
-from filmrestore.upmix.plan import EVENT_FEEDS, ImageAnalysis, Plan, is_edited, load_plan, make_plan, run_length
-from filmrestore.upmix.render import stereo_image
+from filmrestore.upmix.analysis import analyse_effects, kept_bed_channels
+from filmrestore.upmix.plan import EVENT_FEEDS, Plan, is_edited, load_plan, make_plan, run_length
 
 PLAN_FILE = "plan.json"
 # What a fresh plan is made by; a plan.json made by other rules (and not edited) is made again.
 # 2: effect events are objects of their own.
 PLAN_RULES = 2
-
-
-def analyse_effects(stems: StageManifest) -> tuple[list[float], list[Event]]:
-    """One pass over the effects stem: its interchannel level difference per analysis block (0 dB
-    for mono) and its events (none for a multichannel source, whose effects stay in place)."""
-    effects = stems.file("effects")
-    image = ImageAnalysis(effects.sample_rate_hz)
-    events = EventDetector(effects.sample_rate_hz) if effects.n_channels <= 2 else None
-    layout = read_layout(effects.path) if effects.n_channels > 2 else None
-    for block in iter_blocks(effects.path, BLOCK_FRAMES):
-        folded = stereo_image({"effects": block}, layout)["effects"]
-        image.process(folded)
-        if events is not None:
-            events.process(folded)
-    return image.ild_db(), events.events() if events is not None else []
 
 
 def resolve_plan(title_dir: str | Path, stems: StageManifest) -> tuple[Plan, list[list[float]] | None]:
@@ -68,12 +50,17 @@ def resolve_plan(title_dir: str | Path, stems: StageManifest) -> tuple[Plan, lis
                 raise PlanError(f"{path}: made for {current.n_frames} frames at {current.sample_rate_hz} Hz, "
                                 f"but the stems have {dialogue.n_frames} at {dialogue.sample_rate_hz} Hz")
             return current, None
-    ild_db, events = analyse_effects(stems)
+    ild_db, events = analyse_effects(stems.file("effects").path)
     runs = run_length(ild_db)  # 0.5 dB steps: a feature's series in a few entries
     ild = [float(v) for v, n in runs for _ in range(int(n))]
     plan = make_plan(dialogue.sample_rate_hz, dialogue.n_frames, STEMS, ild,
                      generated={"stems": hashes, "rules": PLAN_RULES}, events=events)
     return plan, runs
+
+
+def kept_channels(stems: StageManifest) -> frozenset[str]:
+    """The bed channels that play a multichannel source's own channels (none for mono or stereo)."""
+    return kept_bed_channels(stems.file("dialogue").path)
 
 
 def plan_of(manifest: StageManifest) -> Plan:
@@ -116,7 +103,7 @@ def run_plan(stems: StageManifest, title_dir: str | Path, adm_profile: str = "eb
 
     def compute() -> StageManifest:
         plan, ild_runs = resolve_plan(title_dir, stems)
-        scene = scene_for(plan, get_profile(adm_profile))  # a plan that does not fit fails here
+        scene = scene_for(plan, get_profile(adm_profile), kept=kept_channels(stems))  # a plan that does not fit fails here
         if ild_runs is not None:
             title_dir.mkdir(parents=True, exist_ok=True)
             write_json(title_dir / PLAN_FILE, plan.to_dict())

@@ -21,7 +21,7 @@ from filmrestore.manifest import StageManifest
 from filmrestore.resume import run_stage
 from filmrestore.tasks.common import log_stage, progress_reporter, task_options
 from filmrestore.tasks.normalize import ProgrammeGain, stem_paths
-from filmrestore.tasks.plan import plan_digest, plan_of
+from filmrestore.tasks.plan import kept_channels, plan_digest, plan_of
 from filmrestore.upmix.adm import get_profile, scene_for
 from filmrestore.upmix.deliver import BLOCK_FRAMES, render_deliverables
 
@@ -43,7 +43,8 @@ def run_render(
 
     def compute() -> StageManifest:
         placement = plan_of(plan)
-        scene = scene_for(placement, get_profile(adm_profile))  # a plan that does not fit fails before any output
+        # A plan that does not fit fails before any output; the bed carries a multichannel source's kept channels.
+        scene = scene_for(placement, get_profile(adm_profile), kept=kept_channels(stems))
         records, after = render_deliverables(
             stem_paths(stems), gain.gain_db, gain.spec.ceiling_dbtp, title_dir, name, placement, scene,
             _speech_mask(gain.speech), on_progress, BLOCK_FRAMES)

@@ -125,13 +125,9 @@ def test_a_render_that_fails_mid_stream_leaves_no_files(stages: dict, monkeypatc
     assert not list(title_dir.rglob("*.wav"))
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("layout", ["5.1(side)", "0+7+0"])
-def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layout: str) -> None:
-    """A 5.1 (7.1) soundtrack: dialogue in the centre, music left/right, ambience in the surrounds,
-    booms in the LFE. After the whole pipeline each source channel is in the bed speaker at its
-    position (correlation >= 0.8), the missing positions are synthesised, and the report says
-    which is which; the stereo fold-down of the bed still matches the source's."""
+def _restore_multichannel(tmp_path: Path, layout: str) -> tuple[np.ndarray, Path]:
+    """A 10 s soundtrack in ``layout`` (dialogue in the centre, music left/right, ambience in the
+    surrounds, booms in the LFE) run through the whole pipeline: its channels and the title folder."""
     import scipy.signal
     from typer.testing import CliRunner
 
@@ -155,7 +151,20 @@ def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layou
     result = CliRunner().invoke(app, ["run", str(clip), "--out", str(tmp_path / "out"), "--separator", "dsp",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    title = tmp_path / "out" / "reel"
+    return x, tmp_path / "out" / "reel"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", ["5.1(side)", "0+7+0"])
+def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layout: str) -> None:
+    """A 5.1 (7.1) soundtrack: dialogue in the centre, music left/right, ambience in the surrounds,
+    booms in the LFE. After the whole pipeline each source channel is in the bed speaker at its
+    position (correlation >= 0.8), the missing positions are synthesised, and the report says
+    which is which; the stereo fold-down of the bed still matches the source's."""
+    from filmrestore.layouts import get_layout
+
+    source_layout = get_layout(layout)
+    x, title = _restore_multichannel(tmp_path, layout)
     bed = read_audio(title / "bed_7.1.4.wav")
     qc = json.loads((title / "qc.json").read_text())
     plays = {row["label"]: row["plays"] for row in qc["bed_channels"]}
@@ -174,3 +183,18 @@ def test_a_multichannel_source_keeps_its_channels_in_place(tmp_path: Path, layou
     assert qc["foldown_check"]["pass"], qc["foldown_check"]
     assert "7.1.4 bed channels" in (title / "qc.md").read_text()
     assert check_adm_file(title / "adm.wav", "ebu") == []
+
+
+@pytest.mark.ear
+def test_ear_renders_a_multichannel_title_back(tmp_path: Path) -> None:
+    """The ADM bed carries the channels a 5.1 source keeps in place (the centre's music and
+    effects, the fronts' dialogue), so the EBU ADM renderer gives the 7.1.4 bed back."""
+    import ear_env
+
+    _, title = _restore_multichannel(tmp_path, "5.1(side)")
+    ours = read_audio(title / "bed_7.1.4.wav").astype(np.float64)
+    theirs = ear_env.render_in_wav_order(title / "adm.wav", tmp_path / "ear.wav").astype(np.float64)
+    with np.errstate(divide="ignore"):
+        diff_db = 10 * np.log10(np.sum(theirs**2, axis=1) / np.sum(ours**2, axis=1))
+    assert np.max(np.abs(diff_db)) < 1.0, dict(zip(BED_7_1_4.labels, np.round(diff_db, 2)))
+    assert np.max(np.abs(theirs - ours)) < 1e-4

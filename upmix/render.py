@@ -374,6 +374,11 @@ class SourceRouting:
                 out[c] += x[c]
         return out
 
+    def in_bed(self) -> list[tuple[int, int]]:
+        """The (source channel, bed channel) pairs the bed plays: every kept channel but the front
+        pair of a source without a centre (whose fronts are wholly objects)."""
+        return [(c, b) for c, b in self.kept if c not in self.front or self.centre is not None]
+
     def dialogue_feed(self, dialogue: np.ndarray) -> np.ndarray:
         if self.centre is not None:
             return np.asarray(dialogue[self.centre], np.float32)
@@ -494,8 +499,7 @@ class SceneRenderer:
         assert routing is not None
         n_feeds, unit = len(INPUTS), np.ones(1)
         taps = [(i, i, unit) for i in range(n_feeds)]
-        taps += [(n_feeds + b, n_feeds + c, unit) for c, b in routing.kept
-                 if c not in routing.front or routing.centre is not None]
+        taps += [(n_feeds + b, n_feeds + c, unit) for c, b in routing.in_bed()]
         n_taps = max(2, int(round(rules.decorrelator_length_s * fs)))
         for s_index, stem in enumerate(("music", "effects")):
             send_db = rules.music_ambience_gain_db if stem == "music" else rules.effects_ambience_gain_db
@@ -584,6 +588,14 @@ class SceneRenderer:
         return int(next(iter(shapes.values()))[1])
 
 
+def kept_bed_labels(source: Layout | None, layout: Layout = BED_7_1_4) -> frozenset[str]:
+    """The bed channels a multichannel source's own channels play from (none for mono or stereo,
+    or for ``source`` None): the ADM bed must carry them."""
+    if source is None or source.n_channels <= 2:
+        return frozenset()
+    return frozenset(layout.labels[b] for _, b in SourceRouting.of(source, layout).in_bed())
+
+
 def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | None = None,
                bed: BedRules | None = None, source: Layout | None = None) -> np.ndarray:
     """Convenience: the 7.1.4 mix [shape=(12, n_frames)] of whole stems with ``plan`` (default: static plan)."""
@@ -594,7 +606,8 @@ def render_bed(stems: dict[str, np.ndarray], sample_rate_hz: int, plan: Plan | N
 
 
 __all__ = ["FEEDS", "INPUTS", "FirMatrix", "RenderedBlock", "SceneRenderer", "SourceRouting", "db_to_gain",
-           "decorrelator_parameters", "fold_neutral_weights", "object_segments", "render_bed", "stereo_image"]
+           "decorrelator_parameters", "fold_neutral_weights", "kept_bed_labels", "object_segments", "render_bed",
+           "stereo_image"]
 
 
 def stereo_image(blocks: dict[str, np.ndarray], source: Layout | None = None) -> dict[str, np.ndarray]:

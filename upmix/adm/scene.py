@@ -10,6 +10,7 @@ objects. Object positions convert from polar to Cartesian as BS.2127 s10 does.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from filmrestore.errors import PlanError
@@ -125,24 +126,29 @@ class AdmScene:
         return len(self.track_rows)
 
 
-def _bed_channels_with_audio(plan: Plan) -> set[str]:
-    """Bed channels that the renderer fills: ambience sends and LFE1."""
+def _bed_channels_with_audio(plan: Plan, kept: Iterable[str] = ()) -> set[str]:
+    """Bed channels that the renderer fills: ambience sends, LFE1 and the ``kept`` channels of a
+    multichannel source (:func:`~filmrestore.upmix.render.kept_bed_labels`)."""
     from filmrestore.upmix.render import _AMBIENCE_SENDS
 
-    labels = {"LFE1"}
+    labels = {"LFE1", *kept}
     for stem, sides in _AMBIENCE_SENDS.items():
         if stem in plan.stems:
             labels |= {label for sends in sides.values() for label, _ in sends}
     return labels
 
 
-def scene_for(plan: Plan, profile: AdmProfile, source_layout: Layout = BED_7_1_4) -> AdmScene:
-    """Lay a plan out for a profile; raises PlanError (before anything is written) if it does not fit."""
+def scene_for(plan: Plan, profile: AdmProfile, source_layout: Layout = BED_7_1_4,
+              kept: Iterable[str] = ()) -> AdmScene:
+    """Lay a plan out for a profile; raises PlanError (before anything is written) if it does not fit.
+
+    ``source_layout``: the rendered bed's layout; ``kept``: its channels that play a multichannel
+    source's own channels (the renderer fills them whatever the plan says)."""
     problems = plan_problems(plan)
     if problems:
         raise PlanError(f"plan does not fit: {problems[0]}")
     bed_layout = get_layout(profile.bed_layout)
-    filled = _bed_channels_with_audio(plan)
+    filled = _bed_channels_with_audio(plan, kept)
     bed_labels = tuple(lab for lab in bed_layout.labels if lab in filled)
     objects = [AdmObject(o, o.stem, source_layout.n_channels + INPUTS.index(o.feed)) for o in plan.objects]
     for label in source_layout.labels:  # bed channels the profile's bed cannot carry become static objects
