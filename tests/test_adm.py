@@ -278,3 +278,66 @@ def test_point_source_panner_matches_ear(tmp_path: Path, name: str) -> None:
     ours = np.array([panner.gains(d) for d in directions])
     theirs = np.load(tmp_path / "g.npy")[:, [ear_names.index(s.label) for s in panner.layout.non_lfe]]
     np.testing.assert_allclose(ours, theirs, atol=1e-9)
+
+
+_EAR_EXTENT_GAINS = """
+import sys, json, numpy as np
+from ear.core import bs2051, point_source
+from ear.core.geom import cart
+from ear.core.objectbased.gain_calc import PolarExtentHandler
+layout = bs2051.get_layout(sys.argv[1]).without_lfe
+handler = PolarExtentHandler(point_source.configure(layout))
+cases = np.load(sys.argv[2])
+np.save(sys.argv[3], np.array([handler.handle(cart(az, el, 1.0), w, 0.0, 0.0) for az, el, w in cases]))
+print(json.dumps(layout.channel_names))
+"""
+
+
+@pytest.mark.ear
+def test_object_width_pans_as_ear_does(tmp_path: Path) -> None:
+    """The polar extent panner (object width) gives ear's gains: widths from a point to a full
+    circle, at positions all round, on the mid and upper layers and near the poles."""
+    import ear_env
+
+    from filmrestore.upmix.extent import extent_gains
+
+    if ear_env.ear_render_path() is None:
+        pytest.skip(f"EBU ADM renderer unavailable: {ear_env.last_error}")
+    rng = np.random.default_rng(5)
+    cases = np.column_stack([rng.uniform(-180, 180, 60), rng.uniform(-10, 89, 60),
+                             rng.choice([0.0, 3.0, 10.0, 25.0, 60.0, 150.0, 300.0, 360.0], 60)])
+    cases = np.round(cases, 3)  # the directions the gains are cached at
+    np.save(tmp_path / "cases.npy", cases)
+    script = tmp_path / "ear_extent.py"
+    script.write_text(_EAR_EXTENT_GAINS)
+    done = subprocess.run([str(ear_env.ear_venv_dir() / "bin" / "python"), str(script), "4+7+0",
+                           str(tmp_path / "cases.npy"), str(tmp_path / "g.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ear_names = json.loads(done.stdout.strip().splitlines()[-1])
+    non_lfe = [i for i, s in enumerate(BED_7_1_4.speakers) if not s.is_lfe]
+    theirs = np.load(tmp_path / "g.npy")[:, [ear_names.index(BED_7_1_4.speakers[i].label) for i in non_lfe]]
+    ours = np.array([extent_gains(BED_7_1_4, az, el, w)[non_lfe] for az, el, w in cases])
+    np.testing.assert_allclose(ours, theirs, atol=1e-9)
+    assert len({tuple(np.round(g, 6)) for g in ours}) > 50  # the widths really differ
+
+
+@pytest.mark.ear
+def test_ear_renders_wide_objects_back(tmp_path: Path) -> None:
+    import ear_env
+
+    stems = _stems(3 * FS, seed=2)
+    plan = make_plan(FS, 3 * FS)
+    wide = {"Dialogue": 30.0, "Music L": 90.0, "Music R": 5.0}
+    objects = tuple(replace(o, blocks=tuple(replace(b, width_deg=wide.get(o.name, 0.0)) for b in o.blocks))
+                    for o in plan.objects)
+    plan = replace(plan, objects=objects)
+    ours = _render_and_write(tmp_path / "adm.wav", stems, plan)
+    point = _render_and_write(tmp_path / "point.wav", stems, make_plan(FS, 3 * FS))
+    assert np.max(np.abs(ours - point)) > 1e-3  # the widths change the render
+    theirs = ear_env.render_in_wav_order(tmp_path / "adm.wav", tmp_path / "out.wav")
+    diff_db = _per_channel_db(theirs) - _per_channel_db(ours)
+    assert np.max(np.abs(diff_db)) < 1.0, dict(zip(BED_7_1_4.labels, diff_db))
+    assert np.max(np.abs(theirs - ours)) < 1e-4
+    with pytest.raises(PlanError, match="width"):
+        scene_for(plan, get_profile("dolby"))

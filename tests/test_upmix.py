@@ -375,3 +375,14 @@ def test_a_multichannel_source_plays_in_place_and_folds_down_exactly(layout: str
     for label in missing:  # filled with ambience (LFE1 with the low band of a source without one)
         level = np.sqrt(np.mean(whole.mix[BED_7_1_4.index(label)] ** 2)) / np.sqrt(np.mean(total[0] ** 2))
         assert 10 ** (-30 / 20) < level < 1.0, (label, level)
+
+
+def test_object_width_spreads_power_normalised_gains() -> None:
+    from filmrestore.upmix.extent import extent_gains
+    from filmrestore.upmix.panner import point_source_gains
+
+    np.testing.assert_array_equal(extent_gains(BED_7_1_4, 20.0, 0.0, 0.0), point_source_gains(BED_7_1_4, 20.0, 0.0))
+    spread = [np.count_nonzero(extent_gains(BED_7_1_4, 0.0, 0.0, w) > 1e-3) for w in (0.0, 5.0, 40.0, 120.0, 360.0)]
+    assert spread == sorted(spread) and spread[0] == 1 and spread[-1] == BED_7_1_4.n_channels - 1  # all but LFE
+    for w in (5.0, 40.0, 360.0):
+        assert np.sum(extent_gains(BED_7_1_4, 45.0, 30.0, w) ** 2) == pytest.approx(1.0)

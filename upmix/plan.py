@@ -94,7 +94,7 @@ class Block:
     azimuth_deg: float = 0.0  # ADM: anticlockwise from the front, left positive
     elevation_deg: float = 0.0
     gain: float = 1.0  # linear
-    width_deg: float = 0.0
+    width_deg: float = 0.0  # ADM width (BS.2127 polar extent, height 0): 0 is a point source
     # jumpPosition: move over ``interpolation_s`` from the block start, then hold (0: jump at once).
     # Without it (ADM's default) the position is reached at the block's end, ramping over the block.
     jump: bool = False
@@ -376,7 +376,7 @@ def _block_problems(b: Block) -> list[str]:
     checks = [
         ("start_s", b.start_s, 0.0, math.inf), ("duration_s", b.duration_s, 1e-5, math.inf),
         ("azimuth_deg", b.azimuth_deg, -180.0, 180.0), ("elevation_deg", b.elevation_deg, -90.0, 90.0),
-        ("gain", b.gain, 0.0, 10.0), ("width_deg", b.width_deg, 0.0, 0.0),
+        ("gain", b.gain, 0.0, 10.0), ("width_deg", b.width_deg, 0.0, 360.0),
         ("interpolation_s", b.interpolation_s, 0.0, b.duration_s if math.isfinite(b.duration_s) else 0.0),
     ]
     problems = []
@@ -384,8 +384,7 @@ def _block_problems(b: Block) -> list[str]:
         if not (isinstance(value, (int, float)) and math.isfinite(value)):
             problems.append(f"{name} = {value!r} is not a finite number")
         elif not lo <= value <= hi:
-            why = " (the renderer pans point sources; extent is not implemented)" if name == "width_deg" else ""
-            problems.append(f"{name} = {value} is outside [{lo}, {hi}]{why}")
+            problems.append(f"{name} = {value} is outside [{lo}, {hi}]")
     return problems
 
 

@@ -42,6 +42,7 @@ from filmrestore.upmix.admtime import grid_samples
 from filmrestore.upmix.decorrelate import design_side_decorrelators, lr4_impulse_response, random_phase_firs
 from filmrestore.layouts import BED_7_1_4, Layout, Speaker, source_layout
 from filmrestore.upmix.foldown import downmix_to_stereo, fold_down_matrix
+from filmrestore.upmix.extent import extent_gains
 from filmrestore.upmix.panner import point_source_gains
 from filmrestore.upmix.plan import EVENT_FEEDS, EVENT_SECTORS, FEEDS, STEM_NAMES, BedRules, Block, ObjectPlan, Plan, make_plan
 
@@ -146,6 +147,14 @@ class _Segment:
     target: float = 0.0
 
 
+def object_gains(layout: Layout, block: Block) -> np.ndarray:
+    """Speaker gains of one block's position and width (before its gain): the point-source
+    panner, or the polar extent panner for a width (:mod:`filmrestore.upmix.extent`)."""
+    if block.width_deg > 0:
+        return extent_gains(layout, block.azimuth_deg, block.elevation_deg, block.width_deg)
+    return point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
+
+
 def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int,
                     gains_of: Callable[[Block], np.ndarray] | None = None) -> list[_Segment]:
     """The gain segments of an object over time (BS.2127 s7.3.3 interpretation of block timing).
@@ -156,8 +165,7 @@ def object_segments(obj: ObjectPlan, layout: Layout, sample_rate_hz: int,
     for block in obj.blocks:
         start = grid_samples(block.start_s, sample_rate_hz)
         end = grid_samples(block.start_s + block.duration_s, sample_rate_hz)
-        gains = gains_of(block) if gains_of is not None else \
-            block.gain * point_source_gains(layout, block.azimuth_deg, block.elevation_deg)
+        gains = gains_of(block) if gains_of is not None else block.gain * object_gains(layout, block)
         ramp_s = block.interpolation_s if block.jump else block.duration_s
         target = grid_samples(block.start_s + ramp_s, sample_rate_hz) if ramp_s else start
         if previous is not None and previous[0] == start and target != start:

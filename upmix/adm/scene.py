@@ -165,6 +165,11 @@ def scene_for(plan: Plan, profile: AdmProfile, source_layout: Layout = BED_7_1_4
 
 def _check_fits(scene: AdmScene) -> None:
     profile = scene.profile
+    if profile.cartesian:
+        wide = next((o.plan.name for o in scene.objects if any(b.width_deg > 0 for b in o.plan.blocks)), None)
+        if wide is not None:
+            raise PlanError(f"object {wide!r} has a width; the {profile.name} profile's Cartesian positions "
+                            "are written without one here: set width_deg to 0 or use the ebu profile")
     if profile.max_objects is not None and len(scene.objects) > profile.max_objects:
         raise PlanError(f"{len(scene.objects)} objects (with the bed's height ambience) exceed the "
                         f"{profile.name} profile's limit of {profile.max_objects}")
