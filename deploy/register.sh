@@ -12,7 +12,7 @@ PREFECT="${PREFECT:-prefect}"
 "$PREFECT" work-pool inspect filmrestore-process >/dev/null 2>&1 \
     || "$PREFECT" work-pool create filmrestore-process --type process
 "$PREFECT" gcl inspect gpu >/dev/null 2>&1 || "$PREFECT" gcl create gpu --limit "${GPU_SLOTS:-1}"
-names="--name restore-title --name restore-catalog"
+names="--name restore-title --name restore-catalog --name separate-title"
 for pool in ${REGISTER_POOLS:-}; do
     case "$pool" in
         docker)
@@ -23,7 +23,7 @@ for pool in ${REGISTER_POOLS:-}; do
             "$PREFECT" work-pool inspect filmrestore-k8s >/dev/null 2>&1 \
                 || "$PREFECT" work-pool create filmrestore-k8s --type kubernetes \
                        --base-job-template deploy/k8s/base-job-template.json
-            names="$names --name restore-title-k8s" ;;
+            names="$names --name restore-title-k8s --name separate-title-k8s-gpu" ;;
         *) echo "register.sh: unknown pool '$pool' (docker, kubernetes)" >&2; exit 2 ;;
     esac
 done

@@ -78,6 +78,7 @@ def restore_title(
     adm_profile: AdmProfile = "ebu",
     display_title: str | None = None,
     remux: Container | None = None,
+    separation_deployment: str | None = None,
 ) -> dict[str, Any]:
     """Restore one title: extract, restore, separate, plan, normalise, render 7.1.4 + ADM, report.
 
@@ -100,10 +101,11 @@ def restore_title(
         adm_profile: ADM BWF profile of adm.wav: ebu (EBU Tech 3392 / BS.2076) or dolby (Dolby Atmos master, bed up to 7.1.2).
         display_title: The title as written, for qc.json and the ADM programme name; empty: ``title``.
         remux: Also write remux.mkv or remux.mov: the source's pictures with the restored soundtrack; empty: no remux.
+        separation_deployment: Run the separation as a run of this deployment of separate-title (e.g. separate-title/separate-title-k8s-gpu), whose workers hold the GPU and mount the same output folder; empty: in this flow run.
     """
     title_dir = str(Path(out) / title)
     name = display_title or title
-    spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile)
+    spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile, separation_deployment)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
         first, extra = stream, []
         if stream == ALL_STREAMS:
@@ -140,11 +142,17 @@ class StreamStages(NamedTuple):
 
 def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, preset: str, separator: str,
                     device: str, checkpoint: str | None, target_lufs: float | None, ceiling_dbtp: float | None,
-                    gate: str | None, adm_profile: str) -> StreamStages:
+                    gate: str | None, adm_profile: str, separation_deployment: str | None = None) -> StreamStages:
     """The six stages of one audio stream into ``title_dir``: their manifests, extract to render."""
     extracted = stage(extract_task, source, title_dir, stream)
     restored = stage(restore_task, extracted, title_dir)
-    stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
+    if separation_deployment:  # a run of its own where the GPUs are (flows/separate_title.py)
+        from filmrestore.flows.separate_title import separate_elsewhere_task
+
+        stems = stage(separate_elsewhere_task, separation_deployment, restored, title_dir, separator, device,
+                      checkpoint)
+    else:
+        stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
     plan = stage(plan_task, stems, title_dir, adm_profile)
     loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
     rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, name)
@@ -194,10 +202,10 @@ def prefect_api_url() -> str | None:
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
                      stream: int | str | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
                      ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu",
-                     remux: str | None = None) -> None:
+                     remux: str | None = None, separation_deployment: str | None = None) -> None:
     """Refuse a bad option before any stage runs (one ConfigError naming it): the delivery spec,
-    the separator and its checkpoint (read and checked, not run), the device, the stream index
-    and the ADM profile."""
+    the separator and its checkpoint (read and checked, not run), the device, the stream index,
+    the ADM profile and the separation deployment's name."""
     from filmrestore.loudness.specs import get_preset
     from filmrestore.upmix.adm import get_profile
 
@@ -205,6 +213,9 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
 
     get_preset(preset, target_lufs, ceiling_dbtp, gate)
     get_profile(adm_profile)
+    if separation_deployment is not None and separation_deployment.count("/") != 1:
+        raise ConfigError(f"separation_deployment {separation_deployment!r} is not a deployment name "
+                          "(<flow>/<deployment>, e.g. separate-title/separate-title-k8s-gpu)")
     if remux is not None and remux not in CONTAINERS:
         raise ConfigError(f"unknown remux container {remux!r}: use {' or '.join(CONTAINERS)}")
     if stream is not None and stream != ALL_STREAMS and (not isinstance(stream, int) or isinstance(stream, bool)
@@ -215,7 +226,8 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
 
     if separator not in SEPARATOR_NAMES:
         raise ConfigError(f"unknown separator {separator!r}: available are {', '.join(SEPARATOR_NAMES)}")
-    resolve_device(device)
+    if separation_deployment is None:  # else the device is the separation run's, on its own machine
+        resolve_device(device)
     if checkpoint is not None or separator == "neural":
         get_separator(separator, checkpoint)  # a missing, truncated or mismatched checkpoint fails here
 
@@ -279,6 +291,9 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     args = (str(source.resolve()), str(Path(out).resolve()), folder)
     api = prefect_api_url()
     if api is None:
+        if options.get("separation_deployment"):
+            raise ConfigError(f"separation_deployment {options['separation_deployment']!r} needs a Prefect server "
+                              "(PREFECT_API_URL) whose workers run it")
         return restore_title.fn(*args, display_title=display, **options)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

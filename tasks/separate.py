@@ -12,6 +12,7 @@ from prefect import task
 
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import hash_file
+from filmrestore.errors import ConfigError
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import DEFAULT_CHECKPOINT, STEMS, get_separator, resolve_device, separate_file
 from filmrestore.resume import run_stage
@@ -52,6 +53,21 @@ def run_separate(
         return StageManifest("separate", records, _key_params(params), report)
 
     return run_stage(title_dir, "separate", _key_params(params), compute)
+
+
+def separated_on_disk(restored: StageManifest, title_dir: str | Path, separator: str, checkpoint: str | None,
+                      where: str) -> StageManifest:
+    """The stems another flow run (``where``) separated into ``title_dir``, checked as a resumed
+    stage is (the manifest's key and every file's content hash); nothing is computed here."""
+    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint}
+
+    def absent() -> StageManifest:
+        raise ConfigError(f"{title_dir}: the stems of {where} are not in this title folder: its workers must "
+                          "mount the same output folder as the title flow's")
+
+    manifest, _ = run_stage(title_dir, "separate", _key_params(params), absent)
+    log_stage("separate", manifest, reused=False)
+    return manifest
 
 
 def uses_gpu(device: torch.device) -> bool:

@@ -84,3 +84,17 @@ def test_the_compose_file_is_valid_and_registers_only_what_it_runs() -> None:
     services = yaml.safe_load(run.stdout)["services"]
     assert services["register"]["command"] == ["sh", "deploy/register.sh"]
     assert services["worker"]["depends_on"]["register"]["condition"] == "service_completed_successfully"
+
+
+def test_on_kubernetes_only_the_separation_pod_asks_for_a_gpu() -> None:
+    """The k8s title deployment runs on the CPU and hands its separation to a deployment whose
+    pods ask for the GPU: a GPU is held while a title separates, not through its whole run."""
+    deployments = {d["name"]: d for d in yaml.safe_load((REPO / "deploy" / "prefect.yaml").read_text())["deployments"]}
+    title, separation = deployments["restore-title-k8s"], deployments["separate-title-k8s-gpu"]
+    assert title["work_pool"]["job_variables"]["gpu_count"] == 0
+    assert title["parameters"]["separation_deployment"] == "separate-title/separate-title-k8s-gpu"
+    assert separation["entrypoint"].endswith("separate_title:separate_title")
+    assert separation["work_pool"]["name"] == title["work_pool"]["name"] == "filmrestore-k8s"
+    assert separation["work_pool"]["job_variables"]["gpu_count"] == 1
+    registered = (REPO / "deploy" / "register.sh").read_text()
+    assert "--name restore-title-k8s --name separate-title-k8s-gpu" in registered

@@ -243,6 +243,31 @@ def _manifest_mtimes(title_dir: Path) -> dict[str, int]:
     return {p.stem: p.stat().st_mtime_ns for p in (title_dir / MANIFEST_DIR).glob("*.json")}
 
 
+def test_the_separation_runs_as_a_flow_run_of_its_own_where_a_deployment_is_named(
+        server: Server, api: Any, nightly: dict[str, Any], worker: subprocess.Popen, media: Path,
+        tmp_path: Path) -> None:
+    """With separation_deployment, the title's separate stage is a run of the separate-title
+    deployment on the worker (as on Kubernetes, where its pod alone asks for the GPU); the title
+    flow, here in this process, reads the stems it wrote back and computes none: the deliverables
+    are those of the catalogue's run of the same title."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from filmrestore.flows.restore_title import run_restore_title
+
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        result = run_restore_title(media / "reel_a.mov", tmp_path, "reel_a", preset="ebu-r128",
+                                   separation_deployment="separate-title/separate-title")
+    assert result["verdict"]["pass"]
+    runs = [r for r in api.read_flow_runs(deployment_filter=DeploymentFilter(
+        name=DeploymentFilterName(any_=["separate-title"]))) if r.parameters.get("title_dir") == str(tmp_path / "reel_a")]
+    assert len(runs) == 1 and runs[0].state.is_completed()
+    separate = json.loads((tmp_path / "reel_a" / MANIFEST_DIR / "separate.json").read_text())
+    assert separate["report"]["device"] == "cpu" and separate["files"]["dialogue"]["content_hash"]
+    for name in DELIVERABLES:
+        assert hash_file(tmp_path / "reel_a" / name) == hash_file(nightly["out"] / "reel_a" / name), name
+
+
 def test_killed_worker_retry_resumes_at_separation_with_identical_deliverables(
         server: Server, api: Any, nightly: dict[str, Any], worker: subprocess.Popen, media: Path,
         tmp_path: Path) -> None:
@@ -324,7 +349,7 @@ def test_the_compose_register_step_registers_a_bare_server_and_the_worker_takes_
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: bare_server.url}), get_client(sync_client=True) as client:
-        assert sorted(d.name for d in client.read_deployments()) == ["restore-catalog", "restore-title"]
+        assert sorted(d.name for d in client.read_deployments()) == ["restore-catalog", "restore-title", "separate-title"]
         assert [p.name for p in client.read_work_pools()] == ["filmrestore-process"]
         assert client.read_global_concurrency_limit_by_name("gpu").limit == 2
 
