@@ -111,7 +111,8 @@ def run_plan(stems: StageManifest, title_dir: str | Path, adm_profile: str = "eb
         report = {"path": str(title_dir / PLAN_FILE), "digest": plan.content_digest(),
                   "objects": len(plan.objects), "moving_objects": sum(not o.is_static for o in plan.objects),
                   "event_objects": sum(o.feed in EVENT_FEEDS for o in plan.objects),
-                  "events": sum(b.gain > 0 for o in plan.objects if o.feed in EVENT_FEEDS for b in o.blocks),
+                  "events": max((sum(b.gain > 0 for b in o.blocks) for o in plan.objects if o.feed in EVENT_FEEDS),
+                                default=0),  # the pair plays the same events
                   "edited": is_edited(plan), "adm_profile": adm_profile, "adm_tracks": scene.n_tracks,
                   "effects_ild_db": ild_runs}
         return StageManifest("plan", {}, {"adm_profile": adm_profile}, report)
