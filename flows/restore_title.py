@@ -199,6 +199,24 @@ def prefect_api_url() -> str | None:
         return None
 
 
+def check_deployment(name: str, api: str | None) -> None:
+    """Refuse a deployment a title flow would start (``separation_deployment``) when there is no
+    Prefect server or the server has no deployment of that name."""
+    if api is None:
+        raise ConfigError(f"separation_deployment {name!r} needs a Prefect server (PREFECT_API_URL) whose "
+                          "workers run it")
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            raise ConfigError(f"separation_deployment {name!r}: the Prefect server at {api} has no deployment "
+                              "of that name (prefect deploy --prefect-file deploy/prefect.yaml)") from None
+
+
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
                      stream: int | str | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
                      ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu",
@@ -269,6 +287,8 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
                              f"5.1, 7.1 and 7.1.4 soundtracks ({', '.join(map(str, SOURCE_CHANNELS))} channels): "
                              "choose another stream with --stream")
     validate_options(**options)
+    if options.get("separation_deployment"):
+        check_deployment(options["separation_deployment"], prefect_api_url())
     display = title or Path(source).stem
     folder = title_folder(display)
     refuse_overwriting(source, out_dirs=[Path(out) / folder])
@@ -291,9 +311,6 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     args = (str(source.resolve()), str(Path(out).resolve()), folder)
     api = prefect_api_url()
     if api is None:
-        if options.get("separation_deployment"):
-            raise ConfigError(f"separation_deployment {options['separation_deployment']!r} needs a Prefect server "
-                              "(PREFECT_API_URL) whose workers run it")
         return restore_title.fn(*args, display_title=display, **options)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

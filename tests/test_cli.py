@@ -110,6 +110,8 @@ def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path
     (["--preset", "custom"], "preset 'custom' needs a target"),
     (["--separator", "neural", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
     (["--target", "-90"], "target -90.0 LUFS out of (-70, 0)"),
+    (["--separation-deployment", "separate-title"], "is not a deployment name"),
+    (["--separation-deployment", "separate-title/nowhere"], "separation_deployment 'separate-title/nowhere'"),
 ])
 def test_bad_options_are_refused_before_any_stage_runs(tmp_path: Path, demo_clip: Path, options: list[str],
                                                        problem: str) -> None:

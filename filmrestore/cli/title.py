@@ -39,6 +39,10 @@ def run(
     remux_format: Annotated[RemuxFormat, typer.Option("--remux-format", help="Container of the remux (mov keeps "
                                                       "the bed's channel layout; mkv holds FLAC and every "
                                                       "subtitle).")] = RemuxFormat.mkv,
+    separation_deployment: Annotated[Optional[str], typer.Option(
+        "--separation-deployment", metavar="FLOW/DEPLOYMENT",
+        help="Separate in a run of this deployment of separate-title (its workers hold the GPU and share "
+             "OUT); needs a Prefect server.")] = None,
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
     from filmrestore.flows.restore_title import run_restore_title
@@ -47,6 +51,7 @@ def run(
         source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
         checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
         gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
+        separation_deployment=separation_deployment,
     )
     for each in (result, *result.get("streams", [])):  # with --json, stdout holds the JSON alone
         print_deliverables(each, console if as_json else results)
