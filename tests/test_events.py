@@ -122,3 +122,26 @@ def test_ear_renders_a_scene_with_event_objects_back(tmp_path: Path) -> None:
                    for a, b in zip(theirs, ours) if np.any(b)]
     assert max(abs(d) for d in diff_db) < 1.0, dict(zip(BED_7_1_4.labels, diff_db))
     assert np.max(np.abs(theirs - ours)) < 1e-3
+
+
+def test_the_ambience_keeps_its_level_under_an_event() -> None:
+    """An event object takes its event's share of the effects, not all of them: the surrounds,
+    which play the effects' ambience, keep about the background's level under each event
+    instead of falling silent."""
+    from filmrestore.layouts import BED_7_1_4
+
+    n = 12 * FS
+    effects = _effects(n)
+    detector = EventDetector(FS)
+    detector.process(effects)
+    events = detector.events()
+    quiet = np.zeros_like(effects)
+    bed = SceneRenderer(FS, 2, make_plan(FS, n, events=events)).process(
+        {"dialogue": quiet, "music": quiet, "effects": effects}).bed.astype(np.float64)
+    side = bed[BED_7_1_4.index("M+090")] + bed[BED_7_1_4.index("M-090")]
+    for event in events:
+        assert 0.6 < event.share < 1.0
+        inside = side[int((event.start_s + 0.05) * FS):int(event.end_s * FS)]
+        before = side[int((event.start_s - 0.6) * FS):int((event.start_s - 0.1) * FS)]
+        level_db = 10 * np.log10(np.mean(inside**2) / np.mean(before**2))
+        assert level_db > -3.0, (event, level_db)

@@ -13,6 +13,8 @@ stays ``release_db`` above it; it starts ``pre_roll_s`` early, for the attack, a
 ``tail_s`` of decay. Events shorter than ``min_s`` are dropped, longer ones than ``max_s`` are
 cut there (a long sound is ambience, not an event), and events closer than ``merge_gap_s`` are
 joined. Where the stem is stereo, an event's direction is its interchannel level difference.
+An event's *share* is the part of the effects its object takes: all but the background's level,
+which stays in the ambience.
 
 The analysis streams (a title's stem is read block by block) and holds 3 floats per 10 ms.
 """
@@ -31,12 +33,15 @@ _BACKGROUND_STEP = 10  # frames between background estimates (100 ms)
 
 @dataclass(frozen=True)
 class Event:
-    """One effect event: ``[start_s, end_s)`` and its interchannel level difference (0 for mono)."""
+    """One effect event: ``[start_s, end_s)``, its interchannel level difference (0 for mono), and
+    the share of the effects it is: ``1 - sqrt(background power / power)`` over the event, so
+    that what stays in the ambience is about the background's level (no hole in the surrounds)."""
 
     start_s: float
     end_s: float
     ild_db: float = 0.0
     peak_db: float = 0.0  # its loudest frame above the background
+    share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,9 @@ def find_events(left_power: np.ndarray, right_power: np.ndarray, rules: EventRul
             continue
         left, right = float(left_power[first:last].sum()), float(right_power[first:last].sum())
         ild = 10.0 * math.log10((left + 1e-20) / (right + 1e-20))
+        ratio = float(np.mean(total[first:last]) / np.mean(10.0 ** (background[first:last] / 10.0)))
         out.append(Event(round(first * FRAME_S, 2), round(last * FRAME_S, 2), round(ild, 2),
-                         round(float(above[first:last].max()), 1)))
+                         round(float(above[first:last].max()), 1), round(max(0.0, 1.0 - ratio ** -0.5), 3)))
     return out
 
 

@@ -277,7 +277,8 @@ def _static(name: str, feed: str, azimuth_deg: float, duration_s: float, gain: f
 
 def event_objects(events: Sequence[Event], duration_s: float) -> list[ObjectPlan]:
     """The effect events as a pair of objects (:data:`EVENT_SECTORS`) that play every event
-    (gain 1) with silent blocks between; they fade in over :data:`EVENT_FADE_S` from an event's
+    (gain: the event's share of the effects, :class:`~filmrestore.upmix.events.Event`) with
+    silent blocks between; they fade in over :data:`EVENT_FADE_S` from an event's
     start and out over the next block's first :data:`EVENT_FADE_S`. An event too close to the
     previous one, or to the programme's end, stays in the ambience."""
     kept: list[Event] = []
@@ -295,7 +296,7 @@ def event_objects(events: Sequence[Event], duration_s: float) -> list[ObjectPlan
             if start > t:
                 blocks.append(Block(t, on_grid_s(start - t), azimuth, 0.0, 0.0, 0.0, bool(blocks),
                                     EVENT_FADE_S if blocks else 0.0))
-            blocks.append(Block(start, on_grid_s(end - start), azimuth, 0.0, 1.0, 0.0, True, EVENT_FADE_S))
+            blocks.append(Block(start, on_grid_s(end - start), azimuth, 0.0, event.share, 0.0, True, EVENT_FADE_S))
             t = end
         blocks.append(Block(t, on_grid_s(duration_s - t), azimuth, 0.0, 0.0, 0.0, True, EVENT_FADE_S))
         objects.append(ObjectPlan(f"Effects events {feed[-1]}", feed, tuple(blocks)))

@@ -219,8 +219,8 @@ class _ObjectPanner:
 
 
 class _EventSplit:
-    """Where an event object plays: its share ``r`` of the effects over time (1 inside its
-    events, ramping as its gains do), and the window ``r > 0`` its feed is cut with.
+    """Where an event object plays: its share ``r`` of the effects over time (its gain, at most 1,
+    ramping as its gains do), and the window ``r > 0`` its feed is cut with.
 
     The renderer takes ``r`` of the effects out of the ambience (the effects pair and the bed)
     and gives it to the object, so that ambience plus events is the effects stem again."""
@@ -228,7 +228,7 @@ class _EventSplit:
     def __init__(self, obj: ObjectPlan, layout: Layout, sample_rate_hz: int) -> None:
         self.feed = obj.feed
         self._segments = _SegmentCursor(object_segments(
-            obj, layout, sample_rate_hz, gains_of=lambda b: np.array([1.0 if b.gain > 0 else 0.0])))
+            obj, layout, sample_rate_hz, gains_of=lambda b: np.array([min(1.0, b.gain)])))
 
     def share(self, first_frame: int, n_frames: int) -> np.ndarray:
         """``r`` [shape=(n_frames,)] float32 for the frames from ``first_frame`` (called in order)."""
