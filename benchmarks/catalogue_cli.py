@@ -28,7 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue import make_titles, stage_compute_s  # noqa: E402  (this folder's catalogue benchmark)
 
-CLI = [sys.executable, "-c", "import sys; from filmrestore.cli import main; sys.argv[0] = 'filmrestore'; main()"]
+from cli_of import cli_command  # noqa: E402  (benchmarks/ is this script's folder)
 
 
 def run_once(catalog: Path, media: Path, out: Path, parallel: int, site: str | None, home: Path) -> dict:
@@ -39,7 +39,7 @@ def run_once(catalog: Path, media: Path, out: Path, parallel: int, site: str | N
     if site:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
-    proc = subprocess.Popen([*CLI, "--quiet", "catalog", str(catalog), "--media-root", str(media), "--out", str(out),
+    proc = subprocess.Popen([*cli_command(site), "--quiet", "catalog", str(catalog), "--media-root", str(media), "--out", str(out),
                              "--parallel", str(parallel)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(), start_new_session=True)
     peak = [0]

@@ -34,6 +34,8 @@ import numpy as np
 
 from filmrestore.demo import make_demo_clip
 
+from cli_of import cli_command  # noqa: E402  (benchmarks/ is this script's folder)
+
 STAGES = ("extract", "restore", "separate", "plan", "normalize", "render")
 
 
@@ -50,13 +52,12 @@ _MEASURE = (
 
 def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
     """Run the CLI in a child process (``site`` first on its PYTHONPATH); return wall time, peak RSS, qc.json."""
-    cli = Path(sys.executable).with_name("filmrestore")
     shutil.rmtree(out / clip.stem, ignore_errors=True)  # a fresh run: no stage reused
     env = dict(os.environ)
     if site:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(cli), "run", str(clip), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cli_command(site), "run", str(clip), "--out", str(out),
                            "--device", "cpu"], capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     wall_s = time.perf_counter() - start
     if proc.returncode != 0:
