@@ -146,6 +146,10 @@ class _Segment:
     start: float = 0.0
     target: float = 0.0
 
+    def ramp(self, lo: int, hi: int) -> np.ndarray:
+        """Where frames ``[lo, hi)`` are along the ramp, 0 at ``start`` to 1 at ``target`` (float64)."""
+        return (np.arange(lo, hi) - self.start) / (self.target - self.start)
+
 
 def object_gains(layout: Layout, block: Block) -> np.ndarray:
     """Speaker gains of one block's position and width (before its gain): the point-source
@@ -212,10 +216,22 @@ class _ObjectPanner:
                 for ch in np.flatnonzero(seg.gains_to):
                     out[ch] += np.float32(seg.gains_to[ch]) * x
                 continue
-            ramp = ((np.arange(lo, hi) - seg.start) / (seg.target - seg.start)).astype(np.float32)
+            ramp = seg.ramp(lo, hi).astype(np.float32)
             for ch in np.flatnonzero((seg.gains_to != 0) | (seg.gains_from != 0)):
                 g0, dg = np.float32(seg.gains_from[ch]), np.float32(seg.gains_to[ch] - seg.gains_from[ch])
                 out[ch] += (g0 + dg * ramp) * x
+
+
+def _same_split(plan: Plan, feed_a: str, feed_b: str) -> bool:
+    """Whether two event objects of ``plan`` take their shares at the same times with the same
+    gains (their positions aside), so that on a mono title their feeds are one signal."""
+    def envelope(feed: str) -> list[tuple[float, ...]] | None:
+        obj = next((o for o in plan.objects if o.feed == feed), None)
+        return None if obj is None else [(b.start_s, b.duration_s, b.gain, b.jump, b.interpolation_s)
+                                         for b in obj.blocks]
+
+    a = envelope(feed_a)
+    return a is not None and a == envelope(feed_b)
 
 
 class _EventSplit:
@@ -237,8 +253,8 @@ class _EventSplit:
             if seg.gains_from is None:
                 r[lo - first_frame:hi - first_frame] = seg.gains_to[0]
             else:
-                ramp = (np.arange(lo, hi) - seg.start) / (seg.target - seg.start)
-                r[lo - first_frame:hi - first_frame] = seg.gains_from[0] + (seg.gains_to[0] - seg.gains_from[0]) * ramp
+                r[lo - first_frame:hi - first_frame] = \
+                    seg.gains_from[0] + (seg.gains_to[0] - seg.gains_from[0]) * seg.ramp(lo, hi)
         return r
 
 
@@ -450,8 +466,7 @@ class SceneRenderer:
         self.rules = self.plan.bed
         same = {INPUTS.index("music.R"): INPUTS.index("music.L"),
                 INPUTS.index("effects.R"): INPUTS.index("effects.L")} if n_input_channels == 1 else {}
-        by_feed = {o.feed: o.blocks for o in self.plan.objects}
-        if same and by_feed.get("effects.events.L", 0) == by_feed.get("effects.events.R", 1):
+        if same and _same_split(self.plan, "effects.events.L", "effects.events.R"):
             same[INPUTS.index("effects.events.R")] = INPUTS.index("effects.events.L")  # a mono title's pair
         n_kept = n_input_channels if self.routing else 0
         if self.routing is not None and any(o.feed in EVENT_FEEDS for o in self.plan.objects):
