@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from filmrestore.errors import ConfigError, PlanError
-from filmrestore.upmix.foldown import fold_down, fold_down_matrix, octave_band_levels_db
+from filmrestore.upmix.foldown import OCTAVE_CENTRES_HZ, fold_down, fold_down_matrix, octave_band_levels_db
 from filmrestore.layouts import BED_7_1_4, LAYOUTS, get_layout
 from filmrestore.upmix.panner import cart, panner_for, point_source_gains
 from filmrestore.upmix.plan import (EVENT_FEEDS, Block, ImageAnalysis, ObjectPlan, load_plan, make_plan,
@@ -236,6 +236,20 @@ def test_moving_object_gains_follow_the_adm_timing_rules() -> None:
     expected = 0.5 * (point_source_gains(BED_7_1_4, 30, 0) + point_source_gains(BED_7_1_4, 110, 20))
     np.testing.assert_allclose(mid_ramp, expected, atol=1e-4)
     np.testing.assert_allclose(after_jump, 0.7 * point_source_gains(BED_7_1_4, -150, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_frames", [10 * FS + 123, 8192, 9001])
+def test_streaming_octave_levels_match_scipy_welch(n_frames: int) -> None:
+    """The streaming fold-down check's batched PSD (no overlap) is scipy's Welch estimate."""
+    import scipy.signal
+
+    x = _pink(2, n_frames, seed=21) * np.linspace(0.2, 1.0, n_frames, dtype=np.float32)
+    ours = octave_band_levels_db(x, FS, overlap=0.0)
+    freqs_hz, psd = scipy.signal.welch(x.astype(np.float64), fs=FS, nperseg=min(n_frames, 8192), noverlap=0,
+                                       detrend=False, axis=-1)
+    for k, fc in enumerate(OCTAVE_CENTRES_HZ):
+        band = (freqs_hz >= fc / np.sqrt(2.0)) & (freqs_hz < fc * np.sqrt(2.0))
+        np.testing.assert_allclose(ours[:, k], 10.0 * np.log10(psd[:, band].sum(axis=-1)), atol=0.01)
 
 
 @pytest.mark.parametrize("n_input_channels", [1, 2])
