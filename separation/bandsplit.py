@@ -242,18 +242,28 @@ class BandSplitNet(nn.Module):
         self.mask_hidden = nn.ModuleList(_BandGroup(n, dim, config.mask_hidden) for _, n, _ in self.groups)
         self.mask_out = nn.ModuleList(_BandGroup(n, config.mask_hidden, N_STEMS * w) for _, n, w in self.groups)
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        n, _, n_frames = spec.shape
-        h = self._split(spec).transpose(1, 2).contiguous()  # (n, n_bands, n_frames, dim)
+    def forward(self, spec: torch.Tensor, mask_power: float = 1.0) -> torch.Tensor:
+        """Masks [shape=(n, 3, n_bins, n_frames)]; see :meth:`frame_masks` for ``mask_power``."""
+        return self.frame_masks(spec.transpose(1, 2), mask_power).transpose(2, 3)
+
+    def frame_masks(self, frames: torch.Tensor, mask_power: float = 1.0) -> torch.Tensor:
+        """Frame-major spectrogram [shape=(n, n_frames, n_bins)] complex -> masks
+        [shape=(n, 3, n_frames, n_bins)], the layout the inverse STFT reads without a copy.
+
+        ``mask_power`` p sharpens (p > 1) or softens (p < 1) the masks to ``m_i^p / sum_j m_j^p``;
+        for softmax masks that is the softmax of the logits times p, computed as such.
+        """
+        n, n_frames, _ = frames.shape
+        h = self._split(frames).transpose(1, 2).contiguous()  # (n, n_bands, n_frames, dim)
         n_bands, dim = h.shape[1], h.shape[3]
         for time_block, band_block in zip(self.time_blocks, self.band_blocks):
             h = time_block(h.reshape(n * n_bands, n_frames, dim)).reshape(n, n_bands, n_frames, dim)
             h = band_block(h)
-        return self._estimate(h.transpose(1, 2))
+        return self._estimate(h.transpose(1, 2), mask_power)
 
     def _split(self, spec: torch.Tensor) -> torch.Tensor:
-        """Compressed complex features and log energy per band -> [shape=(n, n_frames, n_bands, dim)]."""
-        spec = spec.transpose(1, 2)  # (n, n_frames, n_bins)
+        """[shape=(n, n_frames, n_bins)] complex -> compressed complex features and log energy per
+        band, projected [shape=(n, n_frames, n_bands, dim)]."""
         power = spec.real.square() + spec.imag.square()
         spec = spec * power.clamp_min(1e-16).pow(0.5 * (self.config.compress - 1.0))
         out = []
@@ -265,8 +275,8 @@ class BandSplitNet(nn.Module):
             out.append(proj(norm(feats)))
         return torch.cat(out, dim=2) + self.band_embedding
 
-    def _estimate(self, h: torch.Tensor) -> torch.Tensor:
-        """[shape=(n, n_frames, n_bands, dim)] -> softmax masks [shape=(n, 3, n_bins, n_frames)]."""
+    def _estimate(self, h: torch.Tensor, mask_power: float) -> torch.Tensor:
+        """[shape=(n, n_frames, n_bands, dim)] -> softmax masks [shape=(n, 3, n_frames, n_bins)]."""
         n, n_frames = h.shape[:2]
         h = self.mask_norm(h)
         logits = []
@@ -274,8 +284,10 @@ class BandSplitNet(nn.Module):
             z = out(F.silu(hidden(h[:, :, first:first + n_bands])))  # (n, n_frames, n_bands, 3 * width)
             logits.append(z.reshape(n, n_frames, n_bands, N_STEMS, width).transpose(2, 3)
                           .reshape(n, n_frames, N_STEMS, n_bands * width))
-        logits = torch.cat(logits, dim=-1).permute(0, 2, 3, 1)  # (n, 3, n_bins, n_frames)
-        return F.softmax(logits.float(), dim=1)
+        logits = torch.cat(logits, dim=-1).float()  # (n, n_frames, 3, n_bins)
+        if mask_power != 1.0:
+            logits = logits.mul_(mask_power) if not torch.is_grad_enabled() else logits * mask_power
+        return F.softmax(logits, dim=2).transpose(1, 2)
 
 
 def _width_groups(edges: list[tuple[int, int]]) -> list[tuple[int, int, int]]:

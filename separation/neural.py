@@ -45,16 +45,20 @@ class NeuralSeparator(Separator):
         return cls(net, mask_power=float((doc.get("inference") or {}).get("mask_power", 1.0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)]."""
+        """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)].
+
+        The masks sum to one in every bin, so the inverse STFTs of the masked stems add up to
+        the mixture: the last stem is computed as the mixture less the others (one inverse STFT
+        fewer, and the stems sum to the input exactly).
+        """
         n_batch, n_channels, n_samples = x.shape
         flat = x.reshape(n_batch * n_channels, n_samples).float()
         rms = flat.square().mean(-1, keepdim=True).sqrt().clamp_min(_RMS_FLOOR)
-        spec = self._stft(flat / rms)
-        masks = self.net(spec).float()  # (n, 3, n_bins, n_frames)
-        if self.mask_power != 1.0:
-            masks = masks.pow(self.mask_power)
-            masks = masks / masks.sum(1, keepdim=True).clamp_min(1e-12)
-        stems = self._istft(masks * spec[:, None], n_samples) * rms[:, None]
+        flat = flat / rms
+        frames = self._stft(flat).transpose(1, 2).contiguous()  # (n, n_frames, n_bins)
+        masks = self.net.frame_masks(frames, self.mask_power).float()  # (n, 3, n_frames, n_bins)
+        first = self._istft(masks[:, :N_STEMS - 1] * frames[:, None], n_samples)  # (n, 2, n_samples)
+        stems = torch.cat([first, (flat - first.sum(1))[:, None]], dim=1) * rms[:, None]
         return stems.reshape(n_batch, n_channels, N_STEMS, n_samples).transpose(1, 2)
 
     def _stft(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,10 +67,11 @@ class NeuralSeparator(Separator):
             return torch.stft(x.float(), self.config.n_fft, self.config.hop_frames, window=self.window,
                               normalized=True, return_complex=True)
 
-    def _istft(self, spec: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """complex [shape=(n, 3, n_bins, n_frames)] -> [shape=(n, 3, n_samples)]."""
-        n = spec.shape[0]
-        with torch.autocast(spec.device.type, enabled=False):
-            y = torch.istft(spec.reshape(n * N_STEMS, *spec.shape[2:]), self.config.n_fft,
+    def _istft(self, frames: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """complex frame-major [shape=(n, k, n_frames, n_bins)] -> [shape=(n, k, n_samples)]."""
+        n, k = frames.shape[:2]
+        with torch.autocast(frames.device.type, enabled=False):
+            # istft reads (n, n_bins, n_frames); the transposed view is what it transposes back to.
+            y = torch.istft(frames.reshape(n * k, *frames.shape[2:]).transpose(1, 2), self.config.n_fft,
                             self.config.hop_frames, window=self.window, normalized=True, length=n_samples)
-        return y.reshape(n, N_STEMS, n_samples)
+        return y.reshape(n, k, n_samples)
