@@ -251,3 +251,22 @@ def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Pa
     with pytest.raises(ConfigError, match=r"diverged at step 0 \(20 batches in a row"):
         train(data, tmp_path / "d.safetensors", TrainConfig(epochs=1, steps_per_epoch=30, batch_size=1,
                                                             segment_s=0.5), model_config=TINY, device="cpu")
+
+
+def test_deepened_network_computes_what_the_trained_one_did_and_can_learn() -> None:
+    """Identity blocks appended to a network leave its masks unchanged, and get gradients at once."""
+    from filmrestore.separation.training.grow import deepen
+
+    net = _tiny(seed=4).eval()
+    with torch.no_grad():  # a net whose blocks all do something, as a trained one's do
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    grown = deepen(net, dilations=(4, 1))
+    assert grown.config.n_layers == 4 and grown.config.dilations == (1, 2, 4, 1)
+    spec = torch.randn(2, TINY.n_fft // 2 + 1, 30, dtype=torch.complex64)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(spec), net(spec), atol=1e-6, rtol=1e-5)
+    grown.train()
+    grown(spec)[:, 0].square().mean().backward()
+    assert grown.time_blocks[3].mlp[2].weight.grad.abs().sum() > 0
+    assert grown.band_blocks[2].w2.grad.abs().sum() > 0
