@@ -74,6 +74,8 @@ def train(
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of resuming from OUT's state.")] = False,
     dialogue_weight: Annotated[float, typer.Option("--dialogue-weight", help="Weight of the dialogue stem in the loss "
                                                    "(music and effects weigh 1).")] = 1.0,
+    p_codec: Annotated[float, typer.Option("--p-codec", help="Bank data: share of mixtures sent through an MP2 or AAC "
+                                           "round trip (ffmpeg).")] = 0.3,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -94,7 +96,7 @@ def train(
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
-                         num_workers=workers, threads=threads, dialogue_weight=dialogue_weight)
+                         num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec)
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init)
     console.print(f"checkpoint: {path}")
 

@@ -18,13 +18,21 @@
    (hiss, 50/60 Hz hum with harmonics, 96 Hz perforation buzz, crackle) belongs to no
    source: it goes to the *effects* target, which is where the pipeline's M&E keeps what
    restoration left.
+4. **A lossy codec round trip** (MP2 at 128-256 kbit/s or AAC at 64-192 kbit/s, the codecs
+   broadcast and streaming masters of catalogue film went through) on a share of the examples
+   (``p_codec``; 0 by default, so the held-out items stay what they were): the mix is encoded
+   and decoded with ffmpeg, and the codec's effect on the mix, the ratio of the decoded to the
+   original STFT in every bin, is applied to every stem alike (:func:`codec_round_trip`), so the
+   stems still add up to the decoded mix.
 
-Everything is numpy/scipy on one core (about 30-60 ms for a 6 s example); the trainer
-runs it in a DataLoader worker beside the model.
+Everything is numpy/scipy on one core (about 30-60 ms for a 6 s example; a codec round trip
+adds two ffmpeg runs, about 0.3 s); the trainer runs it in a DataLoader worker beside the model.
 """
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +69,7 @@ class MixerConfig:
     p_hum: float = 0.4
     p_buzz: float = 0.15
     p_crackle: float = 0.3
+    p_codec: float = 0.0  # the training mixer's share (TrainConfig.p_codec); held-out items are made without
 
 
 class MixerDataset(EpochDataset):
@@ -104,6 +113,8 @@ def make_example(bank: SourceBank, pools: dict[str, list[Clip]], rng: np.random.
             stems[2] += _level(draw_background(bank, pools["effects"], n, rng), rng.normal(*config.bg_effects_lufs))
     if rng.random() < config.p_legacy:
         stems = legacy_channel(stems, rng, config)
+    if config.p_codec > 0.0 and rng.random() < config.p_codec:  # no draw at 0: held-out items unchanged
+        stems = codec_round_trip(stems, rng)
     peak = float(np.abs(stems.sum(0)).max())
     return (stems * min(1.0, 0.99 / peak) if peak > 0 else stems).astype(np.float32)
 
@@ -247,6 +258,62 @@ def legacy_channel(stems: np.ndarray, rng: np.random.Generator, config: MixerCon
         noise += _crackle(n, rng) * mix_rms * 10.0 ** (-rng.uniform(0.0, 20.0) / 20.0)
     stems[2] += noise
     return stems.astype(np.float32)
+
+
+#: (ffmpeg encoder, its raw stream's muxer and demuxer, lowest and highest bit rate in kbit/s).
+CODECS: tuple[tuple[str, str, str, int, int], ...] = (("mp2", "mp2", "mp3", 128, 256), ("aac", "adts", "aac", 64, 192))
+_CODEC_FFT = 1024  # STFT of the codec transfer: 21 ms frames, finer than the codecs' own (1152 and 1024)
+_MAX_CODEC_DELAY = 4096  # frames an encoder and decoder may add in front (AAC's priming: 1024-2112)
+
+
+def codec_round_trip(stems: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stems [shape=(3, n)] as they sound after the mix went through a lossy codec (MP2 or AAC at a
+    random bit rate): the decoded mix's STFT over the original's, applied to every stem's STFT, so
+    the stems add up to the decoded mix (up to where the original is silent). Unchanged when the
+    codec cannot run."""
+    mix = stems.sum(0)
+    *codec, lo_kbps, hi_kbps = CODECS[int(rng.integers(len(CODECS)))]
+    coded = encode_decode(mix, *codec, 16 * int(rng.integers(lo_kbps // 16, hi_kbps // 16 + 1)))
+    return stems if coded is None else mix_transfer(stems, mix, coded)
+
+
+def mix_transfer(stems: np.ndarray, mix: np.ndarray, processed: np.ndarray) -> np.ndarray:
+    """What a process did to ``mix`` [shape=(n,)] (giving ``processed``), done to every stem
+    [shape=(k, n)] alike: each stem's STFT times the ratio of the processed to the original STFT
+    in every bin (regularised where the mix is silent), so the stems add up to ``processed``."""
+    stft = functools.partial(scipy.signal.stft, fs=FS, nperseg=_CODEC_FFT, noverlap=3 * _CODEC_FFT // 4)
+    _, _, x = stft(mix)
+    _, _, c = stft(processed)
+    _, _, s = stft(stems)
+    power = np.abs(x) ** 2
+    ratio = c * np.conj(x) / (power + 1e-6 * power.mean() + 1e-20)
+    _, out = scipy.signal.istft(s * ratio, fs=FS, nperseg=_CODEC_FFT, noverlap=3 * _CODEC_FFT // 4)
+    return out[:, : stems.shape[1]].astype(np.float32)
+
+
+def encode_decode(x: np.ndarray, encoder: str, muxer: str, demuxer: str, kbps: int) -> np.ndarray | None:
+    """Mono 48 kHz ``x`` [shape=(n,)] through ffmpeg's ``encoder`` and back, aligned to ``x`` (the
+    codec's delay found by cross-correlation and removed); None when ffmpeg fails."""
+    raw = ["-f", "f32le", "-ar", str(FS), "-ac", "1"]
+    try:
+        encoded = subprocess.run(["ffmpeg", "-v", "error", *raw, "-i", "pipe:0", "-c:a", encoder, "-b:a",
+                                  f"{kbps}k", "-f", muxer, "pipe:1"],
+                                 input=np.ascontiguousarray(x, np.float32).tobytes(), capture_output=True,
+                                 check=True).stdout
+        decoded = subprocess.run(["ffmpeg", "-v", "error", "-f", demuxer, "-i", "pipe:0", *raw, "pipe:1"],
+                                 input=encoded, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    y = np.frombuffer(decoded, np.float32)
+    if y.size < x.size // 2:
+        return None
+    n = min(x.size, y.size)
+    corr = scipy.signal.correlate(y[:n], x[:n], mode="full", method="fft")[n - 1: n - 1 + _MAX_CODEC_DELAY]
+    delay = int(np.argmax(corr))
+    out = np.zeros(x.size, np.float32)
+    tail = y[delay: delay + x.size]
+    out[: tail.size] = tail
+    return out
 
 
 def compressor_gain(mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:

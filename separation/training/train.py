@@ -71,6 +71,7 @@ class TrainConfig:
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     dialogue_weight: float = 1.0  # the dialogue stem's weight in the loss (music and effects: 1)
+    p_codec: float = 0.0  # bank data only: share of mixtures sent through a lossy codec (MixerConfig.p_codec)
 
 
 def state_paths(out: Path) -> tuple[Path, Path]:
@@ -201,7 +202,7 @@ def _data(data_dir: str | Path, config: TrainConfig, mixer_config: Any) -> tuple
         from filmrestore.separation.training.mixer import MixerConfig, MixerDataset
 
         bank = SourceBank(root)
-        mixer = mixer_config or MixerConfig(segment_s=config.segment_s)
+        mixer = mixer_config or MixerConfig(segment_s=config.segment_s, p_codec=config.p_codec)
         dataset = MixerDataset(bank, "train", n_examples, mixer, seed=config.seed)
         valid = None
         if config.valid_examples:
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
                        ("learning_rate", float), ("warmup_steps", int), ("total_steps", int),
                        ("ema_decay", float), ("valid_examples", int), ("max_minutes", float),
                        ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int),
-                       ("dialogue_weight", float)):
+                       ("dialogue_weight", float), ("p_codec", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(TrainConfig, name))
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
