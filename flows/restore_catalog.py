@@ -30,7 +30,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from filmrestore.audio import ensure_writable_dir
 from filmrestore.errors import CatalogError, ConfigError, FilmrestoreError
 from filmrestore.flows.catalog import CatalogEntry, read_catalog
-from filmrestore.flows.restore_title import prefect_api_url, restore_title
+from filmrestore.flows.api import prefect_api_url
+from filmrestore.flows.restore_title import restore_title
 from filmrestore.manifest import write_json
 from filmrestore.stagelog import STAGE_LOGGER, TITLE_LABEL
 
@@ -261,7 +262,7 @@ def run_restore_catalog(
 ) -> dict[str, Any]:
     """Validate the catalogue (refusing it before any run starts), run it, return the summary.
 
-    With a Prefect API (:func:`~filmrestore.flows.restore_title.prefect_api_url`) the
+    With a Prefect API (:func:`~filmrestore.flows.api.prefect_api_url`) the
     catalogue is a ``restore_catalog`` flow run the UI shows; without one its titles run in
     this process (:func:`restore_catalog_here`), as ``filmrestore run`` does: no temporary
     server that could outlive a killed CLI. Deployment runs and Dask need the API."""

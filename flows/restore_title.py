@@ -8,9 +8,7 @@ channels, length, content hash), never arrays.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -20,6 +18,7 @@ from prefect.context import FlowRunContext
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import ensure_writable_dir, refuse_overwriting, require_free_space
 from filmrestore.errors import ConfigError, MediaError, is_transient
+from filmrestore.flows.api import prefect_api_url
 from filmrestore.manifest import StageManifest
 from filmrestore.resume import title_lock
 from filmrestore.stagelog import STAGE_LOGGER
@@ -31,14 +30,7 @@ from filmrestore.tasks.render import render_task
 from filmrestore.tasks.report import report_task
 from filmrestore.tasks.restore import restore_task
 from filmrestore.tasks.separate import separate_task
-
-
-def title_folder(title: str) -> str:
-    """A folder name that keeps a title's letters: accents transliterated, anything else that is
-    not a letter, digit, ``.``, ``_`` or ``-`` becomes ``_`` (so no title leaves ``--out``):
-    ``Ça tourne (version française) 1962`` -> ``Ca_tourne_version_francaise_1962``."""
-    ascii_text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._-")[:128] or "title"
+from filmrestore.titles import drop_run_record, run_request, title_folder, write_run_record
 
 
 def title_from_source(source: str | Path) -> str:
@@ -107,6 +99,7 @@ def restore_title(
     name = display_title or title
     spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile, separation_deployment)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
+        drop_run_record(title_dir)  # any file may change from here on; the record comes back at the end
         first, extra = stream, []
         if stream == ALL_STREAMS:
             from filmrestore.media import probe_audio_streams
@@ -126,7 +119,12 @@ def restore_title(
             manifests.append(stage(remux_task, source, [d.extract for d in every], [d.render for d in every],
                                    title_dir, remux))
         result = stage(report_task, source, title_dir, manifests, name)
-        return {**result, "streams": [r for _, r in others]} if stream == ALL_STREAMS else result
+        if stream == ALL_STREAMS:
+            result = {**result, "streams": [r for _, r in others]}
+        options = dict(zip(("preset", "separator", "device", "checkpoint", "target_lufs", "ceiling_dbtp", "gate",
+                            "adm_profile", "separation_deployment"), spec), stream=stream, remux=remux)
+        write_run_record(title_dir, run_request(source, out, title, name, options), result)
+        return result
 
 
 class StreamStages(NamedTuple):
@@ -175,28 +173,6 @@ def stage(task: Task, *args: Any) -> Any:
                                                     type(exc).__name__, exc)
             time.sleep(float(task.retry_delay_seconds or 0))
     raise AssertionError("unreachable")
-
-
-LOCAL_SERVER = "http://127.0.0.1:4200/api"  # where ``filmrestore server`` listens by default
-
-
-def prefect_api_url() -> str | None:
-    """The Prefect API a run reports to: ``PREFECT_API_URL`` when configured (environment or
-    Prefect profile), else a Prefect server answering on this machine's default port
-    (``filmrestore server``), else None: the flow then runs in this process without Prefect
-    (same stages, resume, lock and files; no temporary server to start)."""
-    import urllib.request
-
-    from prefect.settings import get_current_settings
-
-    configured = get_current_settings().api.url
-    if configured:
-        return configured
-    try:
-        with urllib.request.urlopen(f"{LOCAL_SERVER}/health", timeout=0.5) as reply:
-            return LOCAL_SERVER if reply.status == 200 and reply.read().strip() == b"true" else None
-    except (OSError, ValueError):
-        return None
 
 
 def check_deployment(name: str, api: str | None) -> None:

@@ -7,14 +7,28 @@ with mixture consistency (the stems sum to the input).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from filmrestore import DEFAULT_SEPARATOR
+from filmrestore import DEFAULT_SEPARATOR, STEMS
 from filmrestore.errors import ConfigError
-from filmrestore.separation.base import STEMS, Separator
-from filmrestore.separation.engine import resolve_device, separate_array, separate_file
+
+if TYPE_CHECKING:
+    from filmrestore.separation.base import Separator
+    from filmrestore.separation.engine import resolve_device, separate_array, separate_file
 
 __all__ = ["STEMS", "Separator", "get_separator", "resolve_device", "separate_array", "separate_file"]
+
+# What needs torch is imported on first use, so that naming the shipped checkpoint or the
+# separators (a re-run whose stems are reused, the CLI's checks) does not import torch.
+_LAZY = {"Separator": "base", "resolve_device": "engine", "separate_array": "engine", "separate_file": "engine"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SEPARATOR_NAMES = ("dsp", "neural")
 

@@ -85,12 +85,12 @@ def no_prefect_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from filmrestore.flows import restore_title
+    from filmrestore.flows import api
 
     def refuse(*args, **kwargs):
         raise AssertionError("a Prefect server was started")
 
-    monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")  # discard port: refused
+    monkeypatch.setattr(api, "LOCAL_SERVER", "http://127.0.0.1:9/api")  # discard port: refused
     monkeypatch.setattr(SubprocessASGIServer, "start", refuse)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         yield

@@ -180,3 +180,45 @@ def test_a_second_run_of_a_title_is_refused_while_the_first_holds_its_lock(tmp_p
         with pytest.raises(TitleBusyError):  # and a second holder in this process is refused too
             with title_lock(title_dir):
                 pass
+
+
+@pytest.mark.parametrize("change", ["option", "source", "edited", "touched", "added", "deleted", "dropped"])
+def test_a_run_record_answers_only_the_same_request_over_an_unchanged_folder(tmp_path: Path, change: str) -> None:
+    """The record of a finished run gives its result back for the same request while every file of
+    the title folder is as the run left it; any other option or source, or any file edited,
+    touched, added or removed (or the record dropped by a starting run), and the title must run."""
+    import os
+
+    from filmrestore.titles import drop_run_record, finished_run, run_request, write_run_record
+
+    source = tmp_path / "film.mov"
+    source.write_bytes(b"picture and sound" * 1000)
+    title_dir = tmp_path / "out" / "film"
+    write_audio(title_dir / "bed_7.1.4.wav", _noise(12, 4800), 48_000)
+    (title_dir / "plan.json").write_text("{}")
+    options = {"preset": "ebu-r128", "separator": "dsp", "device": "cpu"}
+    request = run_request(source, tmp_path / "out", "film", "Film", options)
+    result = {"title_dir": str(title_dir), "verdict": {"pass": True}}
+    write_run_record(title_dir, request, result)
+    assert finished_run(title_dir, request) == result
+    # The device is not part of what a run makes; the same request comes back equal.
+    assert finished_run(title_dir, run_request(source, tmp_path / "out", "film", "Film",
+                                               {**options, "device": "cuda"})) == result
+    if change == "option":
+        request = run_request(source, tmp_path / "out", "film", "Film", {**options, "preset": "netflix"})
+    elif change == "source":
+        source.write_bytes(b"another cut" * 1000)
+        request = run_request(source, tmp_path / "out", "film", "Film", options)
+    elif change == "edited":
+        (title_dir / "plan.json").write_text('{"objects": []}')
+    elif change == "touched":
+        st = (title_dir / "bed_7.1.4.wav").stat()
+        os.utime(title_dir / "bed_7.1.4.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    elif change == "added":
+        (title_dir / "stems").mkdir()
+        (title_dir / "stems" / "extra.wav").write_bytes(b"")
+    elif change == "deleted":
+        (title_dir / "bed_7.1.4.wav").unlink()
+    else:
+        drop_run_record(title_dir)
+    assert finished_run(title_dir, request) is None

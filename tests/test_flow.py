@@ -16,6 +16,7 @@ import soundfile as sf
 from filmrestore.audio import read_audio
 from filmrestore.flows.restore_title import run_restore_title
 from filmrestore.resume import MANIFEST_DIR
+from filmrestore.titles import RUN_RECORD, file_stamps
 from filmrestore.layouts import BED_7_1_4
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -30,10 +31,11 @@ def restored(demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _mtimes(title_dir: Path) -> dict[str, int]:
-    """Modification times of every stage output (the QC report, qc.* and qc/, is rewritten each run,
-    and so is the title lock, .lock, with the running pid)."""
+    """Modification times of every stage output (the QC report, qc.* and qc/, is rewritten each flow run,
+    and so are the title lock, .lock, with the running pid, and the finished run's record)."""
     return {str(p.relative_to(title_dir)): p.stat().st_mtime_ns for p in title_dir.rglob("*") if p.is_file()
-            and not p.name.startswith("qc.") and p.relative_to(title_dir).parts[0] != "qc" and p.name != ".lock"}
+            and not p.name.startswith("qc.") and p.relative_to(title_dir).parts[0] != "qc" and p.name != ".lock"
+            and p.relative_to(title_dir).as_posix() != RUN_RECORD}
 
 
 def _wave_format(path: Path) -> tuple[int, int, int]:
@@ -159,12 +161,23 @@ def test_cli_demo_runs_end_to_end(tmp_path: Path) -> None:
     # No Prefect API configured: the flow runs in this process, with no temporary server.
     assert "temporary server" not in proc.stderr
     assert all(f"{stage} done in" in proc.stderr for stage in STAGES), proc.stderr
-    # --quiet: the result only (a re-run here: every stage reused, no line says so).
-    quiet = subprocess.run([str(cli), "--quiet", "run", str(tmp_path / "demo_clip.mov"), "--out", str(tmp_path),
-                            "--title", "demo_clip"], capture_output=True, text=True, timeout=600)
+    # --quiet: the result only (a re-run here: answered from the finished run's record, no line says so).
+    title_dir = tmp_path / "demo_clip"
+    rerun = [str(cli), "--quiet", "run", str(tmp_path / "demo_clip.mov"), "--out", str(tmp_path), "--title", "demo_clip"]
+    before = file_stamps(title_dir)
+    quiet = subprocess.run(rerun, capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert quiet.stderr == ""  # nothing but the result, and that on stdout
     assert quiet.stdout.startswith("deliverables in") and "loudness (ebu-r128): PASS" in quiet.stdout
+    assert file_stamps(title_dir) == before  # nothing ran: not even the QC report was rewritten
+    # A deliverable gone: the run goes through the stages again, redoes the render, and leaves a new record.
+    (title_dir / "stems" / "me.wav").unlink()
+    again = subprocess.run(rerun[:1] + rerun[2:], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "render done in" in again.stderr and "separate reused" in again.stderr, \
+        again.stderr[-2000:]
+    assert (title_dir / "stems" / "me.wav").is_file() and (title_dir / RUN_RECORD).is_file()
+    last = subprocess.run(rerun[:1] + rerun[2:], capture_output=True, text=True, timeout=600)
+    assert "nothing to run" in last.stderr and " done in " not in last.stderr and last.stdout == again.stdout
 
 
 def _hashes(title_dir: Path) -> dict[str, str]:
@@ -199,15 +212,15 @@ def test_without_a_prefect_api_the_flow_runs_in_process_with_the_same_deliverabl
 def test_a_server_answering_on_the_default_port_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    from filmrestore.flows import restore_title
+    from filmrestore.flows import api
 
     harness = get_current_settings().api.url  # the session's real test server
-    monkeypatch.setattr(restore_title, "LOCAL_SERVER", harness)
+    monkeypatch.setattr(api, "LOCAL_SERVER", harness)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert restore_title.prefect_api_url() == harness
-        monkeypatch.setattr(restore_title, "LOCAL_SERVER", "http://127.0.0.1:9/api")
-        assert restore_title.prefect_api_url() is None
-    assert restore_title.prefect_api_url() == harness  # configured: used as it is
+        assert api.prefect_api_url() == harness
+        monkeypatch.setattr(api, "LOCAL_SERVER", "http://127.0.0.1:9/api")
+        assert api.prefect_api_url() is None
+    assert api.prefect_api_url() == harness  # configured: used as it is
 
 
 def test_in_process_stages_retry_transient_faults_only(no_prefect_api: None) -> None:

@@ -45,20 +45,40 @@ def run(
              "OUT); needs a Prefect server.")] = None,
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
-    from filmrestore.flows.restore_title import run_restore_title
+    options = dict(preset=preset.value, separator=separator, device=device.value, stream=stream,
+                   checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target_lufs,
+                   ceiling_dbtp=ceiling_dbtp, gate=gate.value if gate else None, adm_profile=adm_profile,
+                   remux=remux_format.value if remux else None, separation_deployment=separation_deployment)
+    result = finished_title(source, out, title, options)
+    if result is None:
+        from filmrestore.flows.restore_title import run_restore_title
 
-    result = run_restore_title(
-        source, out, title, preset=preset.value, separator=separator, device=device.value, stream=stream,
-        checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
-        gate=gate.value if gate else None, adm_profile=adm_profile, remux=remux_format.value if remux else None,
-        separation_deployment=separation_deployment,
-    )
+        result = run_restore_title(source, out, title, **options)
     for each in (result, *result.get("streams", [])):  # with --json, stdout holds the JSON alone
         print_deliverables(each, console if as_json else results)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     if not all(each.get("verdict", {}).get("pass") for each in (result, *result.get("streams", []))):
         raise typer.Exit(EXIT_DELIVERY_FAILED)
+
+
+def finished_title(source: Path, out: Path, title: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
+    """What the title's last run returned, when it was asked for exactly this and no file of its
+    folder changed since (:mod:`filmrestore.titles`): then nothing runs, not even an import of the
+    pipeline. Only without a Prefect API: with one, the run goes to the server, whose UI shows it."""
+    from filmrestore.cli.progress import StageConsole
+    from filmrestore.flows.api import prefect_api_url
+    from filmrestore.titles import RUN_RECORD, finished_run, run_request, title_folder
+
+    if not source.is_file() or prefect_api_url() is not None:
+        return None
+    display = title or source.stem
+    folder = title_folder(display)
+    result = finished_run(out / folder, run_request(source.resolve(), out.resolve(), folder, display, options))
+    if result is not None and not StageConsole.quiet:
+        console.print(f"{folder}: finished with these options and unchanged since, nothing to run "
+                      f"(its record: {out / folder / RUN_RECORD})", markup=False)
+    return result
 
 
 @app.command()
@@ -167,7 +187,7 @@ def loudness(
 
 def print_deliverables(result: dict[str, Any], to: Console) -> None:
     """Show where the deliverables are and the loudness verdict on ``to``; warnings go to stderr."""
-    from filmrestore.loudness.specs import spec_label
+    from filmrestore.loudness import spec_label
 
     to.print(f"[bold]deliverables in[/] {result['title_dir']}")
     for name, path in result["deliverables"].items():

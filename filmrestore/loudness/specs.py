@@ -4,10 +4,11 @@ pass/fail verdict of a measured delivery."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from filmrestore.errors import ConfigError, SilentProgrammeError
+from filmrestore.loudness import spec_label  # noqa: F401  (part of this module's API; defined light)
 from filmrestore.loudness.meter import LoudnessReport, finite_or_none
 
 # ----------------------------------------------------------------------------- presets and gain
@@ -72,12 +73,6 @@ def get_preset(name: str, target: float | None = None, ceiling: float | None = N
                             based_on=base.name if base.name != "custom" else None)
     _validate_spec(spec)
     return spec
-
-
-def spec_label(spec: DeliverySpec | dict[str, Any]) -> str:
-    """``ebu-r128``, or ``custom (from ebu-r128)`` for a changed preset."""
-    d = spec if isinstance(spec, dict) else asdict(spec)
-    return f"{d['name']} (from {d['based_on']})" if d.get("based_on") else d["name"]
 
 
 def _validate_spec(spec: DeliverySpec) -> None:
