@@ -39,7 +39,7 @@ _VERIFY = (
     "from filmrestore.resume import damaged_files\n"
     "title = Path(sys.argv[1])\n"
     "manifests = [StageManifest.load(p, title) for p in sorted((title / '.manifests').glob('*.json'))\n"
-    "             if not p.name.endswith('.publishing.json')]\n"
+    "             if not p.name.endswith('.publishing.json') and p.name != 'run.json']\n"
     "start = time.perf_counter()\n"
     "damaged = [f for m in manifests for f in damaged_files(m)]\n"
     "print(time.perf_counter() - start, sum(len(m.files) for m in manifests), len(damaged))\n"

@@ -20,12 +20,16 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from filmrestore import DEFAULT_SEPARATOR
+
 RUN_RECORD = ".manifests/run.json"
 _NOT_STAMPED = {".lock", RUN_RECORD}  # the lock holds the pid of the latest run; the record itself
-#: The run options that change what a title folder holds (the device does not: CPU and GPU runs
-#: give the same stems within tolerance, and the separate stage's own key leaves it out too).
-REQUEST_OPTIONS = ("preset", "separator", "stream", "checkpoint", "target_lufs", "ceiling_dbtp", "gate",
-                   "adm_profile", "remux", "separation_deployment")
+#: The run options that change what a title folder holds, with the ``restore_title`` flow's
+#: defaults (a missing or None option is its default). The device is not one: CPU and GPU runs
+#: give the same stems within tolerance, and the separate stage's own key leaves it out too.
+REQUEST_OPTIONS: dict[str, Any] = {
+    "preset": "ebu-r128", "separator": DEFAULT_SEPARATOR, "stream": None, "checkpoint": None, "target_lufs": None,
+    "ceiling_dbtp": None, "gate": None, "adm_profile": "ebu", "remux": None, "separation_deployment": None}
 
 
 def title_folder(title: str) -> str:
@@ -41,16 +45,15 @@ def run_request(source: str | Path, out: str | Path, folder: str, display_title:
     """What a run of a title is asked to make, as JSON values: equal requests make equal folders.
 
     ``source`` and ``out`` as the flow receives them (absolute); ``options`` the flow's options
-    (:data:`REQUEST_OPTIONS` are kept, others ignored, missing ones None). The separator's weights
+    (:data:`REQUEST_OPTIONS` are kept, others ignored, missing ones their default). The separator's weights
     enter by content: the checkpoint given, or for ``neural`` the one that ships.
     """
-    from filmrestore import DEFAULT_SEPARATOR, __version__
+    from filmrestore import __version__
     from filmrestore.audio import fingerprint_source, hash_file
     from filmrestore.resume import STAGE_VERSIONS
     from filmrestore.separation import DEFAULT_CHECKPOINT
 
-    kept = {name: options.get(name) for name in REQUEST_OPTIONS}
-    kept["separator"] = kept["separator"] or DEFAULT_SEPARATOR
+    kept = {name: default if options.get(name) is None else options[name] for name, default in REQUEST_OPTIONS.items()}
     weights = kept["checkpoint"] or (str(DEFAULT_CHECKPOINT) if kept["separator"] == "neural" else None)
     return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(out), "folder": folder,
             "display_title": display_title, "options": kept,

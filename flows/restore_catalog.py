@@ -32,6 +32,7 @@ from filmrestore.errors import CatalogError, ConfigError, FilmrestoreError
 from filmrestore.flows.catalog import CatalogEntry, read_catalog
 from filmrestore.flows.api import prefect_api_url
 from filmrestore.flows.restore_title import restore_title
+from filmrestore.titles import finished_run, run_request
 from filmrestore.manifest import write_json
 from filmrestore.stagelog import STAGE_LOGGER, TITLE_LABEL
 
@@ -139,8 +140,15 @@ def restore_title_here(entry: CatalogEntry, out: str) -> dict[str, Any]:
     the title's own failure (an expected error is its one-line message)."""
     start = time.perf_counter()
     TITLE_LABEL.set(entry.title)  # this worker thread's stage lines name their title
+    params = entry.flow_parameters(out)
     try:
-        restore_title.fn(**entry.flow_parameters(out))
+        request = run_request(params["source"], params["out"], params["title"],
+                              params.get("display_title") or params["title"], params)
+        if finished_run(Path(out) / entry.title, request) is None:
+            restore_title.fn(**params)
+        else:  # finished earlier with these options, nothing changed since: a nightly batch skips it
+            logging.getLogger(STAGE_LOGGER).info("%s: finished with these options and unchanged since, nothing "
+                                                 "to run", entry.title, extra={"filmrestore_stage": True})
         status, message = "Completed", None
     except FilmrestoreError as exc:
         status, message = "Failed", str(exc)

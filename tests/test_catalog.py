@@ -429,6 +429,10 @@ def test_a_killed_catalogue_leaves_no_process_behind_and_its_rerun_completes(tmp
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "restore reused from a previous run" in rerun.stderr + rerun.stdout  # resumed, not redone
     assert (tmp_path / "out" / "long" / "adm.wav").is_file()
+    # Finished now: the next night's batch answers the title from its run record, running nothing.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "long: finished with these options and unchanged since" in again.stderr and " reused " not in again.stderr
 
 
 def test_a_site_can_make_cpu_separations_queue_for_the_gpu_slot(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -222,3 +222,14 @@ def test_a_run_record_answers_only_the_same_request_over_an_unchanged_folder(tmp
     else:
         drop_run_record(title_dir)
     assert finished_run(title_dir, request) is None
+
+
+def test_a_run_request_takes_the_title_flows_defaults() -> None:
+    """An option left out of a request is the ``restore_title`` flow's default, as the flow runs it."""
+    import inspect
+
+    from filmrestore.flows.restore_title import restore_title
+    from filmrestore.titles import REQUEST_OPTIONS
+
+    defaults = {k: p.default for k, p in inspect.signature(restore_title.fn).parameters.items()}
+    assert {k: defaults[k] for k in REQUEST_OPTIONS} == REQUEST_OPTIONS

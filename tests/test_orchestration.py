@@ -240,7 +240,11 @@ def _attempt_logs(api: Any, flow_run_id: Any, since: Any) -> str:
 
 
 def _manifest_mtimes(title_dir: Path) -> dict[str, int]:
-    return {p.stem: p.stat().st_mtime_ns for p in (title_dir / MANIFEST_DIR).glob("*.json")}
+    """The stage manifests' modification times (the finished run's record is not a stage's)."""
+    from filmrestore.titles import RUN_RECORD
+
+    return {p.stem: p.stat().st_mtime_ns for p in (title_dir / MANIFEST_DIR).glob("*.json")
+            if p != title_dir / RUN_RECORD}
 
 
 def test_the_separation_runs_as_a_flow_run_of_its_own_where_a_deployment_is_named(
