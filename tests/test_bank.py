@@ -25,7 +25,7 @@ from filmrestore.separation.checkpoint import config_path, load_checkpoint
 from filmrestore.separation.training.dataset import list_items, make_bank_dataset
 from filmrestore.separation.training.evaluate import load_item
 from filmrestore.separation.training.mixer import (CODECS, MixerConfig, MixerDataset, codec_round_trip, compressor_gain,
-                                                   encode_decode, legacy_channel, make_example, mix_transfer)
+                                                   encode_decode, legacy_channel, make_example, mix_transfer, restored)
 from filmrestore.separation.training.train import TrainConfig, learning_rate, train
 
 FS = 48000
@@ -163,6 +163,33 @@ def test_codec_round_trip_is_aligned_and_reaches_every_stem_alike(codec: tuple) 
     assert all(3.0 < snr_db(stems[k], out[k]) < 60.0 for k in range(3))
     drawn = codec_round_trip(stems, np.random.default_rng(0))
     assert drawn.shape == stems.shape and drawn.dtype == np.float32 and not np.array_equal(drawn, stems)
+
+
+def test_restored_examples_lose_their_hum_in_the_effects_and_still_add_up() -> None:
+    """Through the restore stage (as a run plans and applies it): the mains hum the transfer put in the
+    effects target is notched out of it, and the stems add up to the restored mix."""
+    from filmrestore.restoration.restorer import Restorer, plan_restoration
+
+    rng = np.random.default_rng(2)
+    n = 6 * FS
+    t = np.arange(n) / FS
+    stems = np.zeros((3, n), np.float32)
+    stems[0] = 0.1 * np.sin(2 * np.pi * 220 * t) * ((np.arange(n) % FS) < FS // 2)  # a voice with pauses
+    stems[1] = 0.05 * np.sin(2 * np.pi * 330 * t + 0.3 * np.sin(2 * np.pi * 0.5 * t))
+    stems[2] = 0.01 * np.sin(2 * np.pi * 50 * t) + 0.004 * np.sin(2 * np.pi * 150 * t) \
+        + 0.001 * rng.standard_normal(n)
+    out = restored(stems)
+
+    def hum_db(x: np.ndarray) -> float:
+        spectrum, f = np.abs(np.fft.rfft(x[FS:-FS])) ** 2, np.fft.rfftfreq(n - 2 * FS, 1 / FS)
+        return float(10 * np.log10(spectrum[(np.abs(f - 50) < 1) | (np.abs(f - 150) < 1)].sum()))
+
+    assert hum_db(out[2]) < hum_db(stems[2]) - 10.0
+    mix = stems.sum(0)[None]
+    restorer = Restorer(FS, 1, plan_restoration(mix, FS))
+    repaired = np.concatenate([restorer.process(mix), restorer.flush()], axis=1)[0]
+    err = out.sum(0)[FS:-FS] - repaired[FS:-FS]
+    assert 10 * np.log10(np.sum(repaired[FS:-FS] ** 2) / np.sum(err ** 2)) > 30.0
 
 
 def test_compressor_gain_follows_the_mix_and_never_boosts() -> None:

@@ -76,6 +76,8 @@ def train(
                                                    "(music and effects weigh 1).")] = 1.0,
     p_codec: Annotated[float, typer.Option("--p-codec", help="Bank data: share of mixtures sent through an MP2 or AAC "
                                            "round trip (ffmpeg).")] = 0.3,
+    p_restore: Annotated[float, typer.Option("--p-restore", help="Bank data: share of mixtures restored as the "
+                                             "restore stage would (hum, clicks, hiss found and repaired).")] = 0.2,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -96,7 +98,8 @@ def train(
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
-                         num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec)
+                         num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
+                         p_restore=p_restore)
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init)
     console.print(f"checkpoint: {path}")
 

@@ -24,6 +24,10 @@
    and decoded with ffmpeg, and the codec's effect on the mix, the ratio of the decoded to the
    original STFT in every bin, is applied to every stem alike (:func:`codec_round_trip`), so the
    stems still add up to the decoded mix.
+5. **The project's own restoration** on a share of the examples (``p_restore``, 0 by default):
+   separation runs after the restore stage, so the model should see mixes whose hum, clicks and
+   hiss were found and taken out as a run takes them out; what restoration did to the mix is
+   applied to every stem alike, as for the codec (:func:`restored`).
 
 Everything is numpy/scipy on one core (about 30-60 ms for a 6 s example; a codec round trip
 adds two ffmpeg runs, about 0.3 s); the trainer runs it in a DataLoader worker beside the model.
@@ -70,6 +74,7 @@ class MixerConfig:
     p_buzz: float = 0.15
     p_crackle: float = 0.3
     p_codec: float = 0.0  # the training mixer's share (TrainConfig.p_codec); held-out items are made without
+    p_restore: float = 0.0  # likewise (TrainConfig.p_restore)
 
 
 class MixerDataset(EpochDataset):
@@ -113,7 +118,9 @@ def make_example(bank: SourceBank, pools: dict[str, list[Clip]], rng: np.random.
             stems[2] += _level(draw_background(bank, pools["effects"], n, rng), rng.normal(*config.bg_effects_lufs))
     if rng.random() < config.p_legacy:
         stems = legacy_channel(stems, rng, config)
-    if config.p_codec > 0.0 and rng.random() < config.p_codec:  # no draw at 0: held-out items unchanged
+    if config.p_restore > 0.0 and rng.random() < config.p_restore:  # no draw at 0: held-out items unchanged
+        stems = restored(stems)
+    if config.p_codec > 0.0 and rng.random() < config.p_codec:
         stems = codec_round_trip(stems, rng)
     peak = float(np.abs(stems.sum(0)).max())
     return (stems * min(1.0, 0.99 / peak) if peak > 0 else stems).astype(np.float32)
@@ -275,6 +282,21 @@ def codec_round_trip(stems: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     *codec, lo_kbps, hi_kbps = CODECS[int(rng.integers(len(CODECS)))]
     coded = encode_decode(mix, *codec, 16 * int(rng.integers(lo_kbps // 16, hi_kbps // 16 + 1)))
     return stems if coded is None else mix_transfer(stems, mix, coded)
+
+
+def restored(stems: np.ndarray) -> np.ndarray:
+    """Stems [shape=(3, n)] as the restore stage leaves them: hum, clicks and hiss detected on the mix
+    and repaired where found (:func:`filmrestore.restoration.plan_restoration`, as a run plans
+    it), the repair's effect on the mix applied to every stem alike (:func:`mix_transfer`)."""
+    from filmrestore.restoration.restorer import Restorer, plan_restoration
+
+    mix = stems.sum(0)[None]
+    plan = plan_restoration(mix, FS)
+    if not (plan.hum_strength or plan.click_strength or plan.hiss_strength or plan.dc.detected):
+        return stems
+    restorer = Restorer(FS, 1, plan)
+    repaired = np.concatenate([restorer.process(mix), restorer.flush()], axis=1)[0]
+    return mix_transfer(stems, mix[0], repaired)
 
 
 def mix_transfer(stems: np.ndarray, mix: np.ndarray, processed: np.ndarray) -> np.ndarray:
