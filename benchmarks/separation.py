@@ -2,7 +2,7 @@
 lengths, and quality (SI-SDRi per stem) from ``evaluate`` on a held-out set.
 
     .venv/bin/python benchmarks/separation.py [--minutes 10 60] [--data DATA_DIR]
-        [--checkpoint separation/checkpoints/dme-small.safetensors] [--devices cpu cuda]
+        [--checkpoint separation/checkpoints/dme-small.safetensors [OTHER ...]] [--devices cpu cuda]
         [--separators dsp neural]
 
 Each (separator, device, length) runs ``separate_file`` in a fresh subprocess on a mono
@@ -75,12 +75,16 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu"])
     parser.add_argument("--data", type=Path, help="DnR dataset (its test/ split is used) for quality")
     parser.add_argument("--max-items", type=int, default=None)
-    parser.add_argument("--checkpoint", default="separation/checkpoints/dme-small.safetensors")
+    parser.add_argument("--checkpoint", nargs="+", default=["separation/checkpoints/dme-small.safetensors"],
+                        help="one or more neural checkpoints (rows named by file name), e.g. before and after")
     parser.add_argument("--separators", nargs="+", default=["dsp", "neural"], choices=["dsp", "neural"])
     args = parser.parse_args()
-    separators = [(name, args.checkpoint if name == "neural" else "") for name in args.separators
-                  if name == "dsp" or Path(args.checkpoint).exists()]
-    head = f"{'separator':<10}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
+    separators = [("dsp", "")] if "dsp" in args.separators else []
+    if "neural" in args.separators:
+        separators += [("neural", c) for c in args.checkpoint if Path(c).exists()]
+    label = {c: "neural" if len(args.checkpoint) == 1 else f"neural:{Path(c).stem}" for _, c in separators if c}
+    width = max([10, *(len(v) + 2 for v in label.values())])
+    head = f"{'separator':<{width}}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
                                                     for m in args.minutes)
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,17 +94,17 @@ def main() -> None:
                 runs = {m: run_child(name, ckpt, device, src) for m, src in sources.items()}
                 cells = "".join(f"{r['n_frames'] / FS / r['wall_s']:>16.1f}{r['peak_rss_mb']:>13.0f}"
                                 for r in runs.values())
-                print(f"{name:<10}{device:<8}{cells}", flush=True)
+                print(f"{label.get(ckpt, name):<{width}}{device:<8}{cells}", flush=True)
     if args.data:
         print(f"\nquality on {args.data} (held-out test/): mean SI-SDR / SI-SDRi in dB")
         for name, ckpt in separators:
             summary = quality(name, ckpt, args.data, args.max_items)
             for method in ("separator", "mixture", "oracle_irm"):
-                label = name if method == "separator" else f"  ({method})"
+                row = label.get(ckpt, name) if method == "separator" else f"  ({method})"
                 cells = "".join(f"{s}: {v['si_sdr_db']:6.2f} / {v['si_sdri_db']:+6.2f}   "
                                 for s, v in summary[method].items())
                 mean = np.mean([v["si_sdri_db"] for v in summary[method].values()])
-                print(f"{label:<14}{cells}mean SI-SDRi {mean:+6.2f}", flush=True)
+                print(f"{row:<{max(width, 14)}}{cells}mean SI-SDRi {mean:+6.2f}", flush=True)
 
 
 if __name__ == "__main__":
