@@ -23,13 +23,14 @@ class NeuralSeparator(Separator):
     """
 
     name = "neural"
-    context_frames = 129024  # 2.7 s: half the time modules' receptive field (126 hops each side)
     supports_autocast = True
 
     def __init__(self, net: BandSplitNet, mask_power: float = 1.0) -> None:
         super().__init__()
         self.net = net
         self.config: BandSplitConfig = net.config
+        #: Half the time modules' receptive field, in samples (6 layers: 126 hops, 2.7 s, each side).
+        self.context_frames = net.config.receptive_field_frames() // 2 * net.config.hop_frames
         #: Masks are sharpened to ``m_i^p / sum_j m_j^p`` (p = 2 is the Wiener mask of the
         #: masked estimates' powers); 1 leaves the trained masks as they are.
         self.mask_power = float(mask_power)
