@@ -253,6 +253,19 @@ def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Pa
                                                             segment_s=0.5), model_config=TINY, device="cpu")
 
 
+def test_training_can_deepen_the_network_it_starts_from(data: Path, tmp_path: Path) -> None:
+    """``init`` + ``deepen``: the run starts from the checkpoint's function with more layers, and its
+    checkpoint records them; without ``init`` there is nothing to deepen."""
+    start = save_checkpoint(tmp_path / "start.safetensors", _tiny(seed=2))
+    out = tmp_path / "deeper.safetensors"
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, segment_s=1.0)
+    train(data, out, config, device="cpu", init=start, deepen=(4,))
+    net, _ = load_checkpoint(out)
+    assert net.config.n_layers == TINY.n_layers + 1 and net.config.dilations == (*TINY.dilations, 4)
+    with pytest.raises(ConfigError, match="init"):
+        train(data, tmp_path / "x.safetensors", config, model_config=TINY, device="cpu", deepen=(4,))
+
+
 def test_deepened_network_computes_what_the_trained_one_did_and_can_learn() -> None:
     """Identity blocks appended to a network leave its masks unchanged, and get gradients at once."""
     from filmrestore.separation.training.grow import deepen

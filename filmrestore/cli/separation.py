@@ -68,6 +68,8 @@ def train(
     ema: Annotated[float, typer.Option("--ema", help="EMA decay of the weights that are validated and saved (0: off).")] = 0.999,
     valid_examples: Annotated[int, typer.Option("--valid-examples", help="Fixed validation mixtures; the best checkpoint is kept.")] = 32,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start a fresh run from this checkpoint's weights.")] = None,
+    deepen: Annotated[Optional[str], typer.Option("--deepen", metavar="D1,D2,...", help="With --init: append one "
+                                                  "identity block pair per dilation (more capacity, same start).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads (default: torch's).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader processes mixing examples.")] = 1,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after the epoch that passes this wall time.")] = None,
@@ -100,7 +102,9 @@ def train(
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
                          num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
                          p_restore=p_restore)
-    path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init)
+    layers = tuple(int(d) for d in deepen.split(",")) if deepen else ()
+    path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init,
+                        deepen=layers)
     console.print(f"checkpoint: {path}")
 
 

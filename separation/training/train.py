@@ -159,12 +159,14 @@ class _State:
 def train(data_dir: str | Path, out: str | Path, config: TrainConfig = TrainConfig(),
           model_config: BandSplitConfig | None = None, device: str = "auto", resume: bool = True,
           on_log: LogCallback | None = None, init: str | Path | None = None,
-          mixer_config: Any = None) -> Path:
+          mixer_config: Any = None, deepen: tuple[int, ...] = ()) -> Path:
     """Train on ``data_dir`` (a source bank, or DnR folders); write checkpoint ``out``.
 
     Resumes from ``out``'s state files when they exist and ``resume`` is true
     (``model_config`` is then taken from the state). Otherwise starts from ``init``'s
-    weights when given, else from a fresh ``model_config`` network. ``on_log`` receives
+    weights when given (with one identity block pair appended per dilation in ``deepen``,
+    :func:`~.grow.deepen`: more capacity, the same function to start from), else from a fresh
+    ``model_config`` network. ``on_log`` receives
     one dict per step (``event="step"``) and per epoch (``event="epoch"``, with the
     validation figures). Returns ``out``.
     """
@@ -173,7 +175,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig = TrainConf
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    state = _initial_state(out, model_config, config, dev, resume, init)
+    state = _initial_state(out, model_config, config, dev, resume, init, deepen)
     dataset, valid = _data(data_dir, config, mixer_config)
     model = NeuralSeparator(state.net).to(dev).train()
     started = time.monotonic()
@@ -298,12 +300,18 @@ def validate(net: BandSplitNet, valid: tuple[torch.Tensor, torch.Tensor], dev: t
 
 
 def _initial_state(out: Path, model_config: BandSplitConfig | None, config: TrainConfig,
-                   dev: torch.device, resume: bool, init: str | Path | None) -> _State:
+                   dev: torch.device, resume: bool, init: str | Path | None, deepen: tuple[int, ...] = ()) -> _State:
     state_tensors, state_json = state_paths(out)
     if resume and state_json.exists():
         return _load_state(state_tensors, state_json, config, dev)
     if init is not None:
         net, _ = load_checkpoint(init)
+        if deepen:
+            from filmrestore.separation.training.grow import deepen as grow
+
+            net = grow(net, tuple(deepen))
+    elif deepen:
+        raise ConfigError("deepen grows a trained network: give the checkpoint to start from (init)")
     else:
         net = BandSplitNet(model_config or BandSplitConfig())
     net = net.float().to(dev)
@@ -398,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--init", type=Path)
+    parser.add_argument("--deepen", type=lambda v: tuple(int(d) for d in v.split(",")), default=())
     parser.add_argument("--device", default="auto")
     for name, kind in (("epochs", int), ("steps_per_epoch", int), ("batch_size", int), ("segment_s", float),
                        ("learning_rate", float), ("warmup_steps", int), ("total_steps", int),
@@ -412,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         if record["event"] == "epoch":
             print(json.dumps(record), flush=True)
 
-    train(args.data, args.out, config, device=args.device, on_log=log, init=args.init)
+    train(args.data, args.out, config, device=args.device, on_log=log, init=args.init, deepen=args.deepen)
 
 
 if __name__ == "__main__":
