@@ -121,8 +121,9 @@ def restore_title(
         result = stage(report_task, source, title_dir, manifests, name)
         if stream == ALL_STREAMS:
             result = {**result, "streams": [r for _, r in others]}
-        options = dict(zip(("preset", "separator", "device", "checkpoint", "target_lufs", "ceiling_dbtp", "gate",
-                            "adm_profile", "separation_deployment"), spec), stream=stream, remux=remux)
+        options = {"preset": preset, "separator": separator, "stream": stream, "checkpoint": checkpoint,
+                   "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp, "gate": gate, "adm_profile": adm_profile,
+                   "remux": remux, "separation_deployment": separation_deployment}
         write_run_record(title_dir, run_request(source, out, title, name, options), result)
         return result
 
