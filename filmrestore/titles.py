@@ -40,23 +40,32 @@ def title_folder(title: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._-")[:128] or "title"
 
 
-def run_request(source: str | Path, out: str | Path, folder: str, display_title: str,
-                options: dict[str, Any]) -> dict[str, Any]:
+def title_names(source: str | Path, title: str | None) -> tuple[str, str]:
+    """``(folder, display title)`` of a run: the title as given (by default the source's file
+    name) and the folder name it gets (:func:`title_folder`)."""
+    display = title or Path(source).stem
+    return title_folder(display), display
+
+
+def run_request(params: dict[str, Any]) -> dict[str, Any]:
     """What a run of a title is asked to make, as JSON values: equal requests make equal folders.
 
-    ``source`` and ``out`` as the flow receives them (absolute); ``options`` the flow's options
-    (:data:`REQUEST_OPTIONS` are kept, others ignored, missing ones their default). The separator's weights
-    enter by content: the checkpoint given, or for ``neural`` the one that ships.
+    ``params`` are the ``restore_title`` flow's keyword arguments: ``source`` and ``out`` as the
+    flow receives them (absolute), ``title`` (the folder), ``display_title`` (None: the folder's
+    name) and its options (:data:`REQUEST_OPTIONS` are kept, others ignored, missing ones their
+    default). The separator's weights enter by content: the checkpoint given, or for ``neural``
+    the one that ships.
     """
     from filmrestore import __version__
     from filmrestore.audio import fingerprint_source, hash_file
     from filmrestore.resume import STAGE_VERSIONS
     from filmrestore.separation import DEFAULT_CHECKPOINT
 
-    kept = {name: default if options.get(name) is None else options[name] for name, default in REQUEST_OPTIONS.items()}
+    kept = {name: default if params.get(name) is None else params[name] for name, default in REQUEST_OPTIONS.items()}
     weights = kept["checkpoint"] or (str(DEFAULT_CHECKPOINT) if kept["separator"] == "neural" else None)
-    return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(out), "folder": folder,
-            "display_title": display_title, "options": kept,
+    source = params["source"]
+    return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(params["out"]),
+            "folder": params["title"], "display_title": params.get("display_title") or params["title"], "options": kept,
             "weights": hash_file(weights) if weights and Path(weights).is_file() else None,
             "version": __version__, "stage_versions": dict(STAGE_VERSIONS)}
 

@@ -142,9 +142,7 @@ def restore_title_here(entry: CatalogEntry, out: str) -> dict[str, Any]:
     TITLE_LABEL.set(entry.title)  # this worker thread's stage lines name their title
     params = entry.flow_parameters(out)
     try:
-        request = run_request(params["source"], params["out"], params["title"],
-                              params.get("display_title") or params["title"], params)
-        if finished_run(Path(out) / entry.title, request) is None:
+        if finished_run(Path(out) / entry.title, run_request(params)) is None:
             restore_title.fn(**params)
         else:  # finished earlier with these options, nothing changed since: a nightly batch skips it
             logging.getLogger(STAGE_LOGGER).info("%s: finished with these options and unchanged since, nothing "

@@ -30,12 +30,7 @@ from filmrestore.tasks.render import render_task
 from filmrestore.tasks.report import report_task
 from filmrestore.tasks.restore import restore_task
 from filmrestore.tasks.separate import separate_task
-from filmrestore.titles import drop_run_record, run_request, title_folder, write_run_record
-
-
-def title_from_source(source: str | Path) -> str:
-    """A folder-safe title from the source file name (``Feature (1962).mov`` -> ``Feature_1962``)."""
-    return title_folder(Path(source).stem)
+from filmrestore.titles import drop_run_record, run_request, title_folder, title_names, write_run_record
 
 
 ALL_STREAMS = "all"  # ``stream="all"``: every audio stream of the source, each its own set of deliverables
@@ -121,10 +116,11 @@ def restore_title(
         result = stage(report_task, source, title_dir, manifests, name)
         if stream == ALL_STREAMS:
             result = {**result, "streams": [r for _, r in others]}
-        options = {"preset": preset, "separator": separator, "stream": stream, "checkpoint": checkpoint,
-                   "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp, "gate": gate, "adm_profile": adm_profile,
-                   "remux": remux, "separation_deployment": separation_deployment}
-        write_run_record(title_dir, run_request(source, out, title, name, options), result)
+        params = {"source": source, "out": out, "title": title, "display_title": name, "preset": preset,
+                  "separator": separator, "stream": stream, "checkpoint": checkpoint, "target_lufs": target_lufs,
+                  "ceiling_dbtp": ceiling_dbtp, "gate": gate, "adm_profile": adm_profile, "remux": remux,
+                  "separation_deployment": separation_deployment}
+        write_run_record(title_dir, run_request(params), result)
         return result
 
 
@@ -266,8 +262,7 @@ def run_restore_title(source: str | Path, out: str | Path, title: str | None = N
     validate_options(**options)
     if options.get("separation_deployment"):
         check_deployment(options["separation_deployment"], prefect_api_url())
-    display = title or Path(source).stem
-    folder = title_folder(display)
+    folder, display = title_names(source, title)
     refuse_overwriting(source, out_dirs=[Path(out) / folder])
     plan_file = Path(out) / folder / "plan.json"
     if plan_file.is_file():  # an engineer's edited plan: a broken one is refused now, not after separation

@@ -197,18 +197,18 @@ def test_a_run_record_answers_only_the_same_request_over_an_unchanged_folder(tmp
     write_audio(title_dir / "bed_7.1.4.wav", _noise(12, 4800), 48_000)
     (title_dir / "plan.json").write_text("{}")
     options = {"preset": "ebu-r128", "separator": "dsp", "device": "cpu"}
-    request = run_request(source, tmp_path / "out", "film", "Film", options)
+    base = {"source": source, "out": tmp_path / "out", "title": "film", "display_title": "Film"}
+    request = run_request({**base, **options})
     result = {"title_dir": str(title_dir), "verdict": {"pass": True}}
     write_run_record(title_dir, request, result)
     assert finished_run(title_dir, request) == result
     # The device is not part of what a run makes; the same request comes back equal.
-    assert finished_run(title_dir, run_request(source, tmp_path / "out", "film", "Film",
-                                               {**options, "device": "cuda"})) == result
+    assert finished_run(title_dir, run_request({**base, **options, "device": "cuda"})) == result
     if change == "option":
-        request = run_request(source, tmp_path / "out", "film", "Film", {**options, "preset": "netflix"})
+        request = run_request({**base, **options, "preset": "netflix"})
     elif change == "source":
         source.write_bytes(b"another cut" * 1000)
-        request = run_request(source, tmp_path / "out", "film", "Film", options)
+        request = run_request({**base, **options})
     elif change == "edited":
         (title_dir / "plan.json").write_text('{"objects": []}')
     elif change == "touched":

@@ -68,13 +68,13 @@ def finished_title(source: Path, out: Path, title: str | None, options: dict[str
     pipeline. Only without a Prefect API: with one, the run goes to the server, whose UI shows it."""
     from filmrestore.cli.progress import StageConsole
     from filmrestore.flows.api import prefect_api_url
-    from filmrestore.titles import RUN_RECORD, finished_run, run_request, title_folder
+    from filmrestore.titles import RUN_RECORD, finished_run, run_request, title_names
 
     if not source.is_file() or prefect_api_url() is not None:
         return None
-    display = title or source.stem
-    folder = title_folder(display)
-    result = finished_run(out / folder, run_request(source.resolve(), out.resolve(), folder, display, options))
+    folder, display = title_names(source, title)
+    params = {"source": str(source.resolve()), "out": str(out.resolve()), "title": folder, "display_title": display}
+    result = finished_run(out / folder, run_request({**params, **options}))
     if result is not None and not StageConsole.quiet:
         console.print(f"{folder}: finished with these options and unchanged since, nothing to run "
                       f"(its record: {out / folder / RUN_RECORD})", markup=False)
