@@ -4,6 +4,7 @@ and listening previews (:mod:`filmrestore.qc`, :mod:`filmrestore.plots`,
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,12 @@ def report_task(source: str, title_dir: str, manifests: list[StageManifest], tit
     from filmrestore.tasks.common import in_prefect_run
 
     qc = build_qc(source, title_dir, manifests, title)
-    qc["plots"] = write_plots(title_dir, qc, manifests)
-    previews = write_previews(title_dir, "\n".join(sorted(m.cache_key for m in manifests if m.cache_key)))
+    key = "\n".join(sorted(m.cache_key for m in manifests if m.cache_key))
+    # The previews are ffmpeg encodes (other processes): they run while this thread draws the plots.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(write_previews, title_dir, key)
+        qc["plots"] = write_plots(title_dir, qc, manifests)
+        previews = pending.result()
     qc["previews"] = previews
     paths = write_qc(title_dir, qc, previews)
     if in_prefect_run():
