@@ -20,12 +20,13 @@ from safetensors import safe_open
 from filmrestore import corpus
 from filmrestore.errors import ConfigError
 from filmrestore.separation.bandsplit import BandSplitConfig
-from filmrestore.separation.training.bank import SPLITS, SourceBank, build_bank, decode, export_compact, split_of
+from filmrestore.separation.training.bank import SPLITS, Clip, SourceBank, build_bank, decode, export_compact, split_of
 from filmrestore.separation.checkpoint import config_path, load_checkpoint
 from filmrestore.separation.training.dataset import list_items, make_bank_dataset
 from filmrestore.separation.training.evaluate import load_item
 from filmrestore.separation.training.mixer import (CODECS, MixerConfig, MixerDataset, codec_round_trip, compressor_gain,
-                                                   encode_decode, legacy_channel, make_example, mix_transfer, restored)
+                                                   encode_decode, legacy_channel, make_example, mix_transfer, pick_speakers,
+                                                   restored)
 from filmrestore.separation.training.train import TrainConfig, learning_rate, train
 
 FS = 48000
@@ -117,6 +118,22 @@ def test_dropped_stems_are_silent_and_never_all_at_once(bank: SourceBank) -> Non
     silent = np.array([[not np.any(s) for s in make_example(bank, pools, np.random.default_rng(i), config)]
                        for i in range(40)])
     assert silent.any(axis=0).all() and not silent.all(axis=1).any()
+
+
+@pytest.mark.parametrize("weighting", ["group", "hours"])
+def test_speakers_are_drawn_alike_or_by_their_hours(weighting: str) -> None:
+    # One cast with 20 s of scenes in 4 clips, ten languages with a 1 s word each.
+    clips = [Clip(f"scene{k}", "p", "cast", "train", 0, 5 * FS) for k in range(4)]
+    clips += [Clip(f"word{k}", "p", f"lang{k}", "train", 0, FS) for k in range(10)]
+    config = MixerConfig(p_two_speakers=0.0, speech_weighting=weighting)
+    rng = np.random.default_rng(0)
+    cast = np.mean([pick_speakers(clips, rng, config) == {"cast"} for _ in range(4000)])
+    assert cast == pytest.approx(20 / 30 if weighting == "hours" else 1 / 11, abs=0.03)
+    if weighting == "hours":  # two speakers are two groups
+        two = MixerConfig(p_two_speakers=1.0, speech_weighting=weighting)
+        assert all(len(pick_speakers(clips, rng, two)) == 2 for _ in range(50))
+    with pytest.raises(ValueError, match="speech_weighting"):
+        MixerConfig(speech_weighting="words")
 
 
 def test_legacy_channel_band_limits_every_stem_and_puts_its_noise_in_effects() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -53,6 +54,13 @@ def make_dataset(
                   f"(sources in {out_dir / 'dataset.json'})")
 
 
+class SpeechWeighting(str, Enum):
+    """How the training mixer draws dialogue speakers (``MixerConfig.speech_weighting``)."""
+
+    hours = "hours"
+    group = "group"
+
+
 @app.command()
 @expected_errors
 def train(
@@ -80,6 +88,9 @@ def train(
                                            "round trip (ffmpeg).")] = 0.3,
     p_restore: Annotated[float, typer.Option("--p-restore", help="Bank data: share of mixtures restored as the "
                                              "restore stage would (hum, clicks, hiss found and repaired).")] = 0.2,
+    speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="Bank data: draw dialogue speakers "
+                                                  "in proportion to their recorded hours (hours) or every "
+                                                  "speaker/language alike (group).")] = SpeechWeighting.hours,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -101,7 +112,7 @@ def train(
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
                          num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
-                         p_restore=p_restore)
+                         p_restore=p_restore, speech_weighting=speech_weighting.value)
     layers = tuple(int(d) for d in deepen.split(",")) if deepen else ()
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init,
                         deepen=layers)

@@ -49,6 +49,7 @@ from filmrestore.separation.training.dataset import EpochDataset, _active_share,
 
 FS = SAMPLE_RATE_HZ
 _METER = pyloudnorm.Meter(FS)
+SPEECH_WEIGHTINGS = ("group", "hours")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,15 @@ class MixerConfig:
     p_crackle: float = 0.3
     p_codec: float = 0.0  # the training mixer's share (TrainConfig.p_codec); held-out items are made without
     p_restore: float = 0.0  # likewise (TrainConfig.p_restore)
+    #: How the dialogue's speakers (groups) are drawn: ``"group"``, every group alike (how the held-out
+    #: items are made); ``"hours"``, in proportion to its recorded hours (TrainConfig.speech_weighting),
+    #: so that each second of speech in the bank is as likely as any other.
+    speech_weighting: str = "group"
+
+    def __post_init__(self) -> None:
+        if self.speech_weighting not in SPEECH_WEIGHTINGS:
+            raise ValueError(f"speech_weighting must be one of {', '.join(SPEECH_WEIGHTINGS)}, "
+                             f"got {self.speech_weighting!r}")
 
 
 class MixerDataset(EpochDataset):
@@ -138,9 +148,14 @@ def _kept_stems(rng: np.random.Generator, config: MixerConfig) -> list[bool]:
 
 def draw_speech(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Generator,
                 config: MixerConfig) -> np.ndarray:
-    """Utterances of one or two speakers (groups) one after another with pauses. [shape=(n,)]"""
-    groups = sorted({c.group for c in clips})
-    chosen = set(rng.choice(groups, size=2 if rng.random() < config.p_two_speakers else 1))
+    """Utterances of one or two speakers (groups) one after another with pauses; the groups drawn
+    alike or by their hours (:attr:`MixerConfig.speech_weighting`). [shape=(n,)]
+
+    By group, single words and letters read in many languages (tens of small groups) would make
+    most of the dialogue a model hears, and an hour of acted scenes (one cast, one group) a
+    fiftieth of it; by hours, each recorded second weighs alike.
+    """
+    chosen = pick_speakers(clips, rng, config)
     pool = [c for c in clips if c.group in chosen]
     out = np.zeros(n, np.float32)
     cursor = int(rng.uniform(-0.5, 0.5) * FS)
@@ -150,6 +165,31 @@ def draw_speech(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Gene
         _add(out, cursor, x)
         cursor += x.size + int(rng.uniform(0.05, 1.2) * FS)
     return out
+
+
+def pick_speakers(clips: list[Clip], rng: np.random.Generator, config: MixerConfig) -> set[str]:
+    """The group (or two, ``p_two_speakers``) whose utterances make one example's dialogue."""
+    groups = sorted({c.group for c in clips})
+    size = 2 if rng.random() < config.p_two_speakers else 1
+    if config.speech_weighting == "hours":
+        frames = _group_frames(clips, groups)
+        return set(rng.choice(groups, size=min(size, len(groups)), replace=False, p=frames / frames.sum()))
+    return set(rng.choice(groups, size=size))
+
+
+_GROUP_FRAMES: dict[int, tuple[list[Clip], np.ndarray]] = {}
+
+
+def _group_frames(clips: list[Clip], groups: list[str]) -> np.ndarray:
+    """Frames of each of ``groups`` (sorted) in ``clips``, computed once per pool. [shape=(len(groups),)]"""
+    held = _GROUP_FRAMES.get(id(clips))
+    if held is None or held[0] is not clips:  # the pool itself is kept, so its id is not reused
+        index = {g: k for k, g in enumerate(groups)}
+        frames = np.zeros(len(groups))
+        for clip in clips:
+            frames[index[clip.group]] += clip.n_frames
+        held = _GROUP_FRAMES[id(clips)] = (clips, frames)
+    return held[1]
 
 
 def draw_music(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Generator) -> np.ndarray:
