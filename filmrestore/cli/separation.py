@@ -29,6 +29,13 @@ def make_bank(
                       markup=False, highlight=False)
 
 
+class SpeechWeighting(str, Enum):
+    """How the training mixer draws dialogue speakers (``MixerConfig.speech_weighting``)."""
+
+    hours = "hours"
+    group = "group"
+
+
 @app.command("make-dataset")
 @expected_errors
 def make_dataset(
@@ -39,12 +46,18 @@ def make_dataset(
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of items (and source files) held out.")] = 0.2,
     bank: Annotated[Optional[Path], typer.Option("--bank", help="Mix legacy-film items from this source bank's split instead.")] = None,
     split: Annotated[str, typer.Option("--split", help="With --bank: the bank split to mix from (test, valid, train).")] = "test",
+    speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="With --bank: draw "
+                                                  "dialogue speakers alike (group, as the recorded figures) or "
+                                                  "by their recorded hours (hours).")] = SpeechWeighting.group,
 ) -> None:
     """Build a DnR-style dataset (mix/speech/music/sfx.wav per item) from packaged recordings."""
     if bank is not None:
         from filmrestore.separation.training.dataset import make_bank_dataset
 
-        folders = make_bank_dataset(bank, out_dir, split, items, seconds, seed)
+        from filmrestore.separation.training.mixer import MixerConfig
+
+        mixer = MixerConfig(segment_s=seconds, speech_weighting=speech_weighting.value)
+        folders = make_bank_dataset(bank, out_dir, split, items, seconds, seed, mixer)
         console.print(f"{out_dir / split}: {len(folders)} items of {seconds:g} s mixed from {bank} ({split} split)")
         return
     from filmrestore.separation.training.dataset import make_dataset as build
@@ -52,13 +65,6 @@ def make_dataset(
     built = build(out_dir, items, seconds, seed, test_fraction)
     console.print(f"{out_dir}: {len(built['train'])} train, {len(built['test'])} held-out test items "
                   f"(sources in {out_dir / 'dataset.json'})")
-
-
-class SpeechWeighting(str, Enum):
-    """How the training mixer draws dialogue speakers (``MixerConfig.speech_weighting``)."""
-
-    hours = "hours"
-    group = "group"
 
 
 @app.command()
