@@ -10,7 +10,7 @@ import numpy as np
 from scipy import signal
 
 from filmrestore.errors import ConfigError
-from filmrestore.restoration.blocks import Sample, as_segments, check_block
+from filmrestore.restoration.blocks import Sample, as_segments, check_block, map_segments
 
 
 
@@ -54,12 +54,15 @@ def long_term_spectrum(x: Sample, sample_rate_hz: int, resolution_hz: float = 0.
     segment lasts the 0.25 s needed to resolve mains harmonics.
     """
     nperseg = int(2 ** np.ceil(np.log2(sample_rate_hz / resolution_hz)))
+    # Too short a segment cannot resolve mains harmonics.
+    segments = [seg for seg in as_segments(x) if min(nperseg, seg.shape[1]) >= sample_rate_hz // 4]
+
+    def welch(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return signal.welch(seg, sample_rate_hz, "hann", nperseg=min(nperseg, seg.shape[1]), nfft=4 * nperseg,
+                            axis=-1)
+
     psd_sum, weight = None, 0
-    for seg in as_segments(x):
-        n = min(nperseg, seg.shape[1])
-        if n < sample_rate_hz // 4:
-            continue  # too short to resolve mains harmonics
-        freqs, psd = signal.welch(seg, sample_rate_hz, "hann", nperseg=n, nfft=4 * nperseg, axis=-1)
+    for seg, (freqs, psd) in zip(segments, map_segments(welch, segments)):
         psd_sum = psd.mean(axis=0) * seg.shape[1] + (0 if psd_sum is None else psd_sum)
         weight += seg.shape[1]
     return None if psd_sum is None else (freqs, psd_sum / weight)

@@ -13,7 +13,7 @@ import numpy as np
 from filmrestore.audio import AudioWriter, iter_blocks, read_audio, read_channel_mask, read_info
 from filmrestore.errors import ConfigError, EmptyAudioError
 from filmrestore.manifest import FileRecord
-from filmrestore.restoration.blocks import Progress, Sample, as_segments, check_block
+from filmrestore.restoration.blocks import Progress, Sample, as_segments, check_block, map_segments
 from filmrestore.restoration.clicks import CLICK_MIN_COUNT, CLICK_MIN_RATE_PER_MIN, ClickRemover
 from filmrestore.restoration.dc import DCRemover, DCReport, detect_dc
 from filmrestore.restoration.hiss import Dehisser, HissReport, detect_hiss
@@ -146,12 +146,13 @@ def _count_clicks(segments: list[np.ndarray], sample_rate_hz: int, strength: flo
                   ) -> tuple[int, list[np.ndarray]]:
     """Run a fresh :class:`ClickRemover` over each segment: the number of click events
     (see :func:`_click_events`) and the repaired segments."""
-    total, repaired = 0, []
-    for seg in segments:
+    def count(seg: np.ndarray) -> tuple[int, np.ndarray]:
         remover = ClickRemover(sample_rate_hz, seg.shape[0], strength, keep_positions=True)
-        repaired.append(np.concatenate([remover.process(seg), remover.flush()], axis=1))
-        total += _click_events(remover.positions or [])
-    return total, repaired
+        repaired = np.concatenate([remover.process(seg), remover.flush()], axis=1)
+        return _click_events(remover.positions or []), repaired
+
+    counted = map_segments(count, segments)
+    return sum(n for n, _ in counted), [seg for _, seg in counted]
 
 
 def plan_restoration(x_sample: Sample, sample_rate_hz: int, strength: float = 1.0) -> RestorePlan:
