@@ -172,24 +172,12 @@ def pick_speakers(clips: list[Clip], rng: np.random.Generator, config: MixerConf
     groups = sorted({c.group for c in clips})
     size = 2 if rng.random() < config.p_two_speakers else 1
     if config.speech_weighting == "hours":
-        frames = _group_frames(clips, groups)
-        return set(rng.choice(groups, size=min(size, len(groups)), replace=False, p=frames / frames.sum()))
-    return set(rng.choice(groups, size=size))
-
-
-_GROUP_FRAMES: dict[int, tuple[list[Clip], np.ndarray]] = {}
-
-
-def _group_frames(clips: list[Clip], groups: list[str]) -> np.ndarray:
-    """Frames of each of ``groups`` (sorted) in ``clips``, computed once per pool. [shape=(len(groups),)]"""
-    held = _GROUP_FRAMES.get(id(clips))
-    if held is None or held[0] is not clips:  # the pool itself is kept, so its id is not reused
-        index = {g: k for k, g in enumerate(groups)}
-        frames = np.zeros(len(groups))
+        frames = dict.fromkeys(groups, 0)
         for clip in clips:
-            frames[index[clip.group]] += clip.n_frames
-        held = _GROUP_FRAMES[id(clips)] = (clips, frames)
-    return held[1]
+            frames[clip.group] += clip.n_frames
+        weights = np.array([frames[g] for g in groups], np.float64)
+        return set(rng.choice(groups, size=min(size, len(groups)), replace=False, p=weights / weights.sum()))
+    return set(rng.choice(groups, size=size))
 
 
 def draw_music(bank: SourceBank, clips: list[Clip], n: int, rng: np.random.Generator) -> np.ndarray:
