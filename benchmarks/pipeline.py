@@ -50,8 +50,11 @@ _MEASURE = (
 )
 
 
-def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
-    """Run the CLI in a child process (``site`` first on its PYTHONPATH); return wall time, peak RSS, qc.json."""
+def run_once(clip: Path, out: Path, site: str | None = None, keep: bool = False) -> dict:
+    """Run the CLI in a child process (``site`` first on its PYTHONPATH); return wall time, peak RSS, qc.json.
+
+    Unless ``keep``, the title folder is removed once measured, before the I/O floor writes as many
+    bytes again (a 60 min title holds about 22 GB; both at once could fill the disk)."""
     shutil.rmtree(out / clip.stem, ignore_errors=True)  # a fresh run: no stage reused
     env = dict(os.environ)
     if site:
@@ -63,16 +66,19 @@ def run_once(clip: Path, out: Path, site: str | None = None) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"filmrestore run failed on {clip}:\n{proc.stderr[-3000:]}")
     qc = json.loads((out / clip.stem / "qc.json").read_text())
-    floor_s, n_bytes = io_floor_s(out / clip.stem, out)  # measured right after the run, same disk
+    floor_s, n_bytes = io_floor_s(out / clip.stem, out, keep)  # measured right after the run, same disk
     return {"wall_s": wall_s, "peak_rss_mib": int(proc.stdout.split()[-1]) / 1024, "io_floor_s": floor_s,
             "written_gb": n_bytes / 1e9,
             "stages": {s: (qc["stages"].get(s) or {}).get("elapsed_s") or 0.0 for s in STAGES}}
 
 
-def io_floor_s(title_dir: Path, scratch_dir: Path) -> tuple[float, int]:
+def io_floor_s(title_dir: Path, scratch_dir: Path, keep: bool = False) -> tuple[float, int]:
     """The I/O floor of a run: seconds to write (and fsync) as many bytes as the title folder holds,
-    in 64 MiB blocks from numpy, on the same disk; and the byte count. A run can be no faster."""
+    in 64 MiB blocks from numpy, on the same disk; and the byte count. A run can be no faster.
+    The title folder is removed first unless ``keep``."""
     n_bytes = sum(p.stat().st_size for p in title_dir.rglob("*") if p.is_file())
+    if not keep:
+        shutil.rmtree(title_dir)
     block = np.zeros(64 << 20, np.uint8)
     scratch = scratch_dir / ".io-floor.bin"
     start = time.perf_counter()
@@ -86,6 +92,16 @@ def io_floor_s(title_dir: Path, scratch_dir: Path) -> tuple[float, int]:
     elapsed = time.perf_counter() - start
     scratch.unlink()
     return elapsed, n_bytes
+
+
+def _row(minutes: float, name: str, r: dict) -> str:
+    """One table row: a clip length, a code version and its (median) figures."""
+    audio_s = 60.0 * minutes
+    cells = [f"{minutes:g}", name, f"{r['wall_s']:.1f}", *[f"{r['stages'][s]:.1f}" for s in STAGES],
+             f"{audio_s / r['wall_s']:.1f}", f"{audio_s / sum(r['stages'].values()):.1f}",
+             f"{r['peak_rss_mib']:.0f}", f"{r['written_gb']:.2f}", f"{r['io_floor_s']:.1f}",
+             f"{r['wall_s'] / r['io_floor_s']:.1f}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -114,20 +130,22 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in versions}
         for _ in range(args.repeat):
             for name, site in versions.items():
-                runs[name].append(run_once(clip, work / f"out-{name}", site))
-        rows += [(minutes, name, median_run(r)) for name, r in runs.items()]
+                runs[name].append(run_once(clip, work / f"out-{name}", site, keep=args.keep is not None))
+        measured = [(minutes, name, median_run(r)) for name, r in runs.items()]
+        rows += measured
+        for row in measured:  # as soon as measured: a long benchmark that fails later keeps these
+            print(f"measured: {_row(*row)}", file=sys.stderr, flush=True)
+        if not args.keep:
+            clip.unlink()
+    if not args.keep:
+        shutil.rmtree(work)
     print(f"load average at the end: {os.getloadavg()}")
     header = ["minutes", "code", "wall s", *[f"{s} s" for s in STAGES], "x RT (wall)", "x RT (stages)",
               "peak RSS MiB", "written GB", "I/O floor s", "wall / floor"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     for minutes, name, r in rows:
-        audio_s = 60.0 * minutes
-        cells = [f"{minutes:g}", name, f"{r['wall_s']:.1f}", *[f"{r['stages'][s]:.1f}" for s in STAGES],
-                 f"{audio_s / r['wall_s']:.1f}", f"{audio_s / sum(r['stages'].values()):.1f}",
-                 f"{r['peak_rss_mib']:.0f}", f"{r['written_gb']:.2f}", f"{r['io_floor_s']:.1f}",
-                 f"{r['wall_s'] / r['io_floor_s']:.1f}"]
-        print("| " + " | ".join(cells) + " |")
+        print(_row(minutes, name, r))
     if args.baseline:
         print("\nspeed-up, base time / new time:")
         by_key = {(m, n): r for m, n, r in rows}
