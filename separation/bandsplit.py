@@ -38,6 +38,18 @@ from torch import nn
 from filmrestore import STEMS
 
 N_STEMS = len(STEMS)
+#: A mask power for every stem alike, or one per stem in :data:`STEMS` order.
+MaskPower = float | tuple[float, ...]
+
+
+def stem_powers(mask_power: MaskPower) -> tuple[float, ...]:
+    """``mask_power`` as one float per stem; a sequence must have one value per stem."""
+    if isinstance(mask_power, (int, float)):
+        return (float(mask_power),) * N_STEMS
+    powers = tuple(float(p) for p in mask_power)
+    if len(powers) != N_STEMS:
+        raise ValueError(f"mask_power needs one value per stem ({', '.join(STEMS)}), got {mask_power!r}")
+    return powers
 
 
 @dataclass(frozen=True)
@@ -242,16 +254,18 @@ class BandSplitNet(nn.Module):
         self.mask_hidden = nn.ModuleList(_BandGroup(n, dim, config.mask_hidden) for _, n, _ in self.groups)
         self.mask_out = nn.ModuleList(_BandGroup(n, config.mask_hidden, N_STEMS * w) for _, n, w in self.groups)
 
-    def forward(self, spec: torch.Tensor, mask_power: float = 1.0) -> torch.Tensor:
+    def forward(self, spec: torch.Tensor, mask_power: MaskPower = 1.0) -> torch.Tensor:
         """Masks [shape=(n, 3, n_bins, n_frames)]; see :meth:`frame_masks` for ``mask_power``."""
         return self.frame_masks(spec.transpose(1, 2), mask_power).transpose(2, 3)
 
-    def frame_masks(self, frames: torch.Tensor, mask_power: float = 1.0) -> torch.Tensor:
+    def frame_masks(self, frames: torch.Tensor, mask_power: MaskPower = 1.0) -> torch.Tensor:
         """Frame-major spectrogram [shape=(n, n_frames, n_bins)] complex -> masks
         [shape=(n, 3, n_frames, n_bins)], the layout the inverse STFT reads without a copy.
 
         ``mask_power`` p sharpens (p > 1) or softens (p < 1) the masks to ``m_i^p / sum_j m_j^p``;
-        for softmax masks that is the softmax of the logits times p, computed as such.
+        for softmax masks that is the softmax of the logits times p, computed as such. With one
+        power per stem (dialogue, music, effects), ``m_i^p_i / sum_j m_j^p_j``: the masks still
+        sum to one in every bin.
         """
         n, n_frames, _ = frames.shape
         h = self._split(frames).transpose(1, 2).contiguous()  # (n, n_bands, n_frames, dim)
@@ -275,7 +289,7 @@ class BandSplitNet(nn.Module):
             out.append(proj(norm(feats)))
         return torch.cat(out, dim=2) + self.band_embedding
 
-    def _estimate(self, h: torch.Tensor, mask_power: float) -> torch.Tensor:
+    def _estimate(self, h: torch.Tensor, mask_power: MaskPower) -> torch.Tensor:
         """[shape=(n, n_frames, n_bands, dim)] -> softmax masks [shape=(n, 3, n_frames, n_bins)]."""
         n, n_frames = h.shape[:2]
         h = self.mask_norm(h)
@@ -285,8 +299,13 @@ class BandSplitNet(nn.Module):
             logits.append(z.reshape(n, n_frames, n_bands, N_STEMS, width).transpose(2, 3)
                           .reshape(n, n_frames, N_STEMS, n_bands * width))
         logits = torch.cat(logits, dim=-1).float()  # (n, n_frames, 3, n_bins)
-        if mask_power != 1.0:
-            logits = logits.mul_(mask_power) if not torch.is_grad_enabled() else logits * mask_power
+        powers = stem_powers(mask_power)
+        if len(set(powers)) == 1:
+            if powers[0] != 1.0:
+                logits = logits.mul_(powers[0]) if not torch.is_grad_enabled() else logits * powers[0]
+        else:  # m_i^p_i / sum_j m_j^p_j: the log-masks (not the logits, whose offset is free) times p_i
+            scale = torch.tensor(powers, dtype=logits.dtype, device=logits.device).reshape(N_STEMS, 1)
+            logits = F.log_softmax(logits, dim=2) * scale
         return F.softmax(logits, dim=2).transpose(1, 2)
 
 

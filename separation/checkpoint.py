@@ -4,7 +4,8 @@
 no code); ``model.json`` holds the format name and version, the architecture and its
 :class:`~filmrestore.separation.bandsplit.BandSplitConfig`, the sample rate, the stems
 free-form training notes and optional ``inference`` settings chosen on the validation
-split (``mask_power``, see :class:`~filmrestore.separation.neural.NeuralSeparator`). Weights
+split (``mask_power``, one number or one per stem by name, see
+:class:`~filmrestore.separation.neural.NeuralSeparator`). Weights
 may be stored as float16 (a shipped model) and load as float32. The safetensors header repeats the format, version and
 architecture, so a weights file paired with the wrong config is caught. Every failure
 (missing file, truncated file, bad JSON, other version, out-of-range config values,
@@ -87,8 +88,10 @@ def read_config(path: Path) -> dict[str, Any]:
         if doc.get(key) != value:
             raise CheckpointError(cfg_path, f"{key} is {doc.get(key)!r}; this version reads {value!r}")
     power = (doc.get("inference") or {}).get("mask_power", 1.0)
-    if not isinstance(power, (int, float)) or not 0.25 <= power <= 4.0:
-        raise CheckpointError(cfg_path, f"inference.mask_power must be a number in [0.25, 4], got {power!r}")
+    values = list(power.values()) if isinstance(power, dict) and sorted(power) == sorted(STEMS) else [power]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.25 <= v <= 4.0 for v in values):
+        raise CheckpointError(cfg_path, "inference.mask_power must be a number in [0.25, 4] or one per stem "
+                              f"({', '.join(STEMS)}), got {power!r}")
     return doc
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from filmrestore.separation.bandsplit import N_STEMS, BandSplitConfig, BandSplitNet
-from filmrestore.separation.base import Separator
+from filmrestore.separation.bandsplit import N_STEMS, BandSplitConfig, BandSplitNet, MaskPower, stem_powers
+from filmrestore.separation.base import STEMS, Separator
 
 _RMS_FLOOR = 1e-5  # -100 dBFS: below this a segment is treated as silence
 
@@ -25,25 +25,28 @@ class NeuralSeparator(Separator):
     name = "neural"
     supports_autocast = True
 
-    def __init__(self, net: BandSplitNet, mask_power: float = 1.0) -> None:
+    def __init__(self, net: BandSplitNet, mask_power: MaskPower = 1.0) -> None:
         super().__init__()
         self.net = net
         self.config: BandSplitConfig = net.config
         #: Half the time modules' receptive field, in samples (6 layers: 126 hops, 2.7 s, each side).
         self.context_frames = net.config.receptive_field_frames() // 2 * net.config.hop_frames
         #: Masks are sharpened to ``m_i^p / sum_j m_j^p`` (p = 2 is the Wiener mask of the
-        #: masked estimates' powers); 1 leaves the trained masks as they are.
-        self.mask_power = float(mask_power)
+        #: masked estimates' powers); 1 leaves the trained masks as they are. One p per stem
+        #: (:data:`STEMS` order), each stem's logits scaled by its own.
+        self.mask_power: tuple[float, ...] = stem_powers(mask_power)
         self.register_buffer("window", torch.hann_window(net.config.n_fft), persistent=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NeuralSeparator:
         """Load a safetensors checkpoint and its JSON config (see :mod:`.checkpoint`); the
-        config's ``inference.mask_power`` (chosen on the validation split) applies."""
+        config's ``inference.mask_power`` (chosen on the validation split: one number, or one
+        per stem by name) applies."""
         from filmrestore.separation.checkpoint import load_checkpoint
 
         net, doc = load_checkpoint(path)
-        return cls(net, mask_power=float((doc.get("inference") or {}).get("mask_power", 1.0)))
+        power = (doc.get("inference") or {}).get("mask_power", 1.0)
+        return cls(net, mask_power=tuple(power[s] for s in STEMS) if isinstance(power, dict) else power)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)].

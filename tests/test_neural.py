@@ -101,6 +101,42 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.config == TINY
 
 
+def test_mask_powers_sharpen_each_stem_and_keep_the_sum() -> None:
+    """A power p gives ``m_i^p / sum_j m_j^p`` of the plain masks; one power per stem gives
+    ``m_i^p_i / sum_j m_j^p_j``; either way the masks sum to one in every bin."""
+    net = _tiny(2).eval()
+    spec = torch.randn(2, TINY.n_fft // 2 + 1, 40, dtype=torch.complex64)
+    with torch.inference_mode():
+        plain = net(spec).double()
+        for power in (0.6, (0.6, 0.6, 0.6), (1.5, 0.6, 1.0)):
+            masks = net(spec, power).double()
+            p = torch.tensor(power if isinstance(power, tuple) else (power,) * 3, dtype=torch.float64)
+            expected = plain ** p.reshape(1, 3, 1, 1)
+            expected = expected / expected.sum(1, keepdim=True)
+            torch.testing.assert_close(masks, expected, atol=2e-5, rtol=0)
+            torch.testing.assert_close(masks.sum(1), torch.ones_like(masks[:, 0]), atol=1e-5, rtol=0)
+    # Dialogue at power 2, the others at 1: m^2 / (m^2 + 1 - m) < m, less dialogue in every bin.
+    with torch.inference_mode():
+        sharper = net(spec, (2.0, 1.0, 1.0)).double()
+    assert torch.all(sharper[:, 0] < plain[:, 0] + 1e-6) and torch.all(sharper[:, 1:] > plain[:, 1:] - 1e-6)
+    with pytest.raises(ValueError, match="one value per stem"):
+        NeuralSeparator(net, (1.0, 2.0))
+
+
+def test_checkpoint_mask_power_by_stem(tmp_path: Path) -> None:
+    net = _tiny(3)
+    path = save_checkpoint(tmp_path / "m.safetensors", net,
+                           inference={"mask_power": {"dialogue": 0.9, "music": 0.6, "effects": 0.5}})
+    assert NeuralSeparator.from_checkpoint(path).mask_power == (0.9, 0.6, 0.5)
+    doc = json.loads(config_path(path).read_text())
+    for bad in ({"dialogue": 0.9, "music": 0.6}, {"dialogue": 0.9, "music": 0.6, "effects": 9.0}, "0.6", True):
+        config_path(path).write_text(json.dumps({**doc, "inference": {"mask_power": bad}}))
+        with pytest.raises(CheckpointError, match=r"m.json: inference.mask_power must be a number"):
+            load_checkpoint(path)
+    config_path(path).write_text(json.dumps({**doc, "inference": {"mask_power": 0.7}}))
+    assert NeuralSeparator.from_checkpoint(path).mask_power == (0.7, 0.7, 0.7)
+
+
 def test_shipped_checkpoint_is_the_default() -> None:
     from filmrestore.separation import DEFAULT_CHECKPOINT
 
