@@ -120,6 +120,21 @@ def test_dropped_stems_are_silent_and_never_all_at_once(bank: SourceBank) -> Non
     assert silent.any(axis=0).all() and not silent.all(axis=1).any()
 
 
+def test_solo_examples_hold_one_stem_and_leave_the_others_alone(bank: SourceBank) -> None:
+    pools = {k: bank.clips(k, "train") for k in corpus.KINDS}
+    solo = MixerConfig(segment_s=2.0, p_solo=1.0, p_legacy=0.0)
+    sounding = np.array([[bool(np.any(s)) for s in make_example(bank, pools, np.random.default_rng(i), solo)]
+                         for i in range(30)])
+    assert np.all(sounding.sum(axis=1) == 1) and sounding.any(axis=0).all()  # one stem, each of them sometimes
+    # At 0 nothing is drawn for it (held-out items are made so and stay what they were); any share
+    # above 0 takes one draw first, so the same generator gives another example.
+    plain = MixerConfig(segment_s=2.0, p_legacy=0.0)
+    rare = MixerConfig(**{**plain.__dict__, "p_solo": 1e-12})
+    assert plain.p_solo == 0.0
+    assert not np.array_equal(make_example(bank, pools, np.random.default_rng(5), plain),
+                              make_example(bank, pools, np.random.default_rng(5), rare))
+
+
 @pytest.mark.parametrize("weighting", ["group", "hours"])
 def test_speakers_are_drawn_alike_or_by_their_hours(weighting: str) -> None:
     # One cast with 20 s of scenes in 4 clips, ten languages with a 1 s word each.

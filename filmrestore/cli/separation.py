@@ -94,6 +94,8 @@ def train(
                                            "round trip (ffmpeg).")] = 0.3,
     p_restore: Annotated[float, typer.Option("--p-restore", help="Bank data: share of mixtures restored as the "
                                              "restore stage would (hum, clicks, hiss found and repaired).")] = 0.2,
+    p_solo: Annotated[float, typer.Option("--p-solo", help="Bank data: share of mixtures with one stem alone "
+                                          "(dialogue over silence, music or effects alone).")] = 0.1,
     speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="Bank data: draw dialogue speakers "
                                                   "in proportion to their recorded hours (hours) or every "
                                                   "speaker/language alike (group).")] = SpeechWeighting.hours,
@@ -118,7 +120,7 @@ def train(
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
                          num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
-                         p_restore=p_restore, speech_weighting=speech_weighting.value)
+                         p_restore=p_restore, p_solo=p_solo, speech_weighting=speech_weighting.value)
     layers = tuple(int(d) for d in deepen.split(",")) if deepen else ()
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init,
                         deepen=layers)

@@ -73,6 +73,7 @@ class TrainConfig:
     dialogue_weight: float = 1.0  # the dialogue stem's weight in the loss (music and effects: 1)
     p_codec: float = 0.0  # bank data only: share of mixtures sent through a lossy codec (MixerConfig.p_codec)
     p_restore: float = 0.0  # bank data only: share of mixtures through the restore stage (MixerConfig.p_restore)
+    p_solo: float = 0.0  # bank data only: share of mixtures with one stem alone (MixerConfig.p_solo)
     speech_weighting: str = "hours"  # bank data only: how dialogue speakers are drawn (MixerConfig.speech_weighting)
 
 
@@ -207,7 +208,8 @@ def _data(data_dir: str | Path, config: TrainConfig, mixer_config: Any) -> tuple
 
         bank = SourceBank(root)
         mixer = mixer_config or MixerConfig(segment_s=config.segment_s, p_codec=config.p_codec,
-                                            p_restore=config.p_restore, speech_weighting=config.speech_weighting)
+                                            p_restore=config.p_restore, p_solo=config.p_solo,
+                                            speech_weighting=config.speech_weighting)
         dataset = MixerDataset(bank, "train", n_examples, mixer, seed=config.seed)
         valid = None
         if config.valid_examples:
@@ -414,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
                        ("ema_decay", float), ("valid_examples", int), ("max_minutes", float),
                        ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int),
                        ("dialogue_weight", float), ("p_codec", float), ("p_restore", float),
-                       ("speech_weighting", str)):
+                       ("p_solo", float), ("speech_weighting", str)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(TrainConfig, name))
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
