@@ -24,6 +24,7 @@ folders), warmup + cosine learning rate, EMA weights, validation with the best c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -213,7 +214,10 @@ def _data(data_dir: str | Path, config: TrainConfig, mixer_config: Any) -> tuple
         dataset = MixerDataset(bank, "train", n_examples, mixer, seed=config.seed)
         valid = None
         if config.valid_examples:
-            probe = MixerDataset(bank, "valid", config.valid_examples, mixer, seed=10_000 + config.seed)
+            # Validation mixtures are made as the held-out items are (no codec, restore or solo shares:
+            # those are training's emphasis, not what the best checkpoint is chosen for).
+            held_out = dataclasses.replace(mixer, p_codec=0.0, p_restore=0.0, p_solo=0.0)
+            probe = MixerDataset(bank, "valid", config.valid_examples, held_out, seed=10_000 + config.seed)
             valid = _stack([probe[i] for i in range(len(probe))])
         return dataset, valid
     from filmrestore.separation.training.dataset import RemixDataset, resolve_split
