@@ -32,8 +32,8 @@ class NeuralSeparator(Separator):
         #: Half the time modules' receptive field, in samples (6 layers: 126 hops, 2.7 s, each side).
         self.context_frames = net.config.receptive_field_frames() // 2 * net.config.hop_frames
         #: Masks are sharpened to ``m_i^p / sum_j m_j^p`` (p = 2 is the Wiener mask of the
-        #: masked estimates' powers); 1 leaves the trained masks as they are. One p per stem
-        #: (:data:`STEMS` order), each stem's logits scaled by its own.
+        #: masked estimates' powers); 1 leaves the trained masks as they are. With one p per stem
+        #: (:data:`STEMS` order), ``m_i^p_i / sum_j m_j^p_j``.
         self.mask_power: tuple[float, ...] = stem_powers(mask_power)
         self.register_buffer("window", torch.hann_window(net.config.n_fft), persistent=False)
 
