@@ -95,7 +95,7 @@ def train(
     p_restore: Annotated[float, typer.Option("--p-restore", help="Bank data: share of mixtures restored as the "
                                              "restore stage would (hum, clicks, hiss found and repaired).")] = 0.2,
     p_solo: Annotated[float, typer.Option("--p-solo", help="Bank data: share of mixtures with one stem alone "
-                                          "(dialogue over silence, music or effects alone).")] = 0.1,
+                                          "(dialogue over silence, music or effects alone).")] = 0.0,
     speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="Bank data: draw dialogue speakers "
                                                   "in proportion to their recorded hours (hours) or every "
                                                   "speaker/language alike (group).")] = SpeechWeighting.hours,

@@ -44,7 +44,7 @@ mkdir -p "$OUT"
     --init separation/checkpoints/dme-small.safetensors --device auto --max-minutes "$MINUTES" \
     ${TRAIN_DEVICE_ARGS:---epochs 1000 --steps-per-epoch 100000 --epoch-minutes 1 --batch-size 32 --segment-s 6 \
       --learning-rate 1e-3 --warmup-steps 100 --total-steps 3000 --ema-decay 0.999 --valid-examples 64 --num-workers 14 \
-      --dialogue-weight 1.5 --p-solo 0.1} \
+      --dialogue-weight 1.5} \
     2>&1 | tee "$OUT/train.log"
 "$PYTHON" benchmarks/separation.py --separators neural --checkpoint "$OUT/dme.safetensors" \
     ${BENCH_DEVICE_ARGS:---minutes 10 --devices cuda} 2>&1 | tee "$OUT/bench.log"
