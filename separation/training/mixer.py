@@ -142,12 +142,9 @@ def make_example(bank: SourceBank, pools: dict[str, list[Clip]], rng: np.random.
 
 
 def _kept_stems(rng: np.random.Generator, config: MixerConfig) -> list[bool]:
-    if config.p_solo > 0.0 and rng.random() < config.p_solo:  # no draw at 0: held-out items unchanged
-        keep = [False] * 3
-        keep[int(rng.integers(3))] = True
-        return keep
-    keep = [rng.random() >= p for p in config.p_drop]
-    if not any(keep):
+    solo = config.p_solo > 0.0 and rng.random() < config.p_solo  # no draw at 0: held-out items unchanged
+    keep = [False] * 3 if solo else [rng.random() >= p for p in config.p_drop]
+    if not any(keep):  # a solo, or every stem dropped: one stem, any of the three
         keep[int(rng.integers(3))] = True
     return keep
 
