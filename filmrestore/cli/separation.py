@@ -99,6 +99,8 @@ def train(
     speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="Bank data: draw dialogue speakers "
                                                   "in proportion to their recorded hours (hours) or every "
                                                   "speaker/language alike (group).")] = SpeechWeighting.hours,
+    loss_norm: Annotated[int, typer.Option("--loss-norm", help="1: L1-SNR loss terms; 2: RMS-SNR, whose optimum in "
+                                           "each bin is the mean answer (what SI-SDR rewards), not the median.")] = 1,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -120,7 +122,8 @@ def train(
                          segment_s=segment, learning_rate=lr, warmup_steps=warmup, total_steps=total_steps,
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
                          num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
-                         p_restore=p_restore, p_solo=p_solo, speech_weighting=speech_weighting.value)
+                         p_restore=p_restore, p_solo=p_solo, speech_weighting=speech_weighting.value,
+                         loss_norm=loss_norm)
     layers = tuple(int(d) for d in deepen.split(",")) if deepen else ()
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init,
                         deepen=layers)

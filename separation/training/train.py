@@ -11,6 +11,7 @@ folders), warmup + cosine learning rate, EMA weights, validation with the best c
   a third of the cost of three resolutions at 75 % overlap), each ``10 log10((|e| + eps) /
   (|s| + eps))`` with eps tied to the mixture's level, so loud and quiet examples and stems
   weigh alike; a silent (dropped) stem adds a bounded penalty on what the model puts in it.
+  ``loss_norm`` 2 puts RMS-SNR in place of both L1-SNR terms (on the same dB scale).
 * **Schedule.** AdamW; linear warmup over ``warmup_steps``, cosine decay to
   ``min_lr_ratio`` of the peak at ``total_steps`` (default: the run's epochs x steps).
 * **EMA** of the weights (``ema_decay``) is what is validated and shipped.
@@ -76,6 +77,11 @@ class TrainConfig:
     p_restore: float = 0.0  # bank data only: share of mixtures through the restore stage (MixerConfig.p_restore)
     p_solo: float = 0.0  # bank data only: share of mixtures with one stem alone (MixerConfig.p_solo)
     speech_weighting: str = "hours"  # bank data only: how dialogue speakers are drawn (MixerConfig.speech_weighting)
+    loss_norm: int = 1  # 1: L1-SNR loss terms; 2: RMS-SNR (the mean, not the median, of each bin's answer)
+
+    def __post_init__(self) -> None:
+        if self.loss_norm not in LOSS_NORMS:
+            raise ConfigError(f"loss norm must be one of {sorted(LOSS_NORMS)}, not {self.loss_norm}")
 
 
 def state_paths(out: Path) -> tuple[Path, Path]:
@@ -89,16 +95,29 @@ def l1snr_db(estimate: torch.Tensor, target: torch.Tensor, eps: torch.Tensor) ->
                    - torch.log10(target.abs().mean(-1) + eps))
 
 
-def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    """Per example and stem [shape=(batch, stems)]: L1-SNR in dB where the target sounds, and where
-    it is silent (a dropped stem) ``10 * mean|estimate| / level``, a bounded push towards silence.
+def l2snr_db(estimate: torch.Tensor, target: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``10 log10(rms(e - s) / rms(s))`` over the last axis, eps-regularised like :func:`l1snr_db`
+    and on its scale (half the power SNR in dB; lower is better). Its optimum per bin is the mean
+    of what the target may be given the mix, where L1's is the median: the mean is what SI-SDR,
+    an energy ratio, rewards."""
+    return 5.0 * (torch.log10((estimate - target).square().mean(-1) + eps ** 2)
+                  - torch.log10(target.square().mean(-1) + eps ** 2))
 
-    A silent target's L1-SNR would be ``10 log10(|estimate| / eps)``, 25 dB for a third of the
+
+LOSS_NORMS = {1: l1snr_db, 2: l2snr_db}
+
+
+def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor, norm: int = 1) -> torch.Tensor:
+    """Per example and stem [shape=(batch, stems)]: L1-SNR (``norm`` 1) or RMS-SNR (2) in dB where
+    the target sounds, and where it is silent (a dropped stem) ``10 * mean|estimate| / level``, a
+    bounded push towards silence.
+
+    A silent target's SNR would be ``10 log10(|estimate| / eps)``, 25 dB for a third of the
     mix: dropped stems would drown the loss of every stem that is there.
     """
     eps = (1e-3 * level)[:, None]
     sounding = target.abs().mean(-1) > eps
-    snr = l1snr_db(estimate, target, eps)
+    snr = LOSS_NORMS[norm](estimate, target, eps)
     silent = 10.0 * estimate.abs().mean(-1) / level[:, None]
     return torch.where(sounding, snr, silent)
 
@@ -107,10 +126,10 @@ _MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient b
 
 
 def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
-                    dialogue_weight: float = 1.0) -> torch.Tensor:
-    """Waveform + multi-resolution STFT-magnitude L1-SNR, mean over examples and stems, in dB
-    (see :func:`_stem_loss` for silent stems); the dialogue stem weighs ``dialogue_weight``
-    against 1 for music and effects (a weighted mean, so the loss keeps its scale).
+                    dialogue_weight: float = 1.0, norm: int = 1) -> torch.Tensor:
+    """Waveform + multi-resolution STFT-magnitude L1-SNR (``norm`` 2: RMS-SNR), mean over examples
+    and stems, in dB (see :func:`_stem_loss` for silent stems); the dialogue stem weighs
+    ``dialogue_weight`` against 1 for music and effects (a weighted mean, so the loss keeps its scale).
 
     Args:
         estimate, target: stems [shape=(batch, 3, n_channels, n_samples)].
@@ -118,7 +137,7 @@ def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Ten
     """
     n_batch, n_stems = estimate.shape[:2]
     level = mix.abs().mean(dim=(1, 2)).clamp_min(1e-6)  # (batch,)
-    wave = _stem_loss(estimate.flatten(2), target.flatten(2), level)  # (batch, stems)
+    wave = _stem_loss(estimate.flatten(2), target.flatten(2), level, norm)  # (batch, stems)
     flat_e, flat_t, flat_m = estimate.flatten(0, 2), target.flatten(0, 2), mix.flatten(0, 1)
     spec = torch.zeros_like(wave)
     for n_fft in _STFT_SIZES:
@@ -131,7 +150,7 @@ def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Ten
         with torch.no_grad():
             t = mag(flat_t).reshape(n_batch, n_stems, -1)
             m = mag(flat_m).reshape(n_batch, -1).mean(-1).clamp_min(1e-6)
-        spec = spec + _stem_loss(e, t, m) / len(_STFT_SIZES)
+        spec = spec + _stem_loss(e, t, m, norm) / len(_STFT_SIZES)
     weights = torch.ones(n_stems, device=mix.device)
     weights[0] = dialogue_weight
     return ((wave + spec) * weights).sum(-1).mean() / weights.sum()
@@ -254,7 +273,7 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
             group["lr"] = learning_rate(state.step, config)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             estimate = model(mix)
-        loss = separation_loss(estimate.float(), stems, mix, config.dialogue_weight)
+        loss = separation_loss(estimate.float(), stems, mix, config.dialogue_weight, config.loss_norm)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -420,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
                        ("ema_decay", float), ("valid_examples", int), ("max_minutes", float),
                        ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int),
                        ("dialogue_weight", float), ("p_codec", float), ("p_restore", float),
-                       ("p_solo", float), ("speech_weighting", str)):
+                       ("p_solo", float), ("speech_weighting", str), ("loss_norm", int)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(TrainConfig, name))
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
