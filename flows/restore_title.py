@@ -90,6 +90,7 @@ def restore_title(
         remux: Also write remux.mkv or remux.mov: the source's pictures with the restored soundtrack; empty: no remux.
         separation_deployment: Run the separation as a run of this deployment of separate-title (e.g. separate-title/separate-title-k8s-gpu), whose workers hold the GPU and mount the same output folder; empty: in this flow run.
     """
+    request = dict(locals())  # the run's arguments, as run_request records them
     title_dir = str(Path(out) / title)
     name = display_title or title
     spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile, separation_deployment)
@@ -116,11 +117,7 @@ def restore_title(
         result = stage(report_task, source, title_dir, manifests, name)
         if stream == ALL_STREAMS:
             result = {**result, "streams": [r for _, r in others]}
-        params = {"source": source, "out": out, "title": title, "display_title": name, "preset": preset,
-                  "separator": separator, "stream": stream, "checkpoint": checkpoint, "target_lufs": target_lufs,
-                  "ceiling_dbtp": ceiling_dbtp, "gate": gate, "adm_profile": adm_profile, "remux": remux,
-                  "separation_deployment": separation_deployment}
-        write_run_record(title_dir, run_request(params), result)
+        write_run_record(title_dir, run_request({**request, "display_title": name}), result)
         return result
 
 
