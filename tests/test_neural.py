@@ -240,7 +240,7 @@ def test_tiny_model_trains_and_its_loss_falls(data: Path, tmp_path: Path) -> Non
     before = held_out_loss(_tiny(config.seed))  # train() seeds torch with config.seed before building
     after = held_out_loss(load_checkpoint(out)[0])
     assert [r["epoch"] for r in log if r["event"] == "epoch"] == [1, 2, 3, 4]
-    # The loss is an L1-SNR in dB: training must lower it by a clear margin.
+    # The loss is an SNR in dB: training must lower it by a clear margin.
     assert after < before - 1.0, f"probe loss {before:.2f} dB -> {after:.2f} dB"
 
 
@@ -295,7 +295,7 @@ def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Pa
     real_loss, calls = trainer.separation_loss, {"n": 0}
 
     def sometimes_nan(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
-                      dialogue_weight: float = 1.0, norm: int = 1) -> torch.Tensor:
+                      dialogue_weight: float = 1.0, norm: int = 2) -> torch.Tensor:
         calls["n"] += 1
         loss = real_loss(estimate, target, mix, dialogue_weight, norm)
         return loss * float("nan") if calls["n"] == 2 else loss
@@ -308,7 +308,7 @@ def test_a_non_finite_batch_is_skipped_and_a_run_of_them_stops_training(data: Pa
     assert [r["event"] for r in log if r["event"] in ("step", "skipped")] == ["step", "skipped", "step", "step"]
     assert all(bool(torch.isfinite(p).all()) for p in load_checkpoint(out)[0].parameters())
 
-    monkeypatch.setattr(trainer, "separation_loss", lambda e, t, m, w=1.0, n=1: real_loss(e, t, m, w, n) * float("nan"))
+    monkeypatch.setattr(trainer, "separation_loss", lambda e, t, m, w=1.0, n=2: real_loss(e, t, m, w, n) * float("nan"))
     with pytest.raises(ConfigError, match=r"diverged at step 0 \(20 batches in a row"):
         train(data, tmp_path / "d.safetensors", TrainConfig(epochs=1, steps_per_epoch=30, batch_size=1,
                                                             segment_s=0.5), model_config=TINY, device="cpu")

@@ -99,8 +99,8 @@ def train(
     speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="Bank data: draw dialogue speakers "
                                                   "in proportion to their recorded hours (hours) or every "
                                                   "speaker/language alike (group).")] = SpeechWeighting.hours,
-    loss_norm: Annotated[int, typer.Option("--loss-norm", help="1: L1-SNR loss terms; 2: RMS-SNR, whose optimum in "
-                                           "each bin is the mean answer (what SI-SDR rewards), not the median.")] = 1,
+    loss_norm: Annotated[int, typer.Option("--loss-norm", help="2: RMS-SNR loss terms, whose optimum in each bin is "
+                                           "the mean answer (what SI-SDR rewards); 1: L1-SNR (the median).")] = 2,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""

@@ -6,12 +6,14 @@ folders), warmup + cosine learning rate, EMA weights, validation with the best c
   and validation uses fixed mixtures of its ``valid`` split (never ``test``). Or ``data``
   is a DnR folder tree: examples are remixed from its items (:class:`~.dataset.RemixDataset`)
   and validation uses the stored items of ``valid/`` (or ``test/``) when present.
-* **Loss** (:func:`separation_loss`): per stem, L1-SNR of the waveform plus L1-SNR of
+* **Loss** (:func:`separation_loss`): per stem, RMS-SNR of the waveform plus RMS-SNR of
   multi-resolution STFT magnitudes (n_fft 512 and 2048, half-overlapping frames: on a CPU
   a third of the cost of three resolutions at 75 % overlap), each ``10 log10((|e| + eps) /
   (|s| + eps))`` with eps tied to the mixture's level, so loud and quiet examples and stems
   weigh alike; a silent (dropped) stem adds a bounded penalty on what the model puts in it.
-  ``loss_norm`` 2 puts RMS-SNR in place of both L1-SNR terms (on the same dB scale).
+  ``loss_norm`` 1 puts L1-SNR in their place (on the same dB scale), as the models before
+  this one were trained: its optimum in each bin is the median of what the target may be where
+  RMS-SNR's is the mean, and SI-SDR, an energy ratio, rewards the mean.
 * **Schedule.** AdamW; linear warmup over ``warmup_steps``, cosine decay to
   ``min_lr_ratio`` of the peak at ``total_steps`` (default: the run's epochs x steps).
 * **EMA** of the weights (``ema_decay``) is what is validated and shipped.
@@ -77,7 +79,7 @@ class TrainConfig:
     p_restore: float = 0.0  # bank data only: share of mixtures through the restore stage (MixerConfig.p_restore)
     p_solo: float = 0.0  # bank data only: share of mixtures with one stem alone (MixerConfig.p_solo)
     speech_weighting: str = "hours"  # bank data only: how dialogue speakers are drawn (MixerConfig.speech_weighting)
-    loss_norm: int = 1  # 1: L1-SNR loss terms; 2: RMS-SNR (the mean, not the median, of each bin's answer)
+    loss_norm: int = 2  # 2: RMS-SNR loss terms (each bin's optimum is the mean answer); 1: L1-SNR (the median)
 
     def __post_init__(self) -> None:
         if self.loss_norm not in LOSS_NORMS:
@@ -107,7 +109,7 @@ def l2snr_db(estimate: torch.Tensor, target: torch.Tensor, eps: torch.Tensor) ->
 LOSS_NORMS = {1: l1snr_db, 2: l2snr_db}
 
 
-def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor, norm: int = 1) -> torch.Tensor:
+def _stem_loss(estimate: torch.Tensor, target: torch.Tensor, level: torch.Tensor, norm: int = 2) -> torch.Tensor:
     """Per example and stem [shape=(batch, stems)]: L1-SNR (``norm`` 1) or RMS-SNR (2) in dB where
     the target sounds, and where it is silent (a dropped stem) ``10 * mean|estimate| / level``, a
     bounded push towards silence.
@@ -126,7 +128,7 @@ _MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient b
 
 
 def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
-                    dialogue_weight: float = 1.0, norm: int = 1) -> torch.Tensor:
+                    dialogue_weight: float = 1.0, norm: int = 2) -> torch.Tensor:
     """Waveform + multi-resolution STFT-magnitude L1-SNR (``norm`` 2: RMS-SNR), mean over examples
     and stems, in dB (see :func:`_stem_loss` for silent stems); the dialogue stem weighs
     ``dialogue_weight`` against 1 for music and effects (a weighted mean, so the loss keeps its scale).
