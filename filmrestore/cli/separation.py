@@ -49,6 +49,9 @@ def make_dataset(
     speech_weighting: Annotated[SpeechWeighting, typer.Option("--speech-weighting", help="With --bank: draw "
                                                   "dialogue speakers alike (group, as the recorded figures) or "
                                                   "by their recorded hours (hours).")] = SpeechWeighting.group,
+    p_codec: Annotated[float, typer.Option("--p-codec", help="With --bank: share of items whose mix went through an MP2 "
+                                           "or AAC round trip, as a broadcast or streaming master did (0: none, the "
+                                           "recorded figures' items).")] = 0.0,
 ) -> None:
     """Build a DnR-style dataset (mix/speech/music/sfx.wav per item) from packaged recordings."""
     if bank is not None:
@@ -56,7 +59,7 @@ def make_dataset(
 
         from filmrestore.separation.training.mixer import MixerConfig
 
-        mixer = MixerConfig(segment_s=seconds, speech_weighting=speech_weighting.value)
+        mixer = MixerConfig(segment_s=seconds, speech_weighting=speech_weighting.value, p_codec=p_codec)
         folders = make_bank_dataset(bank, out_dir, split, items, seconds, seed, mixer)
         console.print(f"{out_dir / split}: {len(folders)} items of {seconds:g} s mixed from {bank} ({split} split)")
         return
