@@ -22,7 +22,7 @@ from filmrestore.separation.bandsplit import BandSplitConfig, BandSplitNet
 from filmrestore.separation.checkpoint import config_path, load_checkpoint, save_checkpoint
 from filmrestore.separation.training.dataset import RemixDataset, make_dataset
 from filmrestore.separation.neural import NeuralSeparator
-from filmrestore.separation.training.train import TrainConfig, separation_loss, state_paths, train
+from filmrestore.separation.training.train import TrainConfig, l2snr_db, separation_loss, state_paths, train
 
 FS = 48000
 TINY = BandSplitConfig(n_fft=512, hop_frames=256, bands=((4, 8), (16, 4)), dim=16, n_layers=2, mask_hidden=16,
@@ -217,7 +217,6 @@ def test_rms_snr_loss_is_minimised_by_the_mean_mask_where_l1_takes_the_median() 
     noise = torch.from_numpy(rng.standard_normal(FS).astype(np.float32))
     signal = torch.from_numpy(rng.standard_normal(FS).astype(np.float32))
     noise = noise * 0.1 * signal.square().mean().sqrt() / noise.square().mean().sqrt()
-    from filmrestore.separation.training.train import l2snr_db
     assert float(l2snr_db(signal + noise, signal, torch.tensor(1e-9))) == pytest.approx(-10.0, abs=0.01)
     with pytest.raises(ConfigError, match="loss norm must be one of"):
         TrainConfig(loss_norm=3)

@@ -8,9 +8,10 @@ folders), warmup + cosine learning rate, EMA weights, validation with the best c
   and validation uses the stored items of ``valid/`` (or ``test/``) when present.
 * **Loss** (:func:`separation_loss`): per stem, RMS-SNR of the waveform plus RMS-SNR of
   multi-resolution STFT magnitudes (n_fft 512 and 2048, half-overlapping frames: on a CPU
-  a third of the cost of three resolutions at 75 % overlap), each ``10 log10((|e| + eps) /
-  (|s| + eps))`` with eps tied to the mixture's level, so loud and quiet examples and stems
-  weigh alike; a silent (dropped) stem adds a bounded penalty on what the model puts in it.
+  a third of the cost of three resolutions at 75 % overlap), each ``10 log10(rms(e - s) /
+  rms(s))`` (e the estimate, s the target) regularised by an eps tied to the mixture's
+  level, so loud and quiet examples and stems weigh alike; a silent (dropped) stem adds a
+  bounded penalty on what the model puts in it.
   ``loss_norm`` 1 puts L1-SNR in their place (on the same dB scale), as the models before
   this one were trained: its optimum in each bin is the median of what the target may be where
   RMS-SNR's is the mean, and SI-SDR, an energy ratio, rewards the mean.
@@ -129,7 +130,7 @@ _MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient b
 
 def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
                     dialogue_weight: float = 1.0, norm: int = 2) -> torch.Tensor:
-    """Waveform + multi-resolution STFT-magnitude L1-SNR (``norm`` 2: RMS-SNR), mean over examples
+    """Waveform + multi-resolution STFT-magnitude RMS-SNR (``norm`` 1: L1-SNR), mean over examples
     and stems, in dB (see :func:`_stem_loss` for silent stems); the dialogue stem weighs
     ``dialogue_weight`` against 1 for music and effects (a weighted mean, so the loss keeps its scale).
 
