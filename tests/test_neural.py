@@ -6,6 +6,7 @@ the training data are a few short items from ``make_dataset``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def test_time_block_convolution_is_a_dilated_depthwise_conv() -> None:
     weight = block.taps.detach().T[:, None, :]  # (dim, 1, kernel)
     expected = F.conv1d(z.transpose(1, 2), weight, block.tap_bias.detach(), padding=6, dilation=3, groups=8)
     torch.testing.assert_close(block._depthwise(z), expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_inference_path_computes_what_the_training_path_does() -> None:
+    """Without autograd the blocks add their residuals in place; the masks are the same as with
+    autograd, and the spectrogram handed in is left as it was."""
+    net = _tiny(seed=5).eval()
+    with torch.no_grad():  # every block doing something, as a trained one's do
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    spec = torch.randn(2, TINY.n_fft // 2 + 1, 50, dtype=torch.complex64)
+    kept = spec.clone()
+    with torch.enable_grad():
+        trained = net(spec).detach()
+    with torch.inference_mode():
+        inferred = net(spec)
+    torch.testing.assert_close(inferred, trained, atol=1e-6, rtol=1e-5)
+    assert torch.equal(spec, kept)
+    assert (trained - net(torch.randn_like(spec)).detach()).abs().max() > 1e-3  # the masks depend on the input
 
 
 def test_receptive_field_is_what_the_config_says() -> None:
@@ -258,6 +277,19 @@ def test_training_resumes_from_its_state_files(data: Path, tmp_path: Path) -> No
     resumed = load_file(str(tensors_path))
     assert float(resumed["state.0.step"]) == 6.0
     assert json.loads(config_path(out).read_text())["notes"]["epoch"] == 2
+
+
+def test_resume_refuses_another_recipe(data: Path, tmp_path: Path) -> None:
+    """A run resumed with another loss or rate would silently be a different run: it is refused,
+    naming the state file and each change; how long it runs may change."""
+    out = tmp_path / "c.safetensors"
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=1, segment_s=0.5, loss_norm=1)
+    train(data, out, config, model_config=TINY, device="cpu")
+    changed = dataclasses.replace(config, epochs=2, loss_norm=2, learning_rate=5e-4)
+    with pytest.raises(ConfigError, match=r"c\.state\.json.*learning_rate 0\.0005 \(was 0\.001\), loss_norm 2 \(was 1\)"):
+        train(data, out, changed, device="cpu")
+    train(data, out, dataclasses.replace(config, epochs=2, max_minutes=5.0, threads=1), device="cpu")
+    assert json.loads(state_paths(out)[1].read_text())["step"] == 2
 
 
 def test_resume_with_broken_state_names_the_file(data: Path, tmp_path: Path) -> None:

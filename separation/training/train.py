@@ -23,7 +23,9 @@ folders), warmup + cosine learning rate, EMA weights, validation with the best c
   steps, hours of audio seen, validation SI-SDRi per stem) is replaced only when the mean
   improves. ``OUT.state.safetensors`` / ``.state.json`` hold the last raw and EMA weights
   and the optimizer (tensors and JSON, never pickled), so a run resumes where it stopped;
-  ``init`` starts a fresh run from another checkpoint's weights (e.g. the shipped one).
+  ``init`` starts a fresh run from another checkpoint's weights (e.g. the shipped one). The
+  state records the run's :class:`TrainConfig`: a resume with another recipe (loss, rate,
+  batch, mixer shares) is refused, one that only runs longer or on other threads is not.
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss_norm not in LOSS_NORMS:
             raise ConfigError(f"loss norm must be one of {sorted(LOSS_NORMS)}, not {self.loss_norm}")
+
+
+#: :class:`TrainConfig` fields that say how long and on how many threads a run goes, not what it
+#: learns: a resumed run may change them (``epochs`` also moves the cosine's end when ``total_steps``
+#: is unset: that is how a run is lengthened). Every other field must be what the run started with.
+RUN_CONTROL_FIELDS = frozenset({"epochs", "max_minutes", "epoch_minutes", "num_workers", "threads"})
+
+
+def recipe_changes(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``["loss_norm 2 (was 1)", ...]``: the recipe fields where ``config`` differs from a run's
+    ``recorded`` config (fields one of them does not know are not compared)."""
+    now = asdict(config)
+    return [f"{name} {now[name]!r} (was {recorded[name]!r})" for name in sorted(now)
+            if name in recorded and name not in RUN_CONTROL_FIELDS and recorded[name] != now[name]]
 
 
 def state_paths(out: Path) -> tuple[Path, Path]:
@@ -372,7 +388,8 @@ def _save(out: Path, state: _State, config: TrainConfig, scores: dict[str, float
     save_file(tensors, str(part))
     os.replace(part, state_tensors)
     doc = {"epoch": state.epoch, "step": state.step, "seconds_seen": state.seconds_seen, "best": state.best,
-           "history": state.history, "model_config": state.net.config.to_dict(), "optimizer": meta}
+           "history": state.history, "model_config": state.net.config.to_dict(), "train_config": asdict(config),
+           "optimizer": meta}
     part = state_json.with_name(state_json.name + ".part")
     part.write_text(json.dumps(doc, indent=1))
     os.replace(part, state_json)
@@ -398,6 +415,10 @@ def _load_state(tensors_path: Path, json_path: Path, config: TrainConfig, dev: t
         model_config = BandSplitConfig.from_dict(doc["model_config"])
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(tensors_path, f"cannot resume: training state unreadable ({exc})") from exc
+    changes = recipe_changes(doc.get("train_config") or {}, config)
+    if changes:  # a resumed run that silently changed its loss or schedule would not be the run it claims
+        raise ConfigError(f"{json_path}: cannot resume with another recipe: {', '.join(changes)}; give the "
+                          "options the run started with, or start afresh (another OUT, or --fresh)")
     net, ema = BandSplitNet(model_config), BandSplitNet(model_config)
     try:
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
