@@ -241,6 +241,26 @@ def test_rms_snr_loss_is_minimised_by_the_mean_mask_where_l1_takes_the_median() 
         TrainConfig(loss_norm=3)
 
 
+def test_waveform_loss_takes_the_projection_where_magnitudes_take_more() -> None:
+    """A stem that is half the power of a mix of two independent noises, under a constant mask g:
+    the waveform term is lowest at the projection g = <s, x> / <x, x> = 0.5, the SI-SDR optimum;
+    the STFT-magnitude terms, blind to phase, pull g above it."""
+    rng = np.random.default_rng(5)
+    target = torch.from_numpy(rng.standard_normal(FS).astype(np.float32))[None, None, None]
+    other = torch.from_numpy(rng.standard_normal(FS).astype(np.float32))[None, None, None]
+    mix = (target + other)[:, 0]
+    projection = float((target * mix).sum() / mix.square().sum())
+    gains = np.arange(0.3, 0.9, 0.01)
+    best = {}
+    for weight in (0.0, 1.0):
+        losses = [float(separation_loss(g * mix[:, None], target, mix, spec_weight=weight)) for g in gains]
+        best[weight] = gains[int(np.argmin(losses))]
+    assert best[0.0] == pytest.approx(projection, abs=0.015)
+    assert best[1.0] > projection + 0.05
+    with pytest.raises(ConfigError, match="spec weight"):
+        TrainConfig(spec_weight=-1.0)
+
+
 def test_tiny_model_trains_and_its_loss_falls(data: Path, tmp_path: Path) -> None:
     probe = RemixDataset(data / "train", segment_s=1.0, n_examples=4, remix=False, seed=9)
     mix, stems = (torch.stack(t) for t in zip(*[probe[i] for i in range(4)]))

@@ -104,6 +104,9 @@ def train(
                                                   "speaker/language alike (group).")] = SpeechWeighting.hours,
     loss_norm: Annotated[int, typer.Option("--loss-norm", help="2: RMS-SNR loss terms, whose optimum in each bin is "
                                            "the mean answer (what SI-SDR rewards); 1: L1-SNR (the median).")] = 2,
+    spec_weight: Annotated[float, typer.Option("--spec-weight", help="Weight of the STFT-magnitude loss terms "
+                                               "beside the waveform term; 0: the waveform alone (magnitudes are "
+                                               "blind to phase, which SI-SDR is not).")] = 1.0,
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Train the band-split neural separator (resumes from OUT's state files when they exist)."""
@@ -126,7 +129,7 @@ def train(
                          ema_decay=ema, valid_examples=valid_examples, max_minutes=max_minutes,
                          num_workers=workers, threads=threads, dialogue_weight=dialogue_weight, p_codec=p_codec,
                          p_restore=p_restore, p_solo=p_solo, speech_weighting=speech_weighting.value,
-                         loss_norm=loss_norm)
+                         loss_norm=loss_norm, spec_weight=spec_weight)
     layers = tuple(int(d) for d in deepen.split(",")) if deepen else ()
     path = run_training(data_dir, out, config, device=device.value, resume=not fresh, on_log=log, init=init,
                         deepen=layers)

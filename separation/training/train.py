@@ -83,10 +83,13 @@ class TrainConfig:
     p_solo: float = 0.0  # bank data only: share of mixtures with one stem alone (MixerConfig.p_solo)
     speech_weighting: str = "hours"  # bank data only: how dialogue speakers are drawn (MixerConfig.speech_weighting)
     loss_norm: int = 2  # 2: RMS-SNR loss terms (each bin's optimum is the mean answer); 1: L1-SNR (the median)
+    spec_weight: float = 1.0  # weight of the STFT-magnitude terms beside the waveform term (0: waveform alone)
 
     def __post_init__(self) -> None:
         if self.loss_norm not in LOSS_NORMS:
             raise ConfigError(f"loss norm must be one of {sorted(LOSS_NORMS)}, not {self.loss_norm}")
+        if not (isinstance(self.spec_weight, (int, float)) and 0.0 <= self.spec_weight <= 100.0):
+            raise ConfigError(f"spec weight must be in [0, 100], not {self.spec_weight!r}")
 
 
 #: :class:`TrainConfig` fields that say how long and on how many threads a run goes, not what it
@@ -145,10 +148,14 @@ _MAX_SKIPPED_STEPS = 20  # batches in a row with a non-finite loss or gradient b
 
 
 def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Tensor,
-                    dialogue_weight: float = 1.0, norm: int = 2) -> torch.Tensor:
-    """Waveform + multi-resolution STFT-magnitude RMS-SNR (``norm`` 1: L1-SNR), mean over examples
-    and stems, in dB (see :func:`_stem_loss` for silent stems); the dialogue stem weighs
+                    dialogue_weight: float = 1.0, norm: int = 2, spec_weight: float = 1.0) -> torch.Tensor:
+    """Waveform + ``spec_weight`` x multi-resolution STFT-magnitude RMS-SNR (``norm`` 1: L1-SNR), mean
+    over examples and stems, in dB (see :func:`_stem_loss` for silent stems); the dialogue stem weighs
     ``dialogue_weight`` against 1 for music and effects (a weighted mean, so the loss keeps its scale).
+
+    The magnitude terms are blind to phase: in a bin where the stems' phases disagree they pull a
+    mask towards ``|S| / |X|``, above the phase-sensitive ``Re(S X*) / |X|^2`` that the waveform
+    term (and SI-SDR) rewards. ``spec_weight`` 0 leaves the waveform term alone.
 
     Args:
         estimate, target: stems [shape=(batch, 3, n_channels, n_samples)].
@@ -159,7 +166,7 @@ def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Ten
     wave = _stem_loss(estimate.flatten(2), target.flatten(2), level, norm)  # (batch, stems)
     flat_e, flat_t, flat_m = estimate.flatten(0, 2), target.flatten(0, 2), mix.flatten(0, 1)
     spec = torch.zeros_like(wave)
-    for n_fft in _STFT_SIZES:
+    for n_fft in _STFT_SIZES if spec_weight else ():
         if flat_e.shape[-1] < n_fft:
             continue
         window = torch.hann_window(n_fft, device=mix.device)
@@ -172,7 +179,7 @@ def separation_loss(estimate: torch.Tensor, target: torch.Tensor, mix: torch.Ten
         spec = spec + _stem_loss(e, t, m, norm) / len(_STFT_SIZES)
     weights = torch.ones(n_stems, device=mix.device)
     weights[0] = dialogue_weight
-    return ((wave + spec) * weights).sum(-1).mean() / weights.sum()
+    return ((wave + spec_weight * spec) * weights).sum(-1).mean() / weights.sum()
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -292,7 +299,8 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
             group["lr"] = learning_rate(state.step, config)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             estimate = model(mix)
-        loss = separation_loss(estimate.float(), stems, mix, config.dialogue_weight, config.loss_norm)
+        loss = separation_loss(estimate.float(), stems, mix, config.dialogue_weight, config.loss_norm,
+                               config.spec_weight)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -463,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                        ("ema_decay", float), ("valid_examples", int), ("max_minutes", float),
                        ("epoch_minutes", float), ("num_workers", int), ("threads", int), ("seed", int),
                        ("dialogue_weight", float), ("p_codec", float), ("p_restore", float),
-                       ("p_solo", float), ("speech_weighting", str), ("loss_norm", int)):
+                       ("p_solo", float), ("speech_weighting", str), ("loss_norm", int),
+                       ("spec_weight", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(TrainConfig, name))
     args = parser.parse_args(argv)
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
