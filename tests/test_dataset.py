@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from filmrestore import corpus
 from filmrestore.audio import write_audio
 from filmrestore.errors import AudioFormatError, ConfigError
 from filmrestore.separation import STEMS, get_separator
 from filmrestore.separation.training.dataset import RemixDataset, list_items, make_dataset, resolve_split, split_files
-from filmrestore.separation.training.evaluate import evaluate, oracle_irm
+from filmrestore.separation.training.evaluate import evaluate, format_paired, oracle_irm, paired_difference
 from filmrestore.separation.training.metrics import si_sdr
 
 FS = 48000
@@ -107,6 +108,48 @@ def test_evaluate_reports_both_bounds(dataset: Path) -> None:
         assert summary["oracle_irm"][stem]["si_sdri_db"] > 5.0  # a true mask always helps
         assert summary["oracle_irm"][stem]["si_sdr_db"] > summary["separator"][stem]["si_sdr_db"]
     json.dumps(report)
+
+
+class _Thirds(torch.nn.Module):
+    """Every stem a third of the mix: the do-nothing separator, SI-SDRi exactly 0 dB."""
+
+    name, sample_rate_hz, context_frames, supports_autocast = "thirds", FS, 0, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / 3.0)[:, None].expand(-1, 3, -1, -1)
+
+
+def test_paired_difference_is_the_gain_over_the_baseline_item_by_item(dataset: Path) -> None:
+    dsp = evaluate(dataset, get_separator("dsp"), segment_s=2.0, overlap_s=0.5)
+    thirds = evaluate(dataset, _Thirds(), segment_s=2.0, overlap_s=0.5)
+    gains = {stem: [r["separator"][stem]["si_sdri_db"] for r in dsp["items"] if stem in r["separator"]]
+             for stem in STEMS}
+    assert all(abs(v["si_sdri_db"]) < 1e-3 for r in thirds["items"] for v in r["separator"].values())
+    paired = paired_difference(dsp, thirds)
+    every = [g for stem in STEMS for g in gains[stem]]
+    assert paired["all"]["n"] == len(every) and paired["all"]["mean_db"] == pytest.approx(np.mean(every), abs=1e-3)
+    assert paired["all"]["stderr_db"] == pytest.approx(np.std(every, ddof=1) / np.sqrt(len(every)), abs=1e-3)
+    for stem in STEMS:
+        assert paired[stem]["mean_db"] == pytest.approx(np.mean(gains[stem]), abs=1e-3)
+    itself = paired_difference(dsp, dsp)["all"]
+    assert itself["mean_db"] == 0.0 and itself["stderr_db"] == 0.0
+    assert "dsp - thirds" in format_paired(paired, "dsp", "thirds")
+    with pytest.raises(ValueError, match="no scored item"):
+        paired_difference(dsp, {"items": []})
+
+
+def test_evaluate_command_prints_the_paired_difference(dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from filmrestore.cli import EXIT_EXPECTED_ERROR, app
+
+    result = CliRunner().invoke(app, ["evaluate", str(dataset), "--separator", "dsp", "--against", "dsp", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["against"]["name"] == "dsp" and report["against"]["paired_difference"]["all"]["mean_db"] == 0.0
+    missing = tmp_path / "none.safetensors"
+    result = CliRunner().invoke(app, ["evaluate", str(dataset), "--separator", "dsp", "--against", str(missing)])
+    assert result.exit_code == EXIT_EXPECTED_ERROR and str(missing) in result.output
 
 
 def test_oracle_mask_is_exact_for_disjoint_spectra() -> None:

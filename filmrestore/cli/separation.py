@@ -144,19 +144,37 @@ def evaluate(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.cpu,
     max_items: Annotated[Optional[int], typer.Option("--max-items", help="Evaluate only the first N items.")] = None,
+    against: Annotated[Optional[str], typer.Option("--against", help="Also evaluate this neural checkpoint, or "
+                                                   "'dsp', on the same items and print the paired difference "
+                                                   "(mean +- standard error per stem).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """SI-SDR and SI-SDR improvement per stem, beside the mixture and oracle-mask bounds."""
     from filmrestore.separation import get_separator, resolve_device
     from filmrestore.separation.training.evaluate import evaluate as run_evaluation
-    from filmrestore.separation.training.evaluate import format_table
+    from filmrestore.separation.training.evaluate import format_paired, format_table, paired_difference
 
     from filmrestore.cli.progress import done_line
     from filmrestore.stagelog import terminal_progress
 
+    def run(model, label: str) -> dict:
+        report = run_evaluation(data_dir, model, device=str(resolve_device(device.value)), max_items=max_items,
+                                on_progress=terminal_progress("evaluate"))
+        done_line("evaluate", f"{report['n_items']} items, {label}")
+        return report
+
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
-    report = run_evaluation(data_dir, model, device=str(resolve_device(device.value)), max_items=max_items,
-                            on_progress=terminal_progress("evaluate"))
-    done_line("evaluate", f"{report['n_items']} items")
-    typer.echo(json.dumps(report, indent=1) if as_json else format_table(report))
+    baseline = (get_separator("dsp") if against == "dsp" else get_separator("neural", against)) if against else None
+    name, other_name = str(checkpoint or separator), str(against)
+    report = run(model, name)
+    if baseline is None:
+        typer.echo(json.dumps(report, indent=1) if as_json else format_table(report))
+        return
+    other = run(baseline, other_name)
+    paired = paired_difference(report, other)
+    if as_json:
+        typer.echo(json.dumps({**report, "against": {"name": other_name, "report": other,
+                                                     "paired_difference": paired}}, indent=1))
+    else:
+        typer.echo("\n".join([format_table(report), format_table(other), format_paired(paired, name, other_name)]))
 
