@@ -61,8 +61,8 @@ def test_time_block_convolution_is_a_dilated_depthwise_conv() -> None:
 
 
 def test_inference_path_computes_what_the_training_path_does() -> None:
-    """Without autograd the blocks add their residuals in place; the masks are the same as with
-    autograd, and the spectrogram handed in is left as it was."""
+    """Without autograd the blocks take their own path (fused residual adds, in-place activations);
+    the masks are the same as with autograd, and the spectrogram handed in is left as it was."""
     net = _tiny(seed=5).eval()
     with torch.no_grad():  # every block doing something, as a trained one's do
         for p in net.parameters():

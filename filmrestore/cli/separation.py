@@ -165,11 +165,12 @@ def evaluate(
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None)
     baseline = (get_separator("dsp") if against == "dsp" else get_separator("neural", against)) if against else None
-    name, other_name = str(checkpoint or separator), str(against)
+    name = str(checkpoint or separator)
     report = run(model, name)
     if baseline is None:
         typer.echo(json.dumps(report, indent=1) if as_json else format_table(report))
         return
+    other_name = str(against)
     other = run(baseline, other_name)
     paired = paired_difference(report, other)
     if as_json:
