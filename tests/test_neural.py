@@ -312,6 +312,40 @@ def test_resume_refuses_another_recipe(data: Path, tmp_path: Path) -> None:
     assert json.loads(state_paths(out)[1].read_text())["step"] == 2
 
 
+def test_ema_from_trained_weights_starts_there_at_full_decay(data: Path, tmp_path: Path) -> None:
+    """From ``init`` the EMA is ``d * start + (1 - d) * weights`` after one step, and stays on full decay
+    when the run resumes; from random weights the decay warms up, so the first step's average is
+    mostly the step's weights (d = 1/10)."""
+    def weights(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        tensors = load_file(str(state_paths(out)[0]))
+        return ({k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+                {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+
+    start_net = _tiny(seed=3)
+    start = {k: v.float() for k, v in load_checkpoint(save_checkpoint(tmp_path / "s.safetensors", start_net))[0]
+             .state_dict().items()}
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=1, segment_s=0.5, ema_decay=0.9)
+    out = tmp_path / "from_init.safetensors"
+    train(data, out, config, device="cpu", init=tmp_path / "s.safetensors")
+    live, ema = weights(out)
+    moved = max(float((live[k] - start[k]).abs().max()) for k in start)
+    assert moved > 1e-5  # the step changed the weights, so the two averages differ
+    for k in start:
+        torch.testing.assert_close(ema[k], 0.9 * start[k] + 0.1 * live[k], atol=1e-6, rtol=1e-5)
+    train(data, out, dataclasses.replace(config, epochs=2), device="cpu")  # resumed: still full decay
+    live2, ema2 = weights(out)
+    for k in start:
+        torch.testing.assert_close(ema2[k], 0.9 * ema[k] + 0.1 * live2[k], atol=1e-6, rtol=1e-5)
+
+    fresh = tmp_path / "fresh.safetensors"
+    torch.manual_seed(config.seed)
+    random_start = {k: v.clone() for k, v in BandSplitNet(TINY).state_dict().items()}
+    train(data, fresh, config, model_config=TINY, device="cpu")
+    live, ema = weights(fresh)
+    for k in random_start:
+        torch.testing.assert_close(ema[k], 0.1 * random_start[k] + 0.9 * live[k], atol=1e-6, rtol=1e-5)
+
+
 def test_resume_with_broken_state_names_the_file(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "b.safetensors"
     train(data, out, TrainConfig(epochs=1, steps_per_epoch=1, batch_size=1, segment_s=0.5), model_config=TINY,

@@ -202,6 +202,9 @@ class _State:
     seconds_seen: float = 0.0
     best: float = -math.inf
     history: list[dict[str, Any]] | None = None
+    #: Whether the EMA's decay warms up (:func:`_update_ema`): only from random weights. From trained
+    #: weights (``init``) the EMA starts as them at full decay, so it averages away from them slowly.
+    ema_ramp: bool = True
 
 
 def train(data_dir: str | Path, out: str | Path, config: TrainConfig = TrainConfig(),
@@ -314,7 +317,7 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
             continue
         skipped = 0
         state.optimizer.step()
-        _update_ema(state.ema, state.net, config.ema_decay, state.step)
+        _update_ema(state.ema, state.net, config.ema_decay, state.step, state.ema_ramp)
         state.step += 1
         state.seconds_seen += mix.shape[0] * mix.shape[-1] / model.sample_rate_hz
         losses.append(float(loss.detach()))
@@ -323,9 +326,12 @@ def _run_epoch(model: NeuralSeparator, state: _State, dataset: Any, config: Trai
 
 
 @torch.no_grad()
-def _update_ema(ema: BandSplitNet, net: BandSplitNet, decay: float, step: int) -> None:
-    # Early on the average would remember the random start: warm the decay up (as timm does).
-    d = min(decay, (1.0 + step) / (10.0 + step)) if decay > 0 else 0.0
+def _update_ema(ema: BandSplitNet, net: BandSplitNet, decay: float, step: int, ramp: bool = True) -> None:
+    """``ema <- d ema + (1 - d) net``. With ``ramp`` the decay warms up as ``(1 + step) / (10 + step)``
+    (as timm does), so that the average forgets a random start: it reaches 0.998 only at step 4,490,
+    and at step 300 it averages about the last 30 steps. From trained weights there is nothing to
+    forget, and ``ramp`` is off: ``d`` is ``decay`` from the first step."""
+    d = (min(decay, (1.0 + step) / (10.0 + step)) if ramp else decay) if decay > 0 else 0.0
     for e, p in zip(ema.parameters(), net.parameters()):
         e.lerp_(p.detach(), 1.0 - d)
 
@@ -370,7 +376,7 @@ def _initial_state(out: Path, model_config: BandSplitConfig | None, config: Trai
     net = net.float().to(dev)
     ema = BandSplitNet(net.config).to(dev)
     ema.load_state_dict(net.state_dict())
-    return _State(net, ema.requires_grad_(False), _optimizer(net, config))
+    return _State(net, ema.requires_grad_(False), _optimizer(net, config), ema_ramp=init is None)
 
 
 def _optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -397,7 +403,7 @@ def _save(out: Path, state: _State, config: TrainConfig, scores: dict[str, float
     os.replace(part, state_tensors)
     doc = {"epoch": state.epoch, "step": state.step, "seconds_seen": state.seconds_seen, "best": state.best,
            "history": state.history, "model_config": state.net.config.to_dict(), "train_config": asdict(config),
-           "optimizer": meta}
+           "ema_ramp": state.ema_ramp, "optimizer": meta}
     part = state_json.with_name(state_json.name + ".part")
     part.write_text(json.dumps(doc, indent=1))
     os.replace(part, state_json)
@@ -447,7 +453,8 @@ def _load_state(tensors_path: Path, json_path: Path, config: TrainConfig, dev: t
     except (ValueError, KeyError) as exc:
         raise CheckpointError(tensors_path, f"optimizer state does not match the model ({exc})") from exc
     return _State(net, ema.to(dev).requires_grad_(False), optimizer, int(doc["epoch"]), int(doc["step"]),
-                  float(doc.get("seconds_seen", 0.0)), float(doc.get("best", -math.inf)), doc.get("history"))
+                  float(doc.get("seconds_seen", 0.0)), float(doc.get("best", -math.inf)), doc.get("history"),
+                  bool(doc.get("ema_ramp", True)))
 
 
 def _log(on_log: LogCallback | None, **record: Any) -> None:
