@@ -192,6 +192,17 @@ def _welch_enbw_hz(sample_rate_hz: int, resolution_hz: float = 0.75) -> float:
 
 
 
+def notch_sos(freqs_hz: Sequence[float], sample_rate_hz: int,
+              bandwidth_hz: float = HUM_NOTCH_BANDWIDTH_HZ) -> np.ndarray:
+    """Second-order sections [shape=(2 * len(freqs_hz), 6)]: two cascaded ``iirnotch`` sections of
+    -3 dB width ``bandwidth_hz`` per frequency (what :class:`HumRemover` streams)."""
+    sections = []
+    for f in freqs_hz:
+        b, a = signal.iirnotch(f, f / bandwidth_hz, fs=sample_rate_hz)
+        sections += [np.r_[b, a]] * 2
+    return np.array(sections).reshape(-1, 6)
+
+
 class HumRemover:
     """Streaming mains-hum notch filter [blocks of shape=(n_channels, n_frames)].
 
@@ -222,11 +233,7 @@ class HumRemover:
 
     @staticmethod
     def _design(freqs_hz: Sequence[float], sample_rate_hz: int, bandwidth_hz: float) -> np.ndarray:
-        sections = []
-        for f in freqs_hz:
-            b, a = signal.iirnotch(f, f / bandwidth_hz, fs=sample_rate_hz)
-            sections += [np.r_[b, a]] * 2
-        return np.array(sections).reshape(-1, 6)
+        return notch_sos(freqs_hz, sample_rate_hz, bandwidth_hz)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Filter one block; returns the same number of frames, float32."""
