@@ -252,8 +252,8 @@ def clean_speech(x: np.ndarray) -> np.ndarray:
     under 40 Hz, and a few a mains hum 20-2,500 times the spectrum around it (``tuxpaint``,
     ``klettres``, ``ktuberling`` groups). Left in, both are labelled dialogue, where the mixer's
     legacy channel puts the hum it adds (and the rumble-like background layers) in effects: the
-    model is taught both answers, and a test item whose dialogue kept its rumble lost 22 dB SI-SDR
-    on it.
+    model is taught both answers. 300 steps on the cleaned bank gained 0.14 dB SI-SDRi on its valid
+    items (0.08 on the old bank's), where runs on the old bank did not move.
     """
     from filmrestore.restoration.hum import detect_hum, notch_sos
 
