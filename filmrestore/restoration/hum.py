@@ -228,12 +228,8 @@ class HumRemover:
         self.n_channels = n_channels
         self.strength = float(strength)
         self.harmonics_hz = freqs
-        self._sos = self._design(freqs, sample_rate_hz, bandwidth_hz)
+        self._sos = notch_sos(freqs, sample_rate_hz, bandwidth_hz)
         self._zi = np.zeros((len(self._sos), n_channels, 2))  # silence before the first block
-
-    @staticmethod
-    def _design(freqs_hz: Sequence[float], sample_rate_hz: int, bandwidth_hz: float) -> np.ndarray:
-        return notch_sos(freqs_hz, sample_rate_hz, bandwidth_hz)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Filter one block; returns the same number of frames, float32."""
