@@ -119,13 +119,15 @@ SOURCES: tuple[Source, ...] = (
            "GPL-3+", "Sound effects of Colobot: engines, impacts, explosions, UI (WAV)", in_ci=True),
     Source("tuxpaint-stamps-default", "effects", Path("/usr/share/tuxpaint/stamps"), "**/*.ogg",
            "GPL-2", "Tux Paint stamp sounds: animals, vehicles, weather, objects",
-           exclude=("**/*_desc*.ogg", "/usr/share/tuxpaint/stamps/symbols/**/*")),
+           exclude=("**/*_desc*.ogg", "/usr/share/tuxpaint/stamps/symbols/**/*",
+                    "/usr/share/tuxpaint/stamps/hobbies/music/**/*")),  # instruments' notes are music
     Source("hedgewars-data", "effects", Path("/usr/share/games/hedgewars/Data/Sounds"), "*.ogg",
            "GPL-2", "Hedgewars effects: explosions, weapons, water, impacts", exclude=("**/[0-9][A-G]*.ogg",)),
     Source("supertux-data", "effects", Path("/usr/share/games/supertux2/sounds"), "*.*",
            "GPL-2+", "SuperTux effects: jumps, impacts, fire, ice, machines"),
     Source("megaglest-data", "effects", Path("/usr/share/games/megaglest"), "**/commondata/sounds/*.*",
-           "CC-BY-SA-3.0", "MegaGlest battle effects: swords, arrows, magic, explosions"),
+           "CC-BY-SA-3.0", "MegaGlest battle effects: swords, arrows, magic, explosions (units' answers to "
+           "orders left out: spoken lines)", exclude=("**/*_ack[0-9]*.*", "**/*_select[0-9]*.*")),
     Source("megaglest-data", "effects", Path("/usr/share/games/megaglest/tilesets"), "*/sounds/*.*",
            "CC-BY-SA-3.0", "MegaGlest tileset ambiences: forest, wind, rain, birds, night"),
     Source("openarena-data", "effects", Path("/usr/share/games/openarena"), "sound/**/*.wav",
@@ -133,9 +135,13 @@ SOURCES: tuple[Source, ...] = (
            exclude=("sound/player/**/*", "sound/feedback/**/*"), archive=True),
     Source("nexuiz-data", "effects", Path("/usr/share/games/nexuiz/data"), "sound/**/*.*",
            "GPL-2+", "Nexuiz effects: weapons, machines, ambience (Ogg/WAV in a pk3; voices and announcer left out)",
-           exclude=("sound/player/**/*", "sound/tutorial/**/*", "sound/announcer/**/*"), archive=True),
+           exclude=("sound/player/**/*", "sound/tutorial/**/*", "sound/announcer/**/*",
+                    "sound/weapons/tuba_note*"), archive=True),  # the tuba weapon plays notes: music
     Source("supertuxkart-data", "effects", Path("/usr/share/games/supertuxkart/data/sfx"), "*.ogg",
-           "CC-BY-SA-3.0", "SuperTuxKart effects: engines, crashes, explosions, items, crowd"),
+           "CC-BY-SA-3.0", "SuperTuxKart effects: engines, crashes, explosions, items, crowd (a spoken "
+           "announcement and music jingles left out)",
+           exclude=("**/sara_airport_pa.ogg", "**/*fanfare*.ogg", "**/race_finish*.ogg", "**/track_intro.ogg",
+                    "**/gnu_flute.ogg")),
     Source("freeorion-data", "effects", Path("/usr/share/games/freeorion/default/data/sound"), "**/*.*",
            "CC-BY-SA-3.0", "FreeOrion effects: combat, weapons, interface"),
     Source("scorched3d-data", "effects", Path("/usr/share/games/scorched3d/data"), "**/wav/**/*.wav",

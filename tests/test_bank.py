@@ -379,3 +379,27 @@ def test_corpus_globs_keep_to_their_folders() -> None:
     assert match("voices/Default/x.ogg", "**/*.ogg") and match("x.ogg", "**/*.ogg")
     assert not match("voices/Default/x.ogg", "*.ogg")  # '*' stays within one folder
     assert match("sound/player/a/b.wav", "sound/player/**/*") and not match("sound/items/b.wav", "sound/player/**/*")
+
+
+@pytest.mark.parametrize(("package", "path", "kept"), [
+    ("megaglest-data", "/usr/share/games/megaglest/techs/megapack/commondata/sounds/archer_ack1.wav", False),
+    ("megaglest-data", "/usr/share/games/megaglest/techs/megapack/commondata/sounds/worker_select4.wav", False),
+    ("megaglest-data", "/usr/share/games/megaglest/techs/megapack/commondata/sounds/archer_attack2.wav", True),
+    ("tuxpaint-stamps-default", "/usr/share/tuxpaint/stamps/hobbies/music/string/cello.ogg", False),
+    ("tuxpaint-stamps-default", "/usr/share/tuxpaint/stamps/animals/birds/crow.ogg", True),
+    ("supertuxkart-data", "/usr/share/games/supertuxkart/data/sfx/sara_airport_pa.ogg", False),
+    ("supertuxkart-data", "/usr/share/games/supertuxkart/data/sfx/last_lap_fanfare.ogg", False),
+    ("supertuxkart-data", "/usr/share/games/supertuxkart/data/sfx/crash.ogg", True),
+    ("nexuiz-data", "sound/weapons/tuba_note-11.ogg", False),
+    ("nexuiz-data", "sound/weapons/rocket_fire.wav", True),
+])
+def test_effects_leave_out_spoken_lines_and_instrument_notes(package: str, path: str, kept: bool) -> None:
+    """A voice or a note labelled as an effect teaches the model both answers: a unit's spoken answer
+    to an order is dialogue, an instrument's note is music."""
+    sources = [s for s in corpus.SOURCES if s.package == package and s.kind == "effects"]
+    def keeps(source: corpus.Source) -> bool:
+        rel = path if source.archive else str(Path(path).relative_to(source.folder)) \
+            if path.startswith(str(source.folder) + "/") else None
+        return rel is not None and corpus._match(rel, source.pattern) \
+            and not any(corpus._match(path, e) for e in source.exclude)
+    assert any(keeps(s) for s in sources) is kept
