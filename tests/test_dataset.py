@@ -18,7 +18,8 @@ from filmrestore.audio import write_audio
 from filmrestore.errors import AudioFormatError, ConfigError
 from filmrestore.separation import STEMS, get_separator
 from filmrestore.separation.training.dataset import RemixDataset, list_items, make_dataset, resolve_split, split_files
-from filmrestore.separation.training.evaluate import evaluate, format_paired, oracle_irm, paired_difference
+from filmrestore.separation.training.evaluate import (evaluate, format_paired, format_table, lowest_items, oracle_irm,
+                                                       paired_difference)
 from filmrestore.separation.training.metrics import si_sdr
 
 FS = 48000
@@ -107,6 +108,15 @@ def test_evaluate_reports_both_bounds(dataset: Path) -> None:
         assert summary["oracle_irm"][stem]["si_sdri_db"] > 5.0  # a true mask always helps
         assert summary["oracle_irm"][stem]["si_sdr_db"] > summary["separator"][stem]["si_sdr_db"]
     json.dumps(report)
+    worst = lowest_items(report)  # where the mean is lost: the lowest item, with its mix's SI-SDR
+    for stem in STEMS:
+        scored = {r["item"]: r for r in report["items"] if stem in r["separator"]}
+        lowest = min(scored.values(), key=lambda r: r["separator"][stem]["si_sdri_db"])
+        assert worst[stem]["item"] == lowest["item"]
+        assert worst[stem]["si_sdri_db"] == lowest["separator"][stem]["si_sdri_db"] <= summary["separator"][stem]["si_sdri_db"]
+        assert worst[stem]["mixture_si_sdr_db"] == lowest["mixture"][stem]["si_sdr_db"]
+    table = format_table(report)
+    assert f"{STEMS[0]} {summary['separator'][STEMS[0]]['si_sdri_median_db']:+.2f}, {worst[STEMS[0]]['item']}" in table
 
 
 def test_paired_difference_is_the_gain_over_the_baseline_item_by_item(dataset: Path) -> None:
