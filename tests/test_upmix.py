@@ -274,6 +274,35 @@ def test_stereo_and_5_1_fold_down_match_mix_per_octave(n_input_channels: int) ->
     assert np.max(np.abs(deviation_db)) < 1.0, deviation_db
 
 
+_FOLD_IN_A_PROCESS = """
+import hashlib, sys
+import numpy as np
+from filmrestore.upmix.foldown import fold_down
+bed = np.random.default_rng(0).standard_normal((12, 480_000)).astype(np.float32)
+print(hashlib.sha256(fold_down(bed, "5.1").tobytes() + fold_down(bed, "stereo").tobytes()).hexdigest())
+"""
+
+
+def test_fold_downs_are_the_same_bits_whatever_threads_blas_has() -> None:
+    """The render writes the 5.1 fold-down on its writer thread while the main thread may be in
+    BLAS; a BLAS product rounds differently with one thread or two (a re-run's fold-down differed
+    in its last bits). The fold-down is the same bits on one BLAS thread and on two, and is
+    the matrix product to float32 rounding."""
+    import os
+    import subprocess
+    import sys
+
+    blas_threads = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    digests = {subprocess.run([sys.executable, "-c", _FOLD_IN_A_PROCESS], capture_output=True, text=True, check=True,
+                              env={**os.environ, **dict.fromkeys(blas_threads, threads)}).stdout
+               for threads in ("1", "2")}
+    assert len(digests) == 1, digests
+    bed = np.random.default_rng(1).standard_normal((12, 4800)).astype(np.float32)
+    for target in ("5.1", "stereo"):
+        np.testing.assert_allclose(fold_down(bed, target), fold_down_matrix(target) @ bed.astype(np.float64),
+                                   atol=1e-5)
+
+
 @pytest.mark.parametrize("stem", ["music", "effects"])
 def test_ambience_is_decorrelated_from_front(stem: str) -> None:
     bed = SceneRenderer(FS, 1).process({stem: _pink(1, 4 * FS, seed=21)}).mix

@@ -64,7 +64,17 @@ def fold_down(bed: np.ndarray, target: str = "stereo", source: Layout = BED_7_1_
     if bed.ndim != 2 or bed.shape[0] != source.n_channels:
         raise ValueError(f"expected a ({source.n_channels}, frames) {source.name} bed, got shape {bed.shape}")
     matrix = fold_down_matrix(target, source).astype(np.float32)
-    return matrix @ bed.astype(np.float32, copy=False)
+    bed = bed.astype(np.float32, copy=False)
+    # Each output channel is the sum of its weighted sources in a fixed order, element by element:
+    # a BLAS product rounds differently with the threads it gets, and it gets fewer when another
+    # thread is in BLAS at the time (the render writes this fold-down on its writer thread), so
+    # the same title gave fold-downs that differed in their last bits from run to run.
+    out = np.zeros((matrix.shape[0], bed.shape[1]), dtype=np.float32)
+    term = np.empty(bed.shape[1], dtype=np.float32)
+    for row, weights in zip(out, matrix):
+        for k in np.flatnonzero(weights):
+            row += np.multiply(bed[k], weights[k], out=term)
+    return out
 
 
 #: Channel counts of a source the upmix takes: mono and stereo; 3.0, 4.0, 5.0, 5.1, 7.1 and 7.1.4
