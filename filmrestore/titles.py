@@ -53,20 +53,19 @@ def run_request(params: dict[str, Any]) -> dict[str, Any]:
     ``params`` are the ``restore_title`` flow's keyword arguments: ``source`` and ``out`` as the
     flow receives them (absolute), ``title`` (the folder), ``display_title`` (None: the folder's
     name) and its options (:data:`REQUEST_OPTIONS` are kept, others ignored, missing ones their
-    default). The separator's weights enter by content: the checkpoint given, or for ``neural``
-    the one that ships.
+    default). The separator's weights and their JSON settings enter by content: the checkpoint
+    given, or for ``neural`` the one that ships.
     """
     from filmrestore import __version__
-    from filmrestore.audio import fingerprint_source, hash_file
+    from filmrestore.audio import fingerprint_source
     from filmrestore.resume import STAGE_VERSIONS
-    from filmrestore.separation import DEFAULT_CHECKPOINT
+    from filmrestore.separation import weights_fingerprint
 
     kept = {name: default if params.get(name) is None else params[name] for name, default in REQUEST_OPTIONS.items()}
-    weights = kept["checkpoint"] or (str(DEFAULT_CHECKPOINT) if kept["separator"] == "neural" else None)
     source = params["source"]
     return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(params["out"]),
             "folder": params["title"], "display_title": params.get("display_title") or params["title"], "options": kept,
-            "weights": hash_file(weights) if weights and Path(weights).is_file() else None,
+            **weights_fingerprint(kept["separator"], kept["checkpoint"]),
             "version": __version__, "stage_versions": dict(STAGE_VERSIONS)}
 
 

@@ -175,14 +175,16 @@ class TimeBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.SiLU(), nn.Linear(mlp_ratio * dim, dim))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = h + self._depthwise(self.norm1(h))
         if torch.is_grad_enabled():
+            h = h + self._depthwise(self.norm1(h))
             return h + self.mlp(self.norm2(h))
-        # Inference: the same maps with the activation and the residual added in place.
+        # Inference: the same maps with the activation and both residuals added in place, into
+        # the new tensor the convolution returns (``h`` itself is left as it was).
+        h = self._depthwise(self.norm1(h)).add_(h)
         first, _, second = self.mlp
         z = F.silu(first(self.norm2(h)), inplace=True)
-        return torch.addmm(h.reshape(-1, h.shape[-1]), z.reshape(-1, z.shape[-1]), second.weight.t(),
-                           ).add_(second.bias).reshape(h.shape)
+        flat = h.view(-1, h.shape[-1])
+        return flat.add_(second.bias).addmm_(z.view(-1, z.shape[-1]), second.weight.t()).view(h.shape)
 
     def _depthwise(self, z: torch.Tensor) -> torch.Tensor:
         """Zero-padded ('same') dilated depthwise convolution over axis 1.

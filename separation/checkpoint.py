@@ -4,7 +4,8 @@
 no code); ``model.json`` holds the format name and version, the architecture and its
 :class:`~filmrestore.separation.bandsplit.BandSplitConfig`, the sample rate, the stems
 free-form training notes and optional ``inference`` settings chosen on the validation
-split (``mask_power``, one number or one per stem by name, see
+split (``mask_power``, one number or one per stem by name; ``upsample``, the STFT the masks
+are applied on is that many times as dense as the network's; ``shifts``, passes averaged; see
 :class:`~filmrestore.separation.neural.NeuralSeparator`). Weights
 may be stored as float16 (a shipped model) and load as float32. The safetensors header repeats the format, version and
 architecture, so a weights file paired with the wrong config is caught. Every failure
@@ -92,6 +93,13 @@ def read_config(path: Path) -> dict[str, Any]:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.25 <= v <= 4.0 for v in values):
         raise CheckpointError(cfg_path, "inference.mask_power must be a number in [0.25, 4] or one per stem "
                               f"({', '.join(STEMS)}), got {power!r}")
+    hop = (doc.get("config") or {}).get("hop_frames", BandSplitConfig.hop_frames)
+    for name, hi in (("upsample", 16), ("shifts", 16)):
+        value = (doc.get("inference") or {}).get(name, 1)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi
+                and (name != "upsample" or (isinstance(hop, int) and hop % value == 0))):
+            raise CheckpointError(cfg_path, f"inference.{name} must be an integer in [1, {hi}]"
+                                  + (" that divides the hop" if name == "upsample" else "") + f", got {value!r}")
     return doc
 
 

@@ -25,8 +25,20 @@ class NeuralSeparator(Separator):
     name = "neural"
     supports_autocast = True
 
-    def __init__(self, net: BandSplitNet, mask_power: MaskPower = 1.0) -> None:
+    def __init__(self, net: BandSplitNet, mask_power: MaskPower = 1.0, shifts: int = 1, upsample: int = 1) -> None:
         super().__init__()
+        if shifts < 1 or upsample < 1 or net.config.hop_frames % upsample:
+            raise ValueError(f"shifts must be at least 1 and upsample divide the hop ({net.config.hop_frames}), "
+                             f"got {shifts} and {upsample}")
+        #: The masks, estimated every hop, are applied on an STFT ``upsample`` times as dense in
+        #: time (hop / upsample, the same window), linearly interpolated between their frames:
+        #: the mixture is cut and rebuilt at the finer hop, with the network's cost unchanged.
+        self.upsample = int(upsample)
+        #: Test-time shifts (Demucs' ``--shifts``, here on the STFT's grid): the segment is also
+        #: separated delayed by ``k * hop / shifts`` samples for ``k = 1 .. shifts - 1`` and the
+        #: stems are averaged, so the frame grid's position stops mattering; ``shifts`` times the
+        #: compute. Each pass's stems add up to the mixture, so their average does too.
+        self.shifts = int(shifts)
         self.net = net
         self.config: BandSplitConfig = net.config
         #: Half the time modules' receptive field, in samples (6 layers: 126 hops, 2.7 s, each side).
@@ -40,13 +52,15 @@ class NeuralSeparator(Separator):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NeuralSeparator:
         """Load a safetensors checkpoint and its JSON config (see :mod:`.checkpoint`); the
-        config's ``inference.mask_power`` (chosen on the validation split: one number, or one
-        per stem by name) applies."""
+        config's ``inference`` settings apply (chosen on the validation split): ``mask_power``
+        (one number, or one per stem by name), ``upsample`` and ``shifts`` (default 1)."""
         from filmrestore.separation.checkpoint import load_checkpoint
 
         net, doc = load_checkpoint(path)
-        power = (doc.get("inference") or {}).get("mask_power", 1.0)
-        return cls(net, mask_power=tuple(power[s] for s in STEMS) if isinstance(power, dict) else power)
+        settings = doc.get("inference") or {}
+        power = settings.get("mask_power", 1.0)
+        return cls(net, mask_power=tuple(power[s] for s in STEMS) if isinstance(power, dict) else power,
+                   shifts=settings.get("shifts", 1), upsample=settings.get("upsample", 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)].
@@ -57,25 +71,62 @@ class NeuralSeparator(Separator):
         """
         n_batch, n_channels, n_samples = x.shape
         flat = x.reshape(n_batch * n_channels, n_samples).float()
-        rms = flat.square().mean(-1, keepdim=True).sqrt().clamp_min(_RMS_FLOOR)
-        flat = flat / rms
-        frames = self._stft(flat).transpose(1, 2).contiguous()  # (n, n_frames, n_bins)
-        masks = self.net.frame_masks(frames, self.mask_power).float()  # (n, 3, n_frames, n_bins)
-        first = self._istft(masks[:, :N_STEMS - 1] * frames[:, None], n_samples)  # (n, 2, n_samples)
-        stems = torch.cat([first, (flat - first.sum(1))[:, None]], dim=1) * rms[:, None]
+        stems = self._separate(flat)
+        for k in range(1, self.shifts):
+            delay = k * self.config.hop_frames // self.shifts
+            stems = stems + self._separate(torch.nn.functional.pad(flat, (delay, 0)))[..., delay:]
+        if self.shifts > 1:
+            stems = stems / self.shifts
         return stems.reshape(n_batch, n_channels, N_STEMS, n_samples).transpose(1, 2)
 
-    def _stft(self, x: torch.Tensor) -> torch.Tensor:
+    def _separate(self, flat: torch.Tensor) -> torch.Tensor:
+        """[shape=(n, n_samples)] -> [shape=(n, 3, n_samples)], one pass on the STFT grid."""
+        n_samples = flat.shape[-1]
+        rms = flat.square().mean(-1, keepdim=True).sqrt().clamp_min(_RMS_FLOOR)
+        flat = flat / rms
+        hop = self.config.hop_frames
+        frames = self._stft(flat, hop).transpose(1, 2).contiguous()  # (n, n_frames, n_bins)
+        masks = self.net.frame_masks(frames, self.mask_power).float()  # (n, 3, n_frames, n_bins)
+        masks = masks[:, :N_STEMS - 1]  # the last stem is the rest of the mixture
+        if self.upsample > 1:
+            hop //= self.upsample
+            frames = self._stft(flat, hop).transpose(1, 2)
+            masks = upsample_frames(masks, self.upsample, frames.shape[1])
+        # Real masks times complex bins, as real pairs: a third faster than a complex product.
+        masked = torch.view_as_complex(masks[..., None] * torch.view_as_real(frames)[:, None])
+        first = self._istft(masked, n_samples, hop)  # (n, 2, n_samples)
+        return torch.cat([first, (flat - first.sum(1))[:, None]], dim=1) * rms[:, None]
+
+    def _stft(self, x: torch.Tensor, hop: int) -> torch.Tensor:
         """[shape=(n, n_samples)] -> complex [shape=(n, n_bins, n_frames)], float32 always."""
         with torch.autocast(x.device.type, enabled=False):
-            return torch.stft(x.float(), self.config.n_fft, self.config.hop_frames, window=self.window,
+            return torch.stft(x.float(), self.config.n_fft, hop, window=self.window,
                               normalized=True, return_complex=True)
 
-    def _istft(self, frames: torch.Tensor, n_samples: int) -> torch.Tensor:
+    def _istft(self, frames: torch.Tensor, n_samples: int, hop: int) -> torch.Tensor:
         """complex frame-major [shape=(n, k, n_frames, n_bins)] -> [shape=(n, k, n_samples)]."""
         n, k = frames.shape[:2]
         with torch.autocast(frames.device.type, enabled=False):
             # istft reads (n, n_bins, n_frames); the transposed view is what it transposes back to.
             y = torch.istft(frames.reshape(n * k, *frames.shape[2:]).transpose(1, 2), self.config.n_fft,
-                            self.config.hop_frames, window=self.window, normalized=True, length=n_samples)
+                            hop, window=self.window, normalized=True, length=n_samples)
         return y.reshape(n, k, n_samples)
+
+
+def upsample_frames(masks: torch.Tensor, factor: int, n_out: int) -> torch.Tensor:
+    """Masks [shape=(n, k, n_frames, n_bins)] on a hop -> [shape=(n, k, n_out, n_bins)] on hop / factor.
+
+    Centred STFT frames of the finer hop fall on the coarse frames every ``factor`` frames; in
+    between, the masks are interpolated linearly (so masks that sum to one still do). Frames past
+    the last coarse one (at most ``factor - 1``) repeat it.
+    """
+    n, k, n_frames, n_bins = masks.shape
+    out = masks.new_empty(n, k, n_out, n_bins)
+    n_full = min((n_frames - 1) * factor + 1, n_out)
+    out[:, :, 0:n_full:factor] = masks[:, :, : (n_full - 1) // factor + 1]
+    for r in range(1, factor):
+        step = out[:, :, r:n_full:factor]
+        step.copy_(torch.lerp(masks[:, :, : step.shape[2]], masks[:, :, 1: step.shape[2] + 1], r / factor))
+    if n_full < n_out:
+        out[:, :, n_full:] = masks[:, :, -1:]
+    return out

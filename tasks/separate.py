@@ -14,7 +14,7 @@ from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.audio import hash_file
 from filmrestore.errors import ConfigError
 from filmrestore.manifest import StageManifest
-from filmrestore.separation import DEFAULT_CHECKPOINT, STEMS, get_separator, resolve_device, separate_file
+from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file, weights_fingerprint
 from filmrestore.resume import run_stage
 from filmrestore.tasks.common import in_prefect_run, log_stage, progress_reporter, task_options
 
@@ -22,13 +22,11 @@ from filmrestore.tasks.common import in_prefect_run, log_stage, progress_reporte
 def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     # The device is left out on purpose: CPU and GPU runs give the same stems
     # within tolerance, so a GPU box may resume a run a CPU box started.
-    checkpoint = p.get("checkpoint")
-    # The checkpoint's content, not just its path: retraining into the same file, or a new
-    # shipped model behind the default, redoes the stems.
-    weights_file = checkpoint or (str(DEFAULT_CHECKPOINT) if p["separator"] == "neural" else None)
-    weights = hash_file(weights_file) if weights_file and Path(weights_file).is_file() else None
-    return {"restored": p["restored"], "separator": p["separator"], "checkpoint": checkpoint,
-            "checkpoint_hash": weights}
+    # The checkpoint's content, not just its path: retraining into the same file, a new shipped
+    # model behind the default, or new inference settings in its JSON redo the stems.
+    hashes = weights_fingerprint(p["separator"], p.get("checkpoint"))
+    return {"restored": p["restored"], "separator": p["separator"], "checkpoint": p.get("checkpoint"),
+            "checkpoint_hash": hashes["weights"], "checkpoint_config_hash": hashes["weights_config"]}
 
 
 def run_separate(

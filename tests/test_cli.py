@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from filmrestore.audio import write_audio
+from filmrestore.audio import read_audio, write_audio
 from filmrestore.cli import EXIT_DELIVERY_FAILED, EXIT_EXPECTED_ERROR, app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -216,6 +216,17 @@ def test_extract_and_separate_commands(tmp_path: Path, demo_clip: Path) -> None:
     assert code == 0, output
     for stem in ("dialogue", "music", "effects"):
         assert (tmp_path / "stems" / f"{stem}.wav").is_file()
+    # Two shifted passes: other stems, still adding up to the soundtrack.
+    code, output = _invoke("separate", wav, "--out", tmp_path / "shifted", "--device", "cpu", "--shifts", "2")
+    assert code == 0, output
+    stems = {s: read_audio(tmp_path / "shifted" / f"{s}.wav") for s in ("dialogue", "music", "effects")}
+    np.testing.assert_allclose(sum(stems.values()), read_audio(wav), atol=1e-4)
+    assert np.abs(stems["dialogue"] - read_audio(tmp_path / "stems" / "dialogue.wav")).max() > 1e-4
+    for options, problem in ((["--separator", "dsp", "--shifts", "2"], "the 'dsp' separator takes no shifts"),
+                             (["--shifts", "0"], "shifts=0: only the neural separator takes shifts, from 1 to 16")):
+        code, output = _invoke("separate", wav, "--out", tmp_path / "refused", *options)
+        assert code == EXIT_EXPECTED_ERROR and output.strip().startswith(f"error: {problem}"), output
+        assert len(output.strip().splitlines()) == 1, output
 
 
 def test_expected_error_prints_no_traceback_from_a_real_process(tmp_path: Path) -> None:

@@ -108,6 +108,62 @@ def test_neural_separator_runs_in_the_engine(n_channels: int, tmp_path: Path) ->
         np.testing.assert_allclose(read_audio(paths[s]), out[s], atol=1e-5)
 
 
+def test_upsampled_masks_keep_the_coarse_frames_and_interpolate_between() -> None:
+    from filmrestore.separation.neural import upsample_frames
+
+    masks = torch.softmax(torch.randn(2, 3, 6, 5), dim=1)
+    fine = upsample_frames(masks, 4, 23)  # 21 interpolated frames and two past the last coarse one
+    torch.testing.assert_close(fine[:, :, 0:21:4], masks)
+    torch.testing.assert_close(fine[:, :, 1], 0.75 * masks[:, :, 0] + 0.25 * masks[:, :, 1])
+    torch.testing.assert_close(fine[:, :, 18], 0.5 * masks[:, :, 4] + 0.5 * masks[:, :, 5])
+    torch.testing.assert_close(fine[:, :, 21:], masks[:, :, 5:].expand(-1, -1, 2, -1))
+    torch.testing.assert_close(fine.sum(1), torch.ones(2, 23, 5))
+
+
+@pytest.mark.parametrize(("shifts", "upsample"), [(1, 2), (1, 4), (2, 1), (3, 2)])
+def test_inference_options_rebuild_the_mixture(shifts: int, upsample: int) -> None:
+    """Masks that are the same everywhere give each stem its share of the mixture exactly,
+    whatever hop the masks are applied on and however many shifted passes are averaged; the
+    stems add up to the input, and a trained-like network's stems do move with the options."""
+    net = _tiny(6).eval()
+    x = torch.randn(2, 1, FS // 2) * 0.1
+    with torch.no_grad():
+        plain = NeuralSeparator(net)(x)
+        for head in net.mask_out:
+            head.weight.zero_()
+            head.bias.copy_(torch.log(torch.tensor([1.0, 2.0, 5.0])).repeat_interleave(head.bias.shape[1] // 3))
+        flat = NeuralSeparator(net, shifts=shifts, upsample=upsample)(x)
+    for k, share in enumerate((1 / 8, 2 / 8, 5 / 8)):
+        torch.testing.assert_close(flat[:, k], share * x, atol=1e-5, rtol=1e-4)
+    net = _tiny(6).eval()
+    with torch.no_grad():
+        moved = NeuralSeparator(net, shifts=shifts, upsample=upsample)(x)
+    torch.testing.assert_close(moved.sum(1), x, atol=1e-5, rtol=1e-4)
+    assert (moved - plain).abs().max() > 1e-4
+
+
+def test_shifted_passes_make_the_output_follow_a_delay_of_half_a_hop() -> None:
+    """One pass sees the input on its hop's grid: delayed by half a hop, the stems change beyond
+    the delay. Averaging two passes half a hop apart makes the separator delay-equivariant (to
+    rounding) away from the ends."""
+    net = _tiny(7).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(1, 1, FS) * 0.1
+    delay = TINY.hop_frames // 2
+    delayed = F.pad(x, (delay, 0))
+    inner = slice(4 * TINY.n_fft, FS - 4 * TINY.n_fft)  # away from either end
+
+    def mismatch(model: NeuralSeparator) -> float:
+        with torch.no_grad():
+            a, b = model(x)[..., inner], model(delayed)[..., delay:][..., inner]
+        return float((a - b).square().sum() / a.square().sum())
+
+    one, two = mismatch(NeuralSeparator(net)), mismatch(NeuralSeparator(net, shifts=2))
+    assert two < 1e-4 * one and one > 1e-3
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     net = _tiny(1)
     path = save_checkpoint(tmp_path / "m.safetensors", net, {"note": "test"})
@@ -142,7 +198,7 @@ def test_mask_powers_sharpen_each_stem_and_keep_the_sum() -> None:
         NeuralSeparator(net, (1.0, 2.0))
 
 
-def test_checkpoint_mask_power_by_stem(tmp_path: Path) -> None:
+def test_checkpoint_inference_settings(tmp_path: Path) -> None:
     net = _tiny(3)
     path = save_checkpoint(tmp_path / "m.safetensors", net,
                            inference={"mask_power": {"dialogue": 0.9, "music": 0.6, "effects": 0.5}})
@@ -154,6 +210,35 @@ def test_checkpoint_mask_power_by_stem(tmp_path: Path) -> None:
             load_checkpoint(path)
     config_path(path).write_text(json.dumps({**doc, "inference": {"mask_power": 0.7}}))
     assert NeuralSeparator.from_checkpoint(path).mask_power == (0.7, 0.7, 0.7)
+    loaded = NeuralSeparator.from_checkpoint(path)
+    assert (loaded.shifts, loaded.upsample) == (1, 1)  # absent: one pass, on the network's hop
+    config_path(path).write_text(json.dumps({**doc, "inference": {"upsample": 4, "shifts": 2}}))
+    loaded = NeuralSeparator.from_checkpoint(path)
+    assert (loaded.shifts, loaded.upsample) == (2, 4)
+    for name, bad in (("upsample", 3), ("upsample", 0), ("shifts", 2.0), ("shifts", 99), ("upsample", True)):
+        config_path(path).write_text(json.dumps({**doc, "inference": {name: bad}}))
+        with pytest.raises(CheckpointError, match=rf"m.json: inference.{name} must be an integer"):
+            load_checkpoint(path)
+
+
+def test_separate_stage_is_redone_when_the_checkpoint_settings_change(tmp_path: Path) -> None:
+    """The stage's key covers the checkpoint's JSON as well as its weights: a new mask power
+    (the same weights) gives other stems, so a re-run must not reuse the old ones."""
+    from filmrestore.manifest import FileRecord, StageManifest
+    from filmrestore.tasks.separate import run_separate
+
+    x = (np.random.default_rng(2).standard_normal((1, 2 * FS)) * 0.1).astype(np.float32)
+    write_audio(tmp_path / "restored.wav", x, FS)
+    restored = StageManifest("restore", {"restored": FileRecord.from_path(tmp_path / "restored.wav")})
+    path = save_checkpoint(tmp_path / "m.safetensors", _tiny(4), inference={"mask_power": 1.0})
+    first, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))
+    dialogue = read_audio(first.file("dialogue").path)
+    assert not reused and run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))[1]
+    doc = json.loads(config_path(path).read_text())
+    config_path(path).write_text(json.dumps({**doc, "inference": {"mask_power": 3.0}}))
+    again, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))
+    assert not reused
+    assert np.abs(read_audio(again.file("dialogue").path) - dialogue).max() > 1e-3
 
 
 def test_shipped_checkpoint_is_the_default() -> None:

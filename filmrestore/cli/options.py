@@ -40,6 +40,9 @@ class Gate(str, Enum):
 SeparatorOpt = Annotated[str, typer.Option("--separator", metavar="neural|dsp", help=f"Separator: neural (the shipped band-split model) or dsp (no weights); default {DEFAULT_SEPARATOR}.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where separation runs.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Neural separator checkpoint (.safetensors).")]
+ShiftsOpt = Annotated[Optional[int], typer.Option("--shifts", help="Neural: average this many passes, each on the "
+                                                 "STFT grid moved by a fraction of a hop (better stems, that many "
+                                                 "times the separation time; default: the checkpoint's, 1).")]
 StreamOpt = Annotated[Optional[int], typer.Option("--stream", help="Audio stream to use, 0-based among audio streams.")]
 
 

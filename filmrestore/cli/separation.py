@@ -12,7 +12,7 @@ import typer
 from filmrestore import DEFAULT_SEPARATOR
 
 from filmrestore.cli.app import app, console, expected_errors
-from filmrestore.cli.options import CheckpointOpt, Device, DeviceOpt, SeparatorOpt
+from filmrestore.cli.options import CheckpointOpt, Device, DeviceOpt, SeparatorOpt, ShiftsOpt
 
 
 @app.command("make-bank")
@@ -142,6 +142,7 @@ def evaluate(
     data_dir: Annotated[Path, typer.Argument(help="DnR folder (its test/ subfolder when present).")],
     separator: SeparatorOpt = DEFAULT_SEPARATOR,
     checkpoint: CheckpointOpt = None,
+    shifts: ShiftsOpt = None,
     device: DeviceOpt = Device.cpu,
     max_items: Annotated[Optional[int], typer.Option("--max-items", help="Evaluate only the first N items.")] = None,
     against: Annotated[Optional[str], typer.Option("--against", help="Also evaluate this neural checkpoint, or "
@@ -163,7 +164,7 @@ def evaluate(
         done_line("evaluate", f"{report['n_items']} items, {label}")
         return report
 
-    model = get_separator(separator, str(checkpoint) if checkpoint else None)
+    model = get_separator(separator, str(checkpoint) if checkpoint else None, shifts)
     baseline = (get_separator("dsp") if against == "dsp" else get_separator("neural", against)) if against else None
     name = str(checkpoint or separator)
     report = run(model, name)

@@ -12,7 +12,7 @@ from rich.console import Console
 from filmrestore import DEFAULT_SEPARATOR
 from filmrestore.cli.app import EXIT_DELIVERY_FAILED, app, console, expected_errors, results
 from filmrestore.cli.options import (CheckpointOpt, Device, DeviceOpt, Gate, Preset, RemuxFormat, RunStreamOpt,
-                                     SeparatorOpt, StreamOpt)
+                                     SeparatorOpt, ShiftsOpt, StreamOpt)
 
 
 @app.command()
@@ -129,6 +129,7 @@ def separate(
     separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
     checkpoint: CheckpointOpt = None,
+    shifts: ShiftsOpt = None,
 ) -> None:
     """Separate a WAV file into dialogue, music and effects stems."""
     from filmrestore.audio import read_info, refuse_overwriting
@@ -140,7 +141,7 @@ def separate(
     from filmrestore.cli.progress import done_line
     from filmrestore.stagelog import terminal_progress
 
-    model = get_separator(separator, str(checkpoint) if checkpoint else None)
+    model = get_separator(separator, str(checkpoint) if checkpoint else None, shifts)
     records = separate_file(model, source, paths, device=resolve_device(device.value),
                             on_progress=terminal_progress("separate"))
     done_line("separate", ", ".join(records))
