@@ -29,7 +29,8 @@ _NOT_STAMPED = {".lock", RUN_RECORD}  # the lock holds the pid of the latest run
 #: give the same stems within tolerance, and the separate stage's own key leaves it out too.
 REQUEST_OPTIONS: dict[str, Any] = {
     "preset": "ebu-r128", "separator": DEFAULT_SEPARATOR, "stream": None, "checkpoint": None, "target_lufs": None,
-    "ceiling_dbtp": None, "gate": None, "adm_profile": "ebu", "remux": None, "separation_deployment": None}
+    "ceiling_dbtp": None, "gate": None, "adm_profile": "ebu", "remux": None, "separation_deployment": None,
+    "shifts": None}
 
 
 def title_folder(title: str) -> str:

@@ -32,7 +32,7 @@ from filmrestore.errors import CatalogError, ConfigError, MediaError
 TITLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # restore_title's parameters that a row may set in ``options``.
 OPTION_KEYS = ("separator", "device", "stream", "checkpoint", "target_lufs", "ceiling_dbtp", "gate", "adm_profile",
-               "remux", "separation_deployment")
+               "remux", "separation_deployment", "shifts")
 DEFAULT_PRESET = "ebu-r128"
 
 

@@ -66,6 +66,7 @@ def restore_title(
     display_title: str | None = None,
     remux: Container | None = None,
     separation_deployment: str | None = None,
+    shifts: int | None = None,
 ) -> dict[str, Any]:
     """Restore one title: extract, restore, separate, plan, normalise, render 7.1.4 + ADM, report.
 
@@ -89,11 +90,13 @@ def restore_title(
         display_title: The title as written, for qc.json and the ADM programme name; empty: ``title``.
         remux: Also write remux.mkv or remux.mov: the source's pictures with the restored soundtrack; empty: no remux.
         separation_deployment: Run the separation as a run of this deployment of separate-title (e.g. separate-title/separate-title-k8s-gpu), whose workers hold the GPU and mount the same output folder; empty: in this flow run.
+        shifts: Neural separator: average this many passes, each on the STFT grid moved by a fraction of a hop (better stems, that many times the separation time); empty: the checkpoint's (1).
     """
     request = dict(locals())  # the run's arguments, as run_request records them
     title_dir = str(Path(out) / title)
     name = display_title or title
-    spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile, separation_deployment)
+    spec = (preset, separator, device, checkpoint, target_lufs, ceiling_dbtp, gate, adm_profile, separation_deployment,
+            shifts)
     with title_lock(title_dir):  # a second run of this title is refused, never interleaved with this one
         drop_run_record(title_dir)  # any file may change from here on; the record comes back at the end
         first, extra = stream, []
@@ -134,7 +137,8 @@ class StreamStages(NamedTuple):
 
 def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, preset: str, separator: str,
                     device: str, checkpoint: str | None, target_lufs: float | None, ceiling_dbtp: float | None,
-                    gate: str | None, adm_profile: str, separation_deployment: str | None = None) -> StreamStages:
+                    gate: str | None, adm_profile: str, separation_deployment: str | None = None,
+                    shifts: int | None = None) -> StreamStages:
     """The six stages of one audio stream into ``title_dir``: their manifests, extract to render."""
     extracted = stage(extract_task, source, title_dir, stream)
     restored = stage(restore_task, extracted, title_dir)
@@ -142,9 +146,9 @@ def _restore_stream(source: str, title_dir: str, stream: int | None, name: str, 
         from filmrestore.flows.separate_title import separate_elsewhere_task
 
         stems = stage(separate_elsewhere_task, separation_deployment, restored, title_dir, separator, device,
-                      checkpoint)
+                      checkpoint, shifts)
     else:
-        stems = stage(separate_task, restored, title_dir, separator, device, checkpoint)
+        stems = stage(separate_task, restored, title_dir, separator, device, checkpoint, shifts)
     plan = stage(plan_task, stems, title_dir, adm_profile)
     loudness = stage(normalize_task, restored, stems, plan, title_dir, preset, target_lufs, ceiling_dbtp, gate)
     rendered = stage(render_task, stems, plan, loudness, title_dir, adm_profile, name)
@@ -190,9 +194,10 @@ def check_deployment(name: str, api: str | None) -> None:
 def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATOR, device: str = "auto",
                      stream: int | str | None = None, checkpoint: str | None = None, target_lufs: float | None = None,
                      ceiling_dbtp: float | None = None, gate: str | None = None, adm_profile: str = "ebu",
-                     remux: str | None = None, separation_deployment: str | None = None) -> None:
+                     remux: str | None = None, separation_deployment: str | None = None,
+                     shifts: int | None = None) -> None:
     """Refuse a bad option before any stage runs (one ConfigError naming it): the delivery spec,
-    the separator and its checkpoint (read and checked, not run), the device, the stream index,
+    the separator and its checkpoint (read and checked, not run) and shifts, the device, the stream index,
     the ADM profile and the separation deployment's name."""
     from filmrestore.loudness.specs import get_preset
     from filmrestore.upmix.adm import get_profile
@@ -216,8 +221,8 @@ def validate_options(preset: str = "ebu-r128", separator: str = DEFAULT_SEPARATO
         raise ConfigError(f"unknown separator {separator!r}: available are {', '.join(SEPARATOR_NAMES)}")
     if separation_deployment is None:  # else the device is the separation run's, on its own machine
         resolve_device(device)
-    if checkpoint is not None or separator == "neural":
-        get_separator(separator, checkpoint)  # a missing, truncated or mismatched checkpoint fails here
+    if checkpoint is not None or separator == "neural" or shifts is not None:
+        get_separator(separator, checkpoint, shifts)  # a missing, truncated or mismatched checkpoint fails here
 
 
 def title_bytes(duration_s: float, n_channels: int, remux: bool = False) -> int:

@@ -26,7 +26,8 @@ from filmrestore.tasks.separate import separate_task, separated_on_disk
 
 @flow(name="separate-title", flow_run_name="separate {title_dir}", log_prints=False, result_serializer="json")
 def separate_title(restored: dict[str, Any], title_dir: str, separator: Separator = DEFAULT_SEPARATOR,
-                   device: Device = "auto", checkpoint: str | None = None) -> dict[str, Any]:
+                   device: Device = "auto", checkpoint: str | None = None,
+                   shifts: int | None = None) -> dict[str, Any]:
     """Separate a title's restored soundtrack into dialogue, music and effects stems: the separate
     stage of a restore-title run, run where the GPUs are.
 
@@ -36,21 +37,23 @@ def separate_title(restored: dict[str, Any], title_dir: str, separator: Separato
         separator: neural (the shipped band-split model) or dsp.
         device: Where separation runs: auto (a GPU when there is one), cpu or cuda.
         checkpoint: Another neural separator checkpoint (.safetensors); empty: the shipped one.
+        shifts: Neural: passes averaged, each on the STFT grid moved by a fraction of a hop; empty: the checkpoint's.
     """
-    return separate_task(StageManifest.from_dict(restored), title_dir, separator, device, checkpoint).to_dict()
+    return separate_task(StageManifest.from_dict(restored), title_dir, separator, device, checkpoint,
+                         shifts).to_dict()
 
 
 @task(name="separate", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def separate_elsewhere_task(deployment: str, restored: StageManifest, title_dir: str, separator: str, device: str,
-                            checkpoint: str | None) -> StageManifest:
+                            checkpoint: str | None, shifts: int | None = None) -> StageManifest:
     """The separate stage of a title flow, as a run of ``deployment`` (a deployment of
     :func:`separate_title`): start it, wait for it, read back the stems it wrote into ``title_dir``."""
     from prefect.deployments import run_deployment
 
     parameters = {"restored": restored.to_dict(), "title_dir": title_dir, "separator": separator,
-                  "device": device, "checkpoint": checkpoint}
+                  "device": device, "checkpoint": checkpoint, "shifts": shifts}
     run = run_deployment(deployment, parameters=parameters, timeout=None)
     if not run.state or not run.state.is_completed():
         state = run.state.name if run.state else "without a state"
         raise RuntimeError(f"{title_dir}: the separation run {run.name!r} of {deployment} ended {state}")
-    return separated_on_disk(restored, title_dir, separator, checkpoint, deployment)
+    return separated_on_disk(restored, title_dir, separator, checkpoint, deployment, shifts)

@@ -60,9 +60,10 @@ def get_separator(name: str = DEFAULT_SEPARATOR, checkpoint: str | None = None, 
     that takes none, or shifts out of 1-16; :class:`CheckpointError` for a missing, truncated or
     mismatched checkpoint.
     """
-    if shifts is not None and not (name == "neural" and 1 <= shifts <= 16):
-        raise ConfigError(f"shifts={shifts}: only the neural separator takes shifts, from 1 to 16"
-                          if name == "neural" else f"the {name!r} separator takes no shifts; got {shifts}")
+    if shifts is not None and name != "neural":
+        raise ConfigError(f"the {name!r} separator takes no shifts; got {shifts!r}")
+    if shifts is not None and not (isinstance(shifts, int) and not isinstance(shifts, bool) and 1 <= shifts <= 16):
+        raise ConfigError(f"shifts must be a whole number from 1 to 16, got {shifts!r}")
     if name == "dsp":
         if checkpoint is not None:
             raise ConfigError(f"the 'dsp' separator has no weights; got checkpoint {checkpoint!r}")

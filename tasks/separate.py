@@ -26,7 +26,8 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     # model behind the default, or new inference settings in its JSON redo the stems.
     hashes = weights_fingerprint(p["separator"], p.get("checkpoint"))
     return {"restored": p["restored"], "separator": p["separator"], "checkpoint": p.get("checkpoint"),
-            "checkpoint_hash": hashes["weights"], "checkpoint_config_hash": hashes["weights_config"]}
+            "checkpoint_hash": hashes["weights"], "checkpoint_config_hash": hashes["weights_config"],
+            "shifts": p.get("shifts")}
 
 
 def run_separate(
@@ -36,14 +37,16 @@ def run_separate(
     device: str | torch.device = "auto",
     checkpoint: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    shifts: int | None = None,
 ) -> tuple[StageManifest, bool]:
     """Separate ``restored`` (a restore-stage manifest) into ``work/stems/<stem>.wav`` on ``device``
-    (a name is resolved here; the task passes the device it resolved)."""
-    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint}
+    (a name is resolved here; the task passes the device it resolved); ``shifts``: see
+    :func:`~filmrestore.separation.get_separator`."""
+    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint, "shifts": shifts}
     source = restored.file("restored")
 
     def compute() -> StageManifest:
-        model = get_separator(separator, checkpoint)
+        model = get_separator(separator, checkpoint, shifts)
         torch_device = device if isinstance(device, torch.device) else resolve_device(device)
         out_paths = {stem: Path(title_dir) / "work" / "stems" / f"{stem}.wav" for stem in STEMS}
         records = separate_file(model, source.path, out_paths, device=torch_device, on_progress=on_progress)
@@ -54,10 +57,10 @@ def run_separate(
 
 
 def separated_on_disk(restored: StageManifest, title_dir: str | Path, separator: str, checkpoint: str | None,
-                      where: str) -> StageManifest:
+                      where: str, shifts: int | None = None) -> StageManifest:
     """The stems another flow run (``where``) separated into ``title_dir``, checked as a resumed
     stage is (the manifest's key and every file's content hash); nothing is computed here."""
-    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint}
+    params = {"restored": restored, "separator": separator, "checkpoint": checkpoint, "shifts": shifts}
 
     def absent() -> StageManifest:
         raise ConfigError(f"{title_dir}: the stems of {where} are not in this title folder: its workers must "
@@ -89,7 +92,8 @@ GPU_LEASE_S = 60.0  # the server's minimum; renewed every 45 s while the stage r
 
 @task(**task_options("separate", _key_params), tags=["gpu"])
 def separate_task(
-    restored: StageManifest, title_dir: str, separator: str, device: str, checkpoint: str | None = None
+    restored: StageManifest, title_dir: str, separator: str, device: str, checkpoint: str | None = None,
+    shifts: int | None = None,
 ) -> StageManifest:
     """Prefect wrapper: separation with a progress artifact, holding one slot of the ``gpu`` limit
     while it runs on a GPU (:func:`takes_slot`).
@@ -110,6 +114,6 @@ def separate_task(
         if in_prefect_run() and takes_slot(torch_device) else nullcontext()
     with slot:
         progress = progress_reporter(title_dir, "separate")  # created once the slot is held
-        manifest, reused = run_separate(restored, title_dir, separator, torch_device, checkpoint, progress)
+        manifest, reused = run_separate(restored, title_dir, separator, torch_device, checkpoint, progress, shifts)
     log_stage("separate", manifest, reused)
     return manifest

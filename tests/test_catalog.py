@@ -93,6 +93,8 @@ def test_symlinks_may_not_escape_the_media_root(media: Path, tmp_path: Path) -> 
     ("a,films/a.mov,,\"{\"\"adm_profile\"\": \"\"bogus\"\"}\"", "unknown ADM profile 'bogus'"),
     ("a,films/a.mov,,\"{\"\"separator\"\": \"\"dsp\"\", \"\"checkpoint\"\": \"\"m.safetensors\"\"}\"",
      "has no weights"),
+    ("a,films/a.mov,,\"{\"\"shifts\"\": \"\"2\"\"}\"", "shifts must be a whole number from 1 to 16, got '2'"),
+    ("a,films/a.mov,,\"{\"\"separator\"\": \"\"dsp\"\", \"\"shifts\"\": 2}\"", "the 'dsp' separator takes no shifts"),
     ("a,,,", "empty source path"),
 ])
 def test_malformed_rows_are_refused_by_row(media: Path, tmp_path: Path, row: str, expected: str) -> None:

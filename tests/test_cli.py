@@ -109,6 +109,7 @@ def test_changed_presets_are_custom_and_a_failed_delivery_exits_3(tmp_path: Path
     (["--adm-profile", "bogus"], "unknown ADM profile 'bogus'"),
     (["--preset", "custom"], "preset 'custom' needs a target"),
     (["--separator", "neural", "--checkpoint", "missing.safetensors"], "missing.safetensors"),
+    (["--shifts", "17"], "shifts must be a whole number from 1 to 16, got 17"),
     (["--target", "-90"], "target -90.0 LUFS out of (-70, 0)"),
     (["--separation-deployment", "separate-title"], "is not a deployment name"),
     (["--separation-deployment", "separate-title/nowhere"], "separation_deployment 'separate-title/nowhere'"),
@@ -223,7 +224,7 @@ def test_extract_and_separate_commands(tmp_path: Path, demo_clip: Path) -> None:
     np.testing.assert_allclose(sum(stems.values()), read_audio(wav), atol=1e-4)
     assert np.abs(stems["dialogue"] - read_audio(tmp_path / "stems" / "dialogue.wav")).max() > 1e-4
     for options, problem in ((["--separator", "dsp", "--shifts", "2"], "the 'dsp' separator takes no shifts"),
-                             (["--shifts", "0"], "shifts=0: only the neural separator takes shifts, from 1 to 16")):
+                             (["--shifts", "0"], "shifts must be a whole number from 1 to 16, got 0")):
         code, output = _invoke("separate", wav, "--out", tmp_path / "refused", *options)
         assert code == EXIT_EXPECTED_ERROR and output.strip().startswith(f"error: {problem}"), output
         assert len(output.strip().splitlines()) == 1, output

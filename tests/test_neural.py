@@ -239,6 +239,10 @@ def test_separate_stage_is_redone_when_the_checkpoint_settings_change(tmp_path: 
     again, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))
     assert not reused
     assert np.abs(read_audio(again.file("dialogue").path) - dialogue).max() > 1e-3
+    # Shifts asked for by the run: redone too, then reused.
+    shifted, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path), shifts=2)
+    assert not reused and shifted.cache_key != again.cache_key
+    assert run_separate(restored, tmp_path / "title", "neural", "cpu", str(path), shifts=2)[1]
 
 
 def test_shipped_checkpoint_is_the_default() -> None:

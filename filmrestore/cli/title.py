@@ -43,12 +43,14 @@ def run(
         "--separation-deployment", metavar="FLOW/DEPLOYMENT",
         help="Separate in a run of this deployment of separate-title (its workers hold the GPU and share "
              "OUT); needs a Prefect server.")] = None,
+    shifts: ShiftsOpt = None,
 ) -> None:
     """Restore one title: extract, restore, separate, normalise, upmix to 7.1.4 and export ADM."""
     options = dict(preset=preset.value, separator=separator, device=device.value, stream=stream,
                    checkpoint=str(checkpoint) if checkpoint else None, target_lufs=target_lufs,
                    ceiling_dbtp=ceiling_dbtp, gate=gate.value if gate else None, adm_profile=adm_profile,
-                   remux=remux_format.value if remux else None, separation_deployment=separation_deployment)
+                   remux=remux_format.value if remux else None, separation_deployment=separation_deployment,
+                   shifts=shifts)
     result = finished_title(source, out, title, options)
     if result is None:
         from filmrestore.flows.restore_title import run_restore_title
