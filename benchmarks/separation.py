@@ -3,7 +3,7 @@ lengths, and quality (SI-SDRi per stem) from ``evaluate`` on a held-out set.
 
     .venv/bin/python benchmarks/separation.py [--minutes 10 60] [--data DATA_DIR]
         [--checkpoint separation/checkpoints/dme-small.safetensors [OTHER ...]] [--devices cpu cuda]
-        [--separators dsp neural]
+        [--separators dsp neural] [--shifts 1 2]
 
 Each (separator, device, length) runs ``separate_file`` in a fresh subprocess on a mono
 48 kHz float WAV (a synthetic film mix tiled to length, written in blocks), and reads
@@ -28,8 +28,8 @@ _CHILD = r"""
 import json, resource, sys, time
 import torch
 from filmrestore.separation import STEMS, get_separator, separate_file
-name, ckpt, device, src, out = sys.argv[1:6]
-model = get_separator(name, ckpt or None)
+name, ckpt, device, src, out, shifts = sys.argv[1:7]
+model = get_separator(name, ckpt or None, int(shifts) if shifts else None)
 t = time.perf_counter()
 rec = separate_file(model, src, {s: f"{out}/{s}.wav" for s in STEMS}, device=device)
 if device.startswith("cuda"):
@@ -55,18 +55,19 @@ def write_long_mix(path: Path, minutes: float) -> Path:
     return path
 
 
-def run_child(separator: str, checkpoint: str, device: str, source: Path) -> dict:
+def run_child(separator: str, checkpoint: str, device: str, source: Path, shifts: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run([sys.executable, "-c", _CHILD, separator, checkpoint, device, str(source), out],
+        done = subprocess.run([sys.executable, "-c", _CHILD, separator, checkpoint, device, str(source), out,
+                               str(shifts or "")],
                               capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def quality(separator: str, checkpoint: str, data: Path, max_items: int | None) -> dict:
+def quality(separator: str, checkpoint: str, data: Path, max_items: int | None, shifts: int | None = None) -> dict:
     from filmrestore.separation import get_separator
     from filmrestore.separation.training.evaluate import evaluate
 
-    return evaluate(data, get_separator(separator, checkpoint or None), max_items=max_items)["summary"]
+    return evaluate(data, get_separator(separator, checkpoint or None, shifts), max_items=max_items)["summary"]
 
 
 def main() -> None:
@@ -78,29 +79,36 @@ def main() -> None:
     parser.add_argument("--checkpoint", nargs="+", default=["separation/checkpoints/dme-small.safetensors"],
                         help="one or more neural checkpoints (rows named by file name), e.g. before and after")
     parser.add_argument("--separators", nargs="+", default=["dsp", "neural"], choices=["dsp", "neural"])
+    parser.add_argument("--shifts", type=int, nargs="+", default=[None],
+                        help="neural rows with these test-time shifts (default: the checkpoint's), e.g. 1 2")
     args = parser.parse_args()
-    separators = [("dsp", "")] if "dsp" in args.separators else []
+    separators = [("dsp", "", None)] if "dsp" in args.separators else []
     if "neural" in args.separators:
-        separators += [("neural", c) for c in args.checkpoint if Path(c).exists()]
-    label = {c: "neural" if len(args.checkpoint) == 1 else f"neural:{Path(c).stem}" for _, c in separators if c}
-    width = max([10, *(len(v) + 2 for v in label.values())])
+        separators += [("neural", c, k) for c in args.checkpoint if Path(c).exists() for k in args.shifts]
+
+    def label(name: str, ckpt: str, shifts: int | None) -> str:
+        if not ckpt:
+            return name
+        base = "neural" if len(args.checkpoint) == 1 else f"neural:{Path(ckpt).stem}"
+        return base if shifts is None else f"{base} x{shifts}"
+    width = max([10, *(len(label(*s)) + 2 for s in separators)])
     head = f"{'separator':<{width}}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
                                                     for m in args.minutes)
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         sources = {m: write_long_mix(Path(tmp) / f"mix_{m:g}min.wav", m) for m in args.minutes}
-        for name, ckpt in separators:
+        for name, ckpt, shifts in separators:
             for device in args.devices:
-                runs = {m: run_child(name, ckpt, device, src) for m, src in sources.items()}
+                runs = {m: run_child(name, ckpt, device, src, shifts) for m, src in sources.items()}
                 cells = "".join(f"{r['n_frames'] / FS / r['wall_s']:>16.1f}{r['peak_rss_mb']:>13.0f}"
                                 for r in runs.values())
-                print(f"{label.get(ckpt, name):<{width}}{device:<8}{cells}", flush=True)
+                print(f"{label(name, ckpt, shifts):<{width}}{device:<8}{cells}", flush=True)
     if args.data:
         print(f"\nquality on {args.data} (held-out test/): mean SI-SDR / SI-SDRi in dB")
-        for name, ckpt in separators:
-            summary = quality(name, ckpt, args.data, args.max_items)
+        for name, ckpt, shifts in separators:
+            summary = quality(name, ckpt, args.data, args.max_items, shifts)
             for method in ("separator", "mixture", "oracle_irm"):
-                row = label.get(ckpt, name) if method == "separator" else f"  ({method})"
+                row = label(name, ckpt, shifts) if method == "separator" else f"  ({method})"
                 cells = "".join(f"{s}: {v['si_sdr_db']:6.2f} / {v['si_sdri_db']:+6.2f}   "
                                 for s, v in summary[method].items())
                 mean = np.mean([v["si_sdri_db"] for v in summary[method].values()])
