@@ -66,7 +66,7 @@ def run_request(params: dict[str, Any]) -> dict[str, Any]:
     source = params["source"]
     return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(params["out"]),
             "folder": params["title"], "display_title": params.get("display_title") or params["title"], "options": kept,
-            **weights_fingerprint(kept["separator"], kept["checkpoint"]),
+            **weights_fingerprint(kept["separator"], kept["checkpoint"], kept.get("shifts")),
             "version": __version__, "stage_versions": dict(STAGE_VERSIONS)}
 
 

@@ -7,7 +7,9 @@ with mixture consistency (the stems sum to the input).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +39,47 @@ SEPARATOR_NAMES = ("dsp", "neural")
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "dme-small.safetensors"
 
 
-def weights_fingerprint(name: str, checkpoint: str | None) -> dict[str, str | None]:
-    """What a separator's output depends on besides its input, by content: the hashes of the
-    weights it reads (``checkpoint``, or for ``neural`` the shipped one) and of their JSON, whose
-    ``inference`` settings change the stems as the weights do. None for what does not exist."""
+def weights_fingerprint(name: str, checkpoint: str | None, shifts: int | None = None) -> dict[str, str | None]:
+    """What a separator's output depends on besides its input, by content: the hash of the weights
+    it reads (``checkpoint``, or for ``neural`` the shipped one) and of the settings in their JSON
+    that change the stems (:func:`checkpoint_settings`: the architecture and the ``inference``
+    settings, with the ``shifts`` a run asks for in place of the file's). Training notes are left
+    out: editing them, or asking for the shifts the checkpoint already uses, keeps the stems.
+    None for what does not exist."""
     from filmrestore.audio import hash_file
 
     weights = checkpoint or (str(DEFAULT_CHECKPOINT) if name == "neural" else None)
-    files = {"weights": Path(weights) if weights else None,
-             "weights_config": Path(weights).with_suffix(".json") if weights else None}
-    return {key: hash_file(path) if path is not None and path.is_file() else None for key, path in files.items()}
+    path = Path(weights) if weights else None
+    config = path.with_suffix(".json") if path is not None else None
+    settings = None
+    if config is not None and config.is_file():
+        effective = checkpoint_settings(config, shifts)
+        settings = hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest() \
+            if effective is not None else hash_file(config)
+    return {"weights": hash_file(path) if path is not None and path.is_file() else None,
+            "weights_settings": settings}
+
+
+#: A checkpoint's inference settings and their values when absent (see NeuralSeparator.from_checkpoint).
+INFERENCE_DEFAULTS = {"mask_power": 1.0, "upsample": 1, "shifts": 1}
+
+
+def checkpoint_settings(config: Path, shifts: int | None = None) -> dict[str, Any] | None:
+    """The part of a checkpoint's JSON that the stems depend on, with defaults filled in and
+    ``shifts`` (when given) in place of the file's: everything but ``notes``, and of ``inference``
+    only :data:`INFERENCE_DEFAULTS`' keys (not its free-text ``chosen_on``). None when the file is
+    not a JSON object (loading the checkpoint then says what is wrong)."""
+    try:
+        doc = json.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inference") or {}, dict):
+        return None
+    asked = doc.get("inference") or {}
+    inference = {key: asked.get(key, default) for key, default in INFERENCE_DEFAULTS.items()}
+    if shifts is not None:
+        inference["shifts"] = shifts
+    return {**{key: value for key, value in doc.items() if key != "notes"}, "inference": inference}
 
 
 def get_separator(name: str = DEFAULT_SEPARATOR, checkpoint: str | None = None, shifts: int | None = None) -> Separator:

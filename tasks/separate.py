@@ -23,11 +23,12 @@ def _key_params(p: dict[str, Any]) -> dict[str, Any]:
     # The device is left out on purpose: CPU and GPU runs give the same stems
     # within tolerance, so a GPU box may resume a run a CPU box started.
     # The checkpoint's content, not just its path: retraining into the same file, a new shipped
-    # model behind the default, or new inference settings in its JSON redo the stems.
-    hashes = weights_fingerprint(p["separator"], p.get("checkpoint"))
+    # model behind the default, or new inference settings in its JSON redo the stems; an edit
+    # of its training notes does not.
+    # The shifts enter through the settings they resolve to (none asked: the checkpoint's).
+    hashes = weights_fingerprint(p["separator"], p.get("checkpoint"), p.get("shifts"))
     return {"restored": p["restored"], "separator": p["separator"], "checkpoint": p.get("checkpoint"),
-            "checkpoint_hash": hashes["weights"], "checkpoint_config_hash": hashes["weights_config"],
-            "shifts": p.get("shifts")}
+            "checkpoint_hash": hashes["weights"], "checkpoint_settings_hash": hashes["weights_settings"]}
 
 
 def run_separate(

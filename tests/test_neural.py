@@ -245,6 +245,29 @@ def test_separate_stage_is_redone_when_the_checkpoint_settings_change(tmp_path: 
     assert run_separate(restored, tmp_path / "title", "neural", "cpu", str(path), shifts=2)[1]
 
 
+def test_separate_stage_keeps_its_stems_when_only_notes_or_spelled_out_defaults_change(tmp_path: Path) -> None:
+    """The key holds the settings the stems depend on, resolved: an edit of the checkpoint's
+    training notes, or asking for the shifts it already uses, reuses the stems; its shifts
+    changed in the JSON redo them."""
+    from filmrestore.manifest import FileRecord, StageManifest
+    from filmrestore.tasks.separate import run_separate
+
+    x = (np.random.default_rng(3).standard_normal((1, 2 * FS)) * 0.1).astype(np.float32)
+    write_audio(tmp_path / "restored.wav", x, FS)
+    restored = StageManifest("restore", {"restored": FileRecord.from_path(tmp_path / "restored.wav")})
+    path = save_checkpoint(tmp_path / "m.safetensors", _tiny(5), inference={"mask_power": 0.9, "chosen_on": "a"})
+    first, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))
+    assert not reused
+    doc = json.loads(config_path(path).read_text())
+    config_path(path).write_text(json.dumps({**doc, "notes": {"how": "edited"},
+                                             "inference": {"mask_power": 0.9, "chosen_on": "b"}}))
+    again, reused = run_separate(restored, tmp_path / "title", "neural", "cpu", str(path), shifts=1)
+    assert reused and again.cache_key == first.cache_key
+    config_path(path).write_text(json.dumps({**doc, "inference": {"mask_power": 0.9, "shifts": 2}}))
+    assert not run_separate(restored, tmp_path / "title", "neural", "cpu", str(path))[1]
+    assert run_separate(restored, tmp_path / "title", "neural", "cpu", str(path), shifts=2)[1]
+
+
 def test_shipped_checkpoint_is_the_default() -> None:
     from filmrestore.separation import DEFAULT_CHECKPOINT
 

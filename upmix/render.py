@@ -536,7 +536,9 @@ class SceneRenderer:
                 gain = db_to_gain(send_db) * math.sqrt(len(labels) / (len(labels) - 1))  # each position at send_db
                 feed = INPUTS.index(f"{stem}.{side}")
                 for k, label in enumerate(labels):
-                    fir = gain * (weights[:, k] @ firs)
+                    # Weighted sum term by term, not a BLAS product: its rounding may depend on
+                    # how many threads BLAS has (see upmix.foldown.fold_down).
+                    fir = gain * sum(w * f for w, f in zip(weights[:, k], firs))
                     taps.append((n_feeds + self.layout.index(label), feed, np.convolve(fir, high)))
         return taps
 
