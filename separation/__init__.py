@@ -61,7 +61,7 @@ def weights_fingerprint(name: str, checkpoint: str | None, shifts: int | None = 
 
 
 #: A checkpoint's inference settings and their values when absent (see NeuralSeparator.from_checkpoint).
-INFERENCE_DEFAULTS = {"mask_power": 1.0, "upsample": 1, "shifts": 1}
+INFERENCE_DEFAULTS = {"mask_power": 1.0, "upsample": 1, "shifts": 1, "smooth_frames": 0.0, "smooth_bins": 0.0}
 
 
 def checkpoint_settings(config: Path, shifts: int | None = None) -> dict[str, Any] | None:

@@ -100,6 +100,10 @@ def read_config(path: Path) -> dict[str, Any]:
                 and (name != "upsample" or (isinstance(hop, int) and hop % value == 0))):
             raise CheckpointError(cfg_path, f"inference.{name} must be an integer in [1, {hi}]"
                                   + (" that divides the hop" if name == "upsample" else "") + f", got {value!r}")
+    for name in ("smooth_frames", "smooth_bins"):
+        value = (doc.get("inference") or {}).get(name, 0.0)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0 / 3.0):
+            raise CheckpointError(cfg_path, f"inference.{name} must be a number in [0, 1/3], got {value!r}")
     return doc
 
 

@@ -25,11 +25,18 @@ class NeuralSeparator(Separator):
     name = "neural"
     supports_autocast = True
 
-    def __init__(self, net: BandSplitNet, mask_power: MaskPower = 1.0, shifts: int = 1, upsample: int = 1) -> None:
+    def __init__(self, net: BandSplitNet, mask_power: MaskPower = 1.0, shifts: int = 1, upsample: int = 1,
+                 smooth_frames: float = 0.0, smooth_bins: float = 0.0) -> None:
         super().__init__()
         if shifts < 1 or upsample < 1 or net.config.hop_frames % upsample:
             raise ValueError(f"shifts must be at least 1 and upsample divide the hop ({net.config.hop_frames}), "
                              f"got {shifts} and {upsample}")
+        if not (0.0 <= smooth_frames <= 1.0 / 3.0 and 0.0 <= smooth_bins <= 1.0 / 3.0):
+            raise ValueError(f"smooth_frames and smooth_bins must be in [0, 1/3], got {smooth_frames} and {smooth_bins}")
+        #: Each mask is smoothed with the kernel ``[a, 1 - 2a, a]`` over frames (``a = smooth_frames``),
+        #: then over bins (``a = smooth_bins``), edges repeated: the network's estimate of one frame
+        #: and bin is noisy, and its neighbours' average it with it (masks that sum to one still do).
+        self.smooth_frames, self.smooth_bins = float(smooth_frames), float(smooth_bins)
         #: The masks, estimated every hop, are applied on an STFT ``upsample`` times as dense in
         #: time (hop / upsample, the same window), linearly interpolated between their frames:
         #: the mixture is cut and rebuilt at the finer hop, with the network's cost unchanged.
@@ -53,14 +60,16 @@ class NeuralSeparator(Separator):
     def from_checkpoint(cls, path: str | Path) -> NeuralSeparator:
         """Load a safetensors checkpoint and its JSON config (see :mod:`.checkpoint`); the
         config's ``inference`` settings apply (chosen on the validation split): ``mask_power``
-        (one number, or one per stem by name), ``upsample`` and ``shifts`` (default 1)."""
+        (one number, or one per stem by name), ``upsample`` and ``shifts`` (default 1),
+        ``smooth_frames`` and ``smooth_bins`` (default 0: the masks as the network gives them)."""
         from filmrestore.separation.checkpoint import load_checkpoint
 
         net, doc = load_checkpoint(path)
         settings = doc.get("inference") or {}
         power = settings.get("mask_power", 1.0)
         return cls(net, mask_power=tuple(power[s] for s in STEMS) if isinstance(power, dict) else power,
-                   shifts=settings.get("shifts", 1), upsample=settings.get("upsample", 1))
+                   shifts=settings.get("shifts", 1), upsample=settings.get("upsample", 1),
+                   smooth_frames=settings.get("smooth_frames", 0.0), smooth_bins=settings.get("smooth_bins", 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)].
@@ -88,6 +97,9 @@ class NeuralSeparator(Separator):
         frames = self._stft(flat, hop).transpose(1, 2).contiguous()  # (n, n_frames, n_bins)
         masks = self.net.frame_masks(frames, self.mask_power).float()  # (n, 3, n_frames, n_bins)
         masks = masks[:, :N_STEMS - 1]  # the last stem is the rest of the mixture
+        for side, axis in ((self.smooth_frames, 2), (self.smooth_bins, 3)):
+            if side > 0.0:
+                masks = smooth_along(masks, side, axis)
         if self.upsample > 1:
             hop //= self.upsample
             frames = self._stft(flat, hop).transpose(1, 2)
@@ -129,4 +141,18 @@ def upsample_frames(masks: torch.Tensor, factor: int, n_out: int) -> torch.Tenso
         step.copy_(torch.lerp(masks[:, :, : step.shape[2]], masks[:, :, 1: step.shape[2] + 1], r / factor))
     if n_full < n_out:
         out[:, :, n_full:] = masks[:, :, -1:]
+    return out
+
+
+def smooth_along(x: torch.Tensor, side: float, axis: int) -> torch.Tensor:
+    """``x`` convolved with ``[side, 1 - 2 side, side]`` along ``axis``, the edge values repeated
+    (so a constant stays that constant, and masks that sum to one over another axis still do)."""
+    out = x * (1.0 - 2.0 * side)
+    n = x.shape[axis]
+    if n == 1:
+        return out.add_(x, alpha=2.0 * side)
+    out.narrow(axis, 1, n - 1).add_(x.narrow(axis, 0, n - 1), alpha=side)
+    out.narrow(axis, 0, n - 1).add_(x.narrow(axis, 1, n - 1), alpha=side)
+    out.narrow(axis, 0, 1).add_(x.narrow(axis, 0, 1), alpha=side)
+    out.narrow(axis, n - 1, 1).add_(x.narrow(axis, n - 1, 1), alpha=side)
     return out

@@ -120,26 +120,48 @@ def test_upsampled_masks_keep_the_coarse_frames_and_interpolate_between() -> Non
     torch.testing.assert_close(fine.sum(1), torch.ones(2, 23, 5))
 
 
-@pytest.mark.parametrize(("shifts", "upsample"), [(1, 2), (1, 4), (2, 1), (3, 2)])
-def test_inference_options_rebuild_the_mixture(shifts: int, upsample: int) -> None:
+@pytest.mark.parametrize(("shifts", "upsample", "smooth"), [(1, 2, 0.0), (1, 4, 0.0), (2, 1, 0.0), (3, 2, 0.0),
+                                                        (1, 1, 0.25), (2, 2, 1 / 3)])
+def test_inference_options_rebuild_the_mixture(shifts: int, upsample: int, smooth: float) -> None:
     """Masks that are the same everywhere give each stem its share of the mixture exactly,
-    whatever hop the masks are applied on and however many shifted passes are averaged; the
-    stems add up to the input, and a trained-like network's stems do move with the options."""
+    whatever hop the masks are applied on, however many shifted passes are averaged and however
+    the masks are smoothed; the stems add up to the input, and a trained-like network's stems
+    do move with the options."""
     net = _tiny(6).eval()
     x = torch.randn(2, 1, FS // 2) * 0.1
+    options = {"shifts": shifts, "upsample": upsample, "smooth_frames": smooth, "smooth_bins": smooth / 2}
     with torch.no_grad():
         plain = NeuralSeparator(net)(x)
         for head in net.mask_out:
             head.weight.zero_()
             head.bias.copy_(torch.log(torch.tensor([1.0, 2.0, 5.0])).repeat_interleave(head.bias.shape[1] // 3))
-        flat = NeuralSeparator(net, shifts=shifts, upsample=upsample)(x)
+        flat = NeuralSeparator(net, **options)(x)
     for k, share in enumerate((1 / 8, 2 / 8, 5 / 8)):
         torch.testing.assert_close(flat[:, k], share * x, atol=1e-5, rtol=1e-4)
     net = _tiny(6).eval()
     with torch.no_grad():
-        moved = NeuralSeparator(net, shifts=shifts, upsample=upsample)(x)
+        moved = NeuralSeparator(net, **options)(x)
     torch.testing.assert_close(moved.sum(1), x, atol=1e-5, rtol=1e-4)
     assert (moved - plain).abs().max() > 1e-4
+
+
+def test_mask_smoothing_is_the_three_tap_kernel_with_edges_repeated() -> None:
+    """``smooth_along`` is ``[a, 1 - 2a, a]`` along one axis with the edge values repeated:
+    np.convolve of the edge-padded signal; masks that sum to one over the stems still do."""
+    from filmrestore.separation.neural import smooth_along
+
+    masks = torch.softmax(torch.randn(2, 3, 9, 7, dtype=torch.float64), dim=1)
+    for axis, side in ((2, 0.25), (3, 1 / 6), (2, 1 / 3)):
+        got = smooth_along(masks, side, axis)
+        moved = np.moveaxis(masks.numpy(), axis, -1)
+        padded = np.concatenate([moved[..., :1], moved, moved[..., -1:]], axis=-1)
+        kernel = np.array([side, 1 - 2 * side, side])
+        expected = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), -1, padded)
+        np.testing.assert_allclose(np.moveaxis(got.numpy(), -1, axis), expected, atol=1e-12)
+        torch.testing.assert_close(got.sum(1), torch.ones_like(got[:, 0]))
+    assert torch.equal(smooth_along(masks[:, :, :1], 0.25, 2), masks[:, :, :1])  # one frame: as it was
+    with pytest.raises(ValueError, match="smooth_frames and smooth_bins must be in"):
+        NeuralSeparator(_tiny(7), smooth_frames=0.5)
 
 
 def test_shifted_passes_make_the_output_follow_a_delay_of_half_a_hop() -> None:
@@ -218,6 +240,13 @@ def test_checkpoint_inference_settings(tmp_path: Path) -> None:
     for name, bad in (("upsample", 3), ("upsample", 0), ("shifts", 2.0), ("shifts", 99), ("upsample", True)):
         config_path(path).write_text(json.dumps({**doc, "inference": {name: bad}}))
         with pytest.raises(CheckpointError, match=rf"m.json: inference.{name} must be an integer"):
+            load_checkpoint(path)
+    config_path(path).write_text(json.dumps({**doc, "inference": {"smooth_frames": 0.25, "smooth_bins": 0.1}}))
+    loaded = NeuralSeparator.from_checkpoint(path)
+    assert (loaded.smooth_frames, loaded.smooth_bins) == (0.25, 0.1)
+    for name, bad in (("smooth_frames", 0.5), ("smooth_bins", -0.1), ("smooth_frames", "0.2"), ("smooth_bins", True)):
+        config_path(path).write_text(json.dumps({**doc, "inference": {name: bad}}))
+        with pytest.raises(CheckpointError, match=rf"m.json: inference.{name} must be a number in \[0, 1/3\]"):
             load_checkpoint(path)
 
 
