@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="DnR dataset (its test/ split is used) for quality")
     parser.add_argument("--max-items", type=int, default=None)
     parser.add_argument("--checkpoint", nargs="+", default=["separation/checkpoints/dme-small.safetensors"],
-                        help="one or more neural checkpoints (rows named by file name), e.g. before and after")
+                        help="one or more neural checkpoints (rows named by file name, and folder where two share one), e.g. before and after")
     parser.add_argument("--separators", nargs="+", default=["dsp", "neural"], choices=["dsp", "neural"])
     parser.add_argument("--shifts", type=int, nargs="+", default=[None],
                         help="neural rows with these test-time shifts (default: the checkpoint's), e.g. 1 2")
@@ -89,7 +89,10 @@ def main() -> None:
     def label(name: str, ckpt: str, shifts: int | None) -> str:
         if not ckpt:
             return name
-        base = "neural" if len(args.checkpoint) == 1 else f"neural:{Path(ckpt).stem}"
+        # Checkpoints of one file name (a model before and after, in two folders): named by folder too.
+        stems = [Path(c).stem for c in args.checkpoint]
+        name_of = Path(ckpt).stem if stems.count(Path(ckpt).stem) == 1 else f"{Path(ckpt).parent.name}/{Path(ckpt).stem}"
+        base = "neural" if len(args.checkpoint) == 1 else f"neural:{name_of}"
         return base if shifts is None else f"{base} x{shifts}"
     width = max([10, *(len(label(*s)) + 2 for s in separators)])
     head = f"{'separator':<{width}}{'device':<8}" + "".join(f"{f'{m:g} min: x RT':>16}{'peak RSS MB':>13}"
