@@ -60,7 +60,8 @@ def weights_fingerprint(name: str, checkpoint: str | None, shifts: int | None = 
             "weights_settings": settings}
 
 
-#: A checkpoint's inference settings and their values when absent (see NeuralSeparator.from_checkpoint).
+#: A checkpoint's inference settings and their values when absent: the one list that loading
+#: (NeuralSeparator.from_checkpoint), checking (checkpoint.read_config) and keying a run read.
 INFERENCE_DEFAULTS = {"mask_power": 1.0, "upsample": 1, "shifts": 1, "smooth_frames": 0.0, "smooth_bins": 0.0}
 
 

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from filmrestore.errors import CheckpointError
+from filmrestore.separation import INFERENCE_DEFAULTS
 from filmrestore.separation.bandsplit import BandSplitConfig, BandSplitNet
 from filmrestore.separation.base import STEMS
 
@@ -88,20 +89,21 @@ def read_config(path: Path) -> dict[str, Any]:
     for key, value in expected.items():
         if doc.get(key) != value:
             raise CheckpointError(cfg_path, f"{key} is {doc.get(key)!r}; this version reads {value!r}")
-    power = (doc.get("inference") or {}).get("mask_power", 1.0)
+    inference = {**INFERENCE_DEFAULTS, **(doc.get("inference") or {})}
+    power = inference["mask_power"]
     values = list(power.values()) if isinstance(power, dict) and sorted(power) == sorted(STEMS) else [power]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.25 <= v <= 4.0 for v in values):
         raise CheckpointError(cfg_path, "inference.mask_power must be a number in [0.25, 4] or one per stem "
                               f"({', '.join(STEMS)}), got {power!r}")
     hop = (doc.get("config") or {}).get("hop_frames", BandSplitConfig.hop_frames)
     for name, hi in (("upsample", 16), ("shifts", 16)):
-        value = (doc.get("inference") or {}).get(name, 1)
+        value = inference[name]
         if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi
                 and (name != "upsample" or (isinstance(hop, int) and hop % value == 0))):
             raise CheckpointError(cfg_path, f"inference.{name} must be an integer in [1, {hi}]"
                                   + (" that divides the hop" if name == "upsample" else "") + f", got {value!r}")
     for name in ("smooth_frames", "smooth_bins"):
-        value = (doc.get("inference") or {}).get(name, 0.0)
+        value = inference[name]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0 / 3.0):
             raise CheckpointError(cfg_path, f"inference.{name} must be a number in [0, 1/3], got {value!r}")
     return doc

@@ -64,12 +64,14 @@ class NeuralSeparator(Separator):
         ``smooth_frames`` and ``smooth_bins`` (default 0: the masks as the network gives them)."""
         from filmrestore.separation.checkpoint import load_checkpoint
 
+        from filmrestore.separation import INFERENCE_DEFAULTS
+
         net, doc = load_checkpoint(path)
-        settings = doc.get("inference") or {}
-        power = settings.get("mask_power", 1.0)
+        settings = {**INFERENCE_DEFAULTS, **(doc.get("inference") or {})}
+        power = settings["mask_power"]
         return cls(net, mask_power=tuple(power[s] for s in STEMS) if isinstance(power, dict) else power,
-                   shifts=settings.get("shifts", 1), upsample=settings.get("upsample", 1),
-                   smooth_frames=settings.get("smooth_frames", 0.0), smooth_bins=settings.get("smooth_bins", 0.0))
+                   shifts=settings["shifts"], upsample=settings["upsample"],
+                   smooth_frames=settings["smooth_frames"], smooth_bins=settings["smooth_bins"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[shape=(batch, n_channels, n_samples)] -> [shape=(batch, 3, n_channels, n_samples)].

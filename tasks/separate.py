@@ -11,7 +11,6 @@ import torch
 from prefect import task
 
 from filmrestore import DEFAULT_SEPARATOR
-from filmrestore.audio import hash_file
 from filmrestore.errors import ConfigError
 from filmrestore.manifest import StageManifest
 from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file, weights_fingerprint
