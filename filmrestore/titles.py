@@ -63,11 +63,14 @@ def run_request(params: dict[str, Any]) -> dict[str, Any]:
     from filmrestore.separation import weights_fingerprint
 
     kept = {name: default if params.get(name) is None else params[name] for name, default in REQUEST_OPTIONS.items()}
+    weights = weights_fingerprint(kept["separator"], kept["checkpoint"], kept["shifts"])
+    if weights["weights_settings"] is not None:
+        # The shifts enter by the settings they resolve to: asking for the checkpoint's own is no change.
+        kept["shifts"] = None
     source = params["source"]
     return {"source": str(source), "fingerprint": fingerprint_source(source), "out": str(params["out"]),
             "folder": params["title"], "display_title": params.get("display_title") or params["title"], "options": kept,
-            **weights_fingerprint(kept["separator"], kept["checkpoint"], kept.get("shifts")),
-            "version": __version__, "stage_versions": dict(STAGE_VERSIONS)}
+            **weights, "version": __version__, "stage_versions": dict(STAGE_VERSIONS)}
 
 
 def file_stamps(title_dir: str | Path) -> dict[str, list[int]]:

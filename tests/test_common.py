@@ -224,6 +224,29 @@ def test_a_run_record_answers_only_the_same_request_over_an_unchanged_folder(tmp
     assert finished_run(title_dir, request) is None
 
 
+def test_a_run_request_holds_the_shifts_a_run_resolves_to(tmp_path: Path) -> None:
+    """Asking for the shifts the checkpoint already uses is the same request as asking for none
+    (the title is not run again); other shifts, or other shifts in the checkpoint's JSON, are not."""
+    import json
+
+    from filmrestore.separation.bandsplit import BandSplitConfig, BandSplitNet
+    from filmrestore.separation.checkpoint import config_path, save_checkpoint
+    from filmrestore.titles import run_request
+
+    source = tmp_path / "film.mov"
+    source.write_bytes(b"picture and sound" * 1000)
+    net = BandSplitNet(BandSplitConfig(dim=8, n_layers=1, mask_hidden=8, dilations=(1,)))
+    weights = save_checkpoint(tmp_path / "m.safetensors", net, inference={"mask_power": 0.9})
+    base = {"source": source, "out": tmp_path / "out", "title": "film", "separator": "neural",
+            "checkpoint": str(weights)}
+    asked = {shifts: run_request({**base, "shifts": shifts}) for shifts in (None, 1, 2)}
+    assert asked[1] == asked[None]
+    assert asked[2] != asked[None]
+    doc = json.loads(config_path(weights).read_text())
+    config_path(weights).write_text(json.dumps({**doc, "inference": {"mask_power": 0.9, "shifts": 2}}))
+    assert run_request({**base, "shifts": 2}) == run_request(base) != asked[None]
+
+
 def test_a_run_request_takes_the_title_flows_defaults() -> None:
     """An option left out of a request is the ``restore_title`` flow's default, as the flow runs it."""
     import inspect
