@@ -17,6 +17,12 @@ Mixture consistency is enforced for every separator: whatever the model
 returns, the residual ``input - sum(stems)`` of each segment is shared out to
 the stems in proportion to their energy, so dialogue + music + effects
 equals the input (to float32 rounding) and M&E = music + effects exactly.
+
+A signal at another sample rate than the model's (a 44.1 kHz DnR item, a 96 kHz
+transfer, a 16 kHz archive copy) is resampled to the model's rate on the way in and
+its dialogue and music back on the way out, streaming (the SoX resampler through
+``soxr``, its very-high-quality setting); the effects are the rest of the input. The
+stems come back at the input's rate and length, and add up to the input there.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 import torch
 
 from filmrestore.audio import AudioInfo, AudioWriter, iter_blocks, read_channel_mask, read_info
@@ -242,27 +249,107 @@ def _default_batch_size(device: torch.device) -> int:
 
 def _separate_blocks(model: Separator, blocks: Iterable[np.ndarray], n_channels: int, n_frames: int,
                      device: str | torch.device, segment_s: float, overlap_s: float,
-                     batch_size: int | None) -> Iterator[np.ndarray]:
-    """Shared driver of :func:`separate_array` and :func:`separate_file`."""
+                     batch_size: int | None, sample_rate_hz: int | None = None) -> Iterator[np.ndarray]:
+    """Shared driver of :func:`separate_array` and :func:`separate_file`: ``blocks`` of the input
+    [shape=(n_channels, n)] at ``sample_rate_hz`` (None: the model's) in, blocks of stems
+    [shape=(3, n_channels, n)] at the same rate out, ``n_frames`` in all."""
     dev = resolve_device(device)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    rate = sample_rate_hz or model.sample_rate_hz
     grid = SegmentGrid.from_seconds(segment_s, overlap_s, model.sample_rate_hz)
     model.to(dev).eval()
-    core = _OverlapAdd(model, n_channels, n_frames, grid, dev, batch_size or _default_batch_size(dev))
+    if rate == model.sample_rate_hz:
+        core = _OverlapAdd(model, n_channels, n_frames, grid, dev, batch_size or _default_batch_size(dev))
+        for block in blocks:
+            yield from core.push(block)
+        return
+    # Another rate: resample in, separate, resample dialogue and music out; effects are the rest
+    # of the input as it was read (so the stems add up to it exactly, and what the model's rate
+    # cannot carry, above 24 kHz in a 96 kHz transfer, stays with the effects).
+    n_model = resampled_length(n_frames, rate, model.sample_rate_hz)
+    core = _OverlapAdd(model, n_channels, n_model, grid, dev, batch_size or _default_batch_size(dev))
+    read = _Fifo()
+
+    def inputs() -> Iterator[np.ndarray]:
+        for block in blocks:
+            read.push(block)
+            yield block
+
+    def stems_at_model_rate() -> Iterator[np.ndarray]:
+        for block in _exact_length(resample_blocks(inputs(), rate, model.sample_rate_hz), n_model):
+            for out in core.push(block):
+                yield out[:2].reshape(2 * n_channels, -1)  # dialogue, music
+
+    for out in _exact_length(resample_blocks(stems_at_model_rate(), model.sample_rate_hz, rate), n_frames):
+        dialogue, music = out.reshape(2, n_channels, -1)
+        yield np.stack([dialogue, music, read.pop(out.shape[-1]) - dialogue - music])
+
+
+def resampled_length(n_frames: int, from_hz: int, to_hz: int) -> int:
+    """Frames of ``n_frames`` at ``from_hz`` resampled to ``to_hz`` (the nearest whole frame)."""
+    return (n_frames * to_hz + from_hz // 2) // from_hz
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], from_hz: int, to_hz: int) -> Iterator[np.ndarray]:
+    """Blocks [shape=(n_channels, n)] at ``from_hz`` as one stream at ``to_hz`` (the SoX resampler's
+    very-high-quality setting, its delay compensated), float32; block sizes vary."""
+    stream = None
+    n_channels = 0
     for block in blocks:
-        yield from core.push(block)
+        if stream is None:
+            n_channels = block.shape[0]
+            stream = soxr.ResampleStream(from_hz, to_hz, n_channels, dtype="float32", quality="VHQ")
+        out = stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32))
+        if out.shape[0]:
+            yield np.ascontiguousarray(out.T)
+    if stream is not None:
+        out = stream.resample_chunk(np.zeros((0, n_channels), np.float32), last=True)
+        if out.shape[0]:
+            yield np.ascontiguousarray(out.T)
+
+
+def _exact_length(blocks: Iterable[np.ndarray], n_frames: int) -> Iterator[np.ndarray]:
+    """``blocks`` cut or zero-padded at the end to ``n_frames`` in all (a resampler's last frame
+    may fall either side of the nearest whole one)."""
+    done, n_channels = 0, None
+    for block in blocks:
+        n_channels = block.shape[0]
+        block = block[:, : max(0, n_frames - done)]
+        if block.shape[1]:
+            done += block.shape[1]
+            yield block
+    if done < n_frames and n_channels is not None:
+        yield np.zeros((n_channels, n_frames - done), np.float32)
+
+
+class _Fifo:
+    """Blocks [shape=(n_channels, n)] in, runs of frames out, in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+
+    def push(self, block: np.ndarray) -> None:
+        self.parts.append(np.asarray(block, np.float32))
+
+    def pop(self, n: int) -> np.ndarray:
+        held = np.concatenate(self.parts, axis=1) if len(self.parts) > 1 else self.parts[0]
+        if held.shape[1] < n:  # the tail a resampler may round up past the input's end
+            held = np.concatenate([held, np.zeros((held.shape[0], n - held.shape[1]), np.float32)], axis=1)
+        self.parts = [held[:, n:]]
+        return np.ascontiguousarray(held[:, :n])
 
 
 def separate_array(model: Separator, x: np.ndarray, *, device: str | torch.device = "cpu",
                    segment_s: float = DEFAULT_SEGMENT_S, overlap_s: float = DEFAULT_OVERLAP_S,
-                   batch_size: int | None = None,
+                   batch_size: int | None = None, sample_rate_hz: int | None = None,
                    on_progress: ProgressCallback | None = None) -> dict[str, np.ndarray]:
     """Separate an in-memory signal.
 
     Args:
         model: the separator (moved to ``device``).
-        x: mixture [shape=(n_channels, n_frames)] at ``model.sample_rate_hz``.
+        x: mixture [shape=(n_channels, n_frames)] at ``sample_rate_hz`` (None: the model's
+            ``model.sample_rate_hz``; another rate is resampled, and the stems come back at it).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         segment_s, overlap_s: segment length and overlap of neighbouring segments, seconds.
         batch_size: segments per forward pass (default 1 on CPU, 8 on CUDA).
@@ -277,7 +364,7 @@ def separate_array(model: Separator, x: np.ndarray, *, device: str | torch.devic
     parts = []
     done = 0
     for out in _separate_blocks(model, [x], n_channels, n_frames, device, segment_s, overlap_s,
-                                batch_size):
+                                batch_size, sample_rate_hz):
         parts.append(out)
         done += out.shape[2]
         if on_progress is not None:
@@ -296,7 +383,7 @@ def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Pa
 
     Args:
         model: the separator.
-        in_path: mixture file at ``model.sample_rate_hz``, any channel count.
+        in_path: mixture file, any channel count, any sample rate (the stems are written at its rate).
         out_paths: ``{stem: path}`` for each of :data:`STEMS`; each written atomically.
         device, segment_s, overlap_s, batch_size, on_progress: as in :func:`separate_array`.
         subtype: ``"FLOAT"`` (intermediate) or ``"PCM_24"``.
@@ -318,7 +405,7 @@ def separate_file(model: Separator, in_path: str | Path, out_paths: dict[str, Pa
         writers = {s: stack.enter_context(AudioWriter(out_paths[s], info.sample_rate_hz,
                                                       info.n_channels, subtype, mask)) for s in STEMS}
         for out in _separate_blocks(model, blocks, info.n_channels, info.n_frames, device,
-                                    segment_s, overlap_s, batch_size):
+                                    segment_s, overlap_s, batch_size, info.sample_rate_hz):
             for i, name in enumerate(STEMS):
                 writers[name].write(out[i])
             done += out.shape[2]
@@ -344,9 +431,6 @@ def _finite_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate_h
 
 def _check_input(model: Separator, in_path: str | Path) -> AudioInfo:
     info = read_info(in_path)
-    if info.sample_rate_hz != model.sample_rate_hz:
-        raise AudioFormatError(in_path, f"sample rate is {info.sample_rate_hz} Hz; the "
-                               f"{model.name!r} separator needs {model.sample_rate_hz} Hz")
     if info.n_frames == 0:
         raise EmptyAudioError(in_path, "the audio has no samples to separate")
     return info

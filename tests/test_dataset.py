@@ -119,6 +119,31 @@ def test_evaluate_reports_both_bounds(dataset: Path) -> None:
     assert f"{STEMS[0]} {summary['separator'][STEMS[0]]['si_sdri_median_db']:+.2f}, {worst[STEMS[0]]['item']}" in table
 
 
+def test_evaluate_scores_items_at_their_own_rate(dataset: Path, tmp_path: Path) -> None:
+    """DnR's items are at 44.1 kHz: a 44.1 kHz copy of the items is separated (resampled in and
+    out) and scored at 44.1 kHz, and the default separator does on it what it does at 48 kHz."""
+    import soxr
+
+    from filmrestore.audio import read_audio
+
+    for item in list_items(dataset / "test"):
+        for path in [*item.stems.values(), item.mix]:
+            x = soxr.resample(read_audio(path).T, FS, 44_100, quality="VHQ").T
+            write_audio(tmp_path / "test" / item.folder.name / path.name, np.ascontiguousarray(x), 44_100)
+    items = list_items(tmp_path / "test", sample_rate_hz=None)
+    assert [i.sample_rate_hz for i in items] == [44_100, 44_100]
+    with pytest.raises(AudioFormatError, match="sample rate is 44100 Hz; need 48000"):
+        list_items(tmp_path / "test")  # training reads 48 kHz items only
+    model = get_separator()
+    at_48k, at_44k = evaluate(dataset, model), evaluate(tmp_path, model)
+    assert at_44k["n_items"] == 2
+    for stem in STEMS:
+        assert at_44k["summary"]["mixture"][stem]["si_sdri_db"] == pytest.approx(0.0, abs=1e-9)
+        gain = at_48k["summary"]["separator"][stem]["si_sdri_db"]
+        assert gain > 0.5  # the items are separable: the comparison below is not of two failures
+        assert at_44k["summary"]["separator"][stem]["si_sdri_db"] == pytest.approx(gain, abs=0.5)
+
+
 def test_paired_difference_is_the_gain_over_the_baseline_item_by_item(dataset: Path) -> None:
     dsp = evaluate(dataset, get_separator("dsp"), segment_s=2.0, overlap_s=0.5)
     # The report's own do-nothing bound (every stem = the mix, SI-SDRi 0 dB) as the baseline.

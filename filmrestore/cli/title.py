@@ -126,14 +126,15 @@ def extract(
 @app.command()
 @expected_errors
 def separate(
-    source: Annotated[Path, typer.Argument(help="WAV file to separate.")],
+    source: Annotated[Path, typer.Argument(help="Audio file to separate (WAV/RF64/BW64, FLAC, ...; any sample rate "
+                                                "and channel count: the stems keep the file's).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for dialogue.wav, music.wav, effects.wav.")],
     separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
     checkpoint: CheckpointOpt = None,
     shifts: ShiftsOpt = None,
 ) -> None:
-    """Separate a WAV file into dialogue, music and effects stems."""
+    """Separate an audio file into dialogue, music and effects stems at its own sample rate."""
     from filmrestore.audio import read_info, refuse_overwriting
     from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
 

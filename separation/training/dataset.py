@@ -60,6 +60,7 @@ class Item:
     mix: Path | None
     n_frames: int
     n_channels: int
+    sample_rate_hz: int = SAMPLE_RATE_HZ
 
 
 def resolve_split(root: str | Path, split: str) -> Path:
@@ -68,8 +69,10 @@ def resolve_split(root: str | Path, split: str) -> Path:
     return root / split if (root / split).is_dir() else root
 
 
-def read_item(folder: Path) -> Item:
-    """Check one item folder and describe it. Raises :class:`AudioFormatError` naming the file."""
+def read_item(folder: Path, sample_rate_hz: int | None = SAMPLE_RATE_HZ) -> Item:
+    """Check one item folder and describe it: its files share one length, channel count and sample
+    rate, ``sample_rate_hz`` unless that is None (any rate: evaluation resamples, training does not).
+    Raises :class:`AudioFormatError` naming the file."""
     stems: dict[str, Path] = {}
     for stem, names in STEM_FILES.items():
         found = [folder / n for n in names if (folder / n).is_file()]
@@ -79,16 +82,21 @@ def read_item(folder: Path) -> Item:
     mixes = [folder / n for n in MIX_FILES if (folder / n).is_file()]
     infos = [read_info(p) for p in [*stems.values(), *mixes[:1]]]
     for info in infos:
-        if info.sample_rate_hz != SAMPLE_RATE_HZ:
-            raise AudioFormatError(info.path, f"sample rate is {info.sample_rate_hz} Hz; need {SAMPLE_RATE_HZ}")
+        if sample_rate_hz is not None and info.sample_rate_hz != sample_rate_hz:
+            raise AudioFormatError(info.path, f"sample rate is {info.sample_rate_hz} Hz; need {sample_rate_hz}")
         if info.n_frames != infos[0].n_frames or info.n_channels != infos[0].n_channels:
             raise AudioFormatError(info.path, f"{info.n_channels} ch x {info.n_frames} frames differs from "
                                    f"{infos[0].path.name} ({infos[0].n_channels} ch x {infos[0].n_frames})")
-    return Item(folder, stems, mixes[0] if mixes else None, infos[0].n_frames, infos[0].n_channels)
+        if info.sample_rate_hz != infos[0].sample_rate_hz:
+            raise AudioFormatError(info.path, f"sample rate is {info.sample_rate_hz} Hz; "
+                                   f"{infos[0].path.name} is at {infos[0].sample_rate_hz} Hz")
+    return Item(folder, stems, mixes[0] if mixes else None, infos[0].n_frames, infos[0].n_channels,
+                infos[0].sample_rate_hz)
 
 
-def list_items(root: str | Path) -> list[Item]:
-    """Every item folder directly under ``root`` (sorted). Raises :class:`ConfigError` when none."""
+def list_items(root: str | Path, sample_rate_hz: int | None = SAMPLE_RATE_HZ) -> list[Item]:
+    """Every item folder directly under ``root`` (sorted), at ``sample_rate_hz`` (None: any rate,
+    each item's files at one). Raises :class:`ConfigError` when none."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: dataset folder does not exist")
@@ -96,7 +104,7 @@ def list_items(root: str | Path) -> list[Item]:
     if not folders:
         raise ConfigError(f"{root}: no item folders holding {'/'.join(STEM_FILES['dialogue'])}, music.wav, "
                           f"{'/'.join(STEM_FILES['effects'])}")
-    return [read_item(f) for f in folders]
+    return [read_item(f, sample_rate_hz) for f in folders]
 
 
 def read_segment(path: Path, start_frame: int, n_frames: int, n_channels: int) -> np.ndarray:

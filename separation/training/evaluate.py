@@ -5,6 +5,9 @@
 * ``oracle_irm``: the ideal ratio mask, ``|S_i| / sum_j |S_j|`` per STFT bin (n_fft 2048,
   hop 512), applied to the mix: what a perfect real-valued mask on this STFT achieves.
 
+Items may be at any sample rate (DnR's are 44.1 kHz): the separator's input is resampled to
+its rate and its stems back, and every score is taken at the item's own rate.
+
 SI-SDR improvement (SI-SDRi) is ``SI-SDR(estimate, reference) - SI-SDR(mix, reference)``
 per item and stem; the global SDR of the Sound Demixing Challenge's cinematic track
 (:func:`~.metrics.global_sdr`, not scale-invariant) is reported beside it. Items whose
@@ -79,11 +82,12 @@ def evaluate(data_dir: str | Path, separator: Separator, *, device: str = "cpu",
     "items": [{"item", method: {stem: {...}}}]}`` for ``method`` in :data:`METHODS`.
     """
     root = resolve_split(data_dir, "test")
-    items = list_items(root)[:max_items]
+    items = list_items(root, sample_rate_hz=None)[:max_items]  # any rate: the engine resamples
     per_item = []
     for i, item in enumerate(items):
         mix, stems = load_item(item)
-        separated = separate_array(separator, mix, device=device, segment_s=segment_s, overlap_s=overlap_s)
+        separated = separate_array(separator, mix, device=device, segment_s=segment_s, overlap_s=overlap_s,
+                                   sample_rate_hz=item.sample_rate_hz)
         estimates = {"separator": np.stack([separated[s] for s in STEMS]),
                      "mixture": np.stack([mix] * len(STEMS)),
                      "oracle_irm": oracle_irm(stems)}
