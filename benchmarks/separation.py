@@ -50,7 +50,7 @@ def write_long_mix(path: Path, minutes: float, rate_hz: int = FS) -> Path:
 
     piece = make_film_mix(60.0, np.random.default_rng(0))["mix"]
     if rate_hz != FS:
-        piece = np.ascontiguousarray(soxr.resample(piece.T, FS, rate_hz, quality="VHQ").T)
+        piece = np.ascontiguousarray(soxr.resample(piece.T, FS, rate_hz, quality="HQ").T)
     n_left = int(minutes * 60 * rate_hz)
     with AudioWriter(path, rate_hz, 1, "FLOAT") as writer:
         while n_left > 0:

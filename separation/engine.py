@@ -21,7 +21,7 @@ equals the input (to float32 rounding) and M&E = music + effects exactly.
 A signal at another sample rate than the model's (a 44.1 kHz DnR item, a 96 kHz
 transfer, a 16 kHz archive copy) is resampled to the model's rate on the way in and
 its dialogue and music back on the way out, streaming (the SoX resampler through
-``soxr``, its very-high-quality setting); the effects are the rest of the input. The
+``soxr``, its high-quality setting: 20-bit precision); the effects are the rest of the input. The
 stems come back at the input's rate and length, and add up to the input there.
 """
 
@@ -293,13 +293,13 @@ def resampled_length(n_frames: int, from_hz: int, to_hz: int) -> int:
 
 def resample_blocks(blocks: Iterable[np.ndarray], from_hz: int, to_hz: int) -> Iterator[np.ndarray]:
     """Blocks [shape=(n_channels, n)] at ``from_hz`` as one stream at ``to_hz`` (the SoX resampler's
-    very-high-quality setting, its delay compensated), float32; block sizes vary."""
+    high-quality setting, 20-bit precision, its delay compensated), float32; block sizes vary."""
     stream = None
     n_channels = 0
     for block in blocks:
         if stream is None:
             n_channels = block.shape[0]
-            stream = soxr.ResampleStream(from_hz, to_hz, n_channels, dtype="float32", quality="VHQ")
+            stream = soxr.ResampleStream(from_hz, to_hz, n_channels, dtype="float32", quality="HQ")
         out = stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32))
         if out.shape[0]:
             yield np.ascontiguousarray(out.T)
