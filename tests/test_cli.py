@@ -223,6 +223,14 @@ def test_extract_and_separate_commands(tmp_path: Path, demo_clip: Path) -> None:
     stems = {s: read_audio(tmp_path / "shifted" / f"{s}.wav") for s in ("dialogue", "music", "effects")}
     np.testing.assert_allclose(sum(stems.values()), read_audio(wav), atol=1e-4)
     assert np.abs(stems["dialogue"] - read_audio(tmp_path / "stems" / "dialogue.wav")).max() > 1e-4
+    # The video itself: its soundtrack decoded as extract decodes it, then separated.
+    code, output = _invoke("separate", demo_clip, "--out", tmp_path / "from_video", "--device", "cpu")
+    assert code == 0, output
+    from_video = {s: read_audio(tmp_path / "from_video" / f"{s}.wav") for s in ("dialogue", "music", "effects")}
+    np.testing.assert_allclose(sum(from_video.values()), read_audio(wav), atol=1e-4)
+    np.testing.assert_allclose(from_video["dialogue"], read_audio(tmp_path / "stems" / "dialogue.wav"), atol=1e-5)
+    code, output = _invoke("separate", demo_clip, "--out", tmp_path / "refused", "--stream", "3")
+    assert code == EXIT_EXPECTED_ERROR and "no audio stream #3" in output, output
     for options, problem in ((["--separator", "dsp", "--shifts", "2"], "the 'dsp' separator takes no shifts"),
                              (["--shifts", "0"], "shifts must be a whole number from 1 to 16, got 0")):
         code, output = _invoke("separate", wav, "--out", tmp_path / "refused", *options)

@@ -127,26 +127,40 @@ def extract(
 @expected_errors
 def separate(
     source: Annotated[Path, typer.Argument(help="Audio file to separate (WAV/RF64/BW64, FLAC, ...; any sample rate "
-                                                "and channel count: the stems keep the file's).")],
+                                                "and channel count: the stems keep the file's), or a video/audio "
+                                                "file ffmpeg decodes (its first audio stream, or --stream N, at 48 kHz "
+                                                "as extract gives it).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for dialogue.wav, music.wav, effects.wav.")],
     separator: SeparatorOpt = DEFAULT_SEPARATOR,
     device: DeviceOpt = Device.auto,
     checkpoint: CheckpointOpt = None,
     shifts: ShiftsOpt = None,
+    stream: StreamOpt = None,
 ) -> None:
-    """Separate an audio file into dialogue, music and effects stems at its own sample rate."""
+    """Separate an audio file (or a video's soundtrack) into dialogue, music and effects stems."""
+    import tempfile
+
     from filmrestore.audio import read_info, refuse_overwriting
+    from filmrestore.errors import AudioFormatError
+    from filmrestore.media import extract_audio
     from filmrestore.separation import STEMS, get_separator, resolve_device, separate_file
 
     paths = {stem: out / f"{stem}.wav" for stem in STEMS}
     refuse_overwriting(source, list(paths.values()))
-    read_info(source)  # a clear error for a file that is not audio
     from filmrestore.cli.progress import done_line
     from filmrestore.stagelog import terminal_progress
 
     model = get_separator(separator, str(checkpoint) if checkpoint else None, shifts)
-    records = separate_file(model, source, paths, device=resolve_device(device.value),
-                            on_progress=terminal_progress("separate"))
+    with tempfile.TemporaryDirectory(prefix="filmrestore-separate-") as tmp:
+        try:
+            read_info(source)
+            audio = source if stream is None else None
+        except AudioFormatError:
+            audio = None
+        if audio is None:  # a video, or a stream of a multi-stream file: decoded as extract does
+            audio = extract_audio(source, Path(tmp) / "audio.wav", stream)[0].path
+        records = separate_file(model, audio, paths, device=resolve_device(device.value),
+                                on_progress=terminal_progress("separate"))
     done_line("separate", ", ".join(records))
     for stem, record in records.items():
         console.print(f"{stem}: {record.path}")
