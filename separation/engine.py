@@ -334,8 +334,6 @@ class _Fifo:
 
     def pop(self, n: int) -> np.ndarray:
         held = np.concatenate(self.parts, axis=1) if len(self.parts) > 1 else self.parts[0]
-        if held.shape[1] < n:  # the tail a resampler may round up past the input's end
-            held = np.concatenate([held, np.zeros((held.shape[0], n - held.shape[1]), np.float32)], axis=1)
         self.parts = [held[:, n:]]
         return np.ascontiguousarray(held[:, :n])
 

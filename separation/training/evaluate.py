@@ -6,7 +6,8 @@
   hop 512), applied to the mix: what a perfect real-valued mask on this STFT achieves.
 
 Items may be at any sample rate (DnR's are 44.1 kHz): the separator's input is resampled to
-its rate and its stems back, and every score is taken at the item's own rate.
+its rate and its dialogue and music back (the effects are the rest of the mix), and every
+score is taken at the item's own rate.
 
 SI-SDR improvement (SI-SDRi) is ``SI-SDR(estimate, reference) - SI-SDR(mix, reference)``
 per item and stem; the global SDR of the Sound Demixing Challenge's cinematic track
