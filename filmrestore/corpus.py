@@ -40,8 +40,9 @@ class Source:
     member name inside each zip archive the package ships). ``exclude`` globs drop
     files (spoken lines in a game's effects, notes in a sound folder). ``group`` says
     what the held-out split keeps together: ``"package"`` (one speaker), ``"parent"``
-    (the folder: a language or a speaker), ``"lang_suffix"`` (``*_desc_<lang>.ogg``)
-    or ``"file"`` (a music track, an effect).
+    (the folder: a language or a speaker), ``"folder"`` (the folder by its whole name: one
+    actor), ``"voice"`` (a game voice's lines, by its name), ``"lang_suffix"``
+    (``*_desc_<lang>.ogg``) or ``"file"`` (a music track, an effect).
     """
 
     package: str
@@ -55,6 +56,13 @@ class Source:
     archive: bool = False
     in_ci: bool = False
 
+
+#: MegaGlest voices that are no person's: animals' calls, creatures' growls, spirits' processed voices.
+_MEGAGLEST_CREATURES = tuple(
+    f"**/{unit}_{answer}[0-9]*.*"
+    for unit in ("cow", "pig", "golem", "behemoth", "bull", "chicken", "dragon", "dr", "evil_dragon", "eagle",
+                 "genie", "ghost_armor", "mummy")
+    for answer in ("ack", "select")) + ("**/commondata/sounds/daemon_*",)
 
 SOURCES: tuple[Source, ...] = (
     # ---- speech
@@ -79,6 +87,18 @@ SOURCES: tuple[Source, ...] = (
            "GPL-2+", "KTuberling object names spoken in ~30 languages (WAV)", group="parent"),
     Source("klettres-data", "speech", Path("/usr/share/klettres"), "*/*/*.ogg",
            "GPL-2+", "KLettres letters and syllables spoken in ~20 languages", group="lang_dir"),
+    # Acted lines: the bank's other speech is read words and prompts, and film dialogue is acted
+    # (shouts, taunts, efforts): the shipped model gave Hedgewars' lines 80 % to the dialogue, read ones 93-100 %.
+    Source("hedgewars-data", "speech", Path("/usr/share/games/hedgewars/Data/Sounds/voices"), "*/*.ogg",
+           "GPL-2", "Hedgewars voice packs: one actor each, English, Spanish, Polish, Russian, Ukrainian "
+           "(the Robot pack, a vocoder, and the Singer pack, sung, left out)", group="folder",
+           exclude=("**/voices/Robot/*", "**/voices/Singer/*")),
+    Source("megaglest-data", "speech", Path("/usr/share/games/megaglest/techs/megapack"), "**/*_ack[0-9]*.*",
+           "CC-BY-SA-3.0", "MegaGlest units answering orders, acted (animals and creatures left out)",
+           group="voice", exclude=_MEGAGLEST_CREATURES),
+    Source("megaglest-data", "speech", Path("/usr/share/games/megaglest/techs/megapack"), "**/*_select[0-9]*.*",
+           "CC-BY-SA-3.0", "MegaGlest units answering selection, acted (animals and creatures left out)",
+           group="voice", exclude=_MEGAGLEST_CREATURES),
     # ---- music
     Source("colobot-common-sounds", "music", Path("/usr/share/games/colobot/music"), "*.ogg",
            "GPL-3+", "Orchestral/electronic game music of Colobot (Ogg Vorbis, stereo)", in_ci=True),
@@ -269,6 +289,11 @@ def _group(source: Source, path: Path) -> str:
         return f"{source.package}:{_language(path.parent.name)}"
     if source.group == "lang_dir":
         return f"{source.package}:{_language(path.relative_to(source.folder).parts[0])}"
+    if source.group == "folder":  # a speaker's folder, by its whole name (``Default_es`` is not ``Default``)
+        return f"{source.package}:{path.parent.name}"
+    if source.group == "voice":  # a voice's lines by its name (``archer_ack3.wav``: ``archer``), in any folder:
+        # factions reuse a voice under other units (the Norse spearman speaks as ``swordman``)
+        return f"{source.package}:{re.sub(r'_(?:ack|select)[0-9]+$', '', path.stem)}"
     if source.group == "lang_suffix":
         m = re.search(r"_desc(?:_([A-Za-z@_]+))?\.ogg$", path.name)
         return f"{source.package}:{(m.group(1) if m and m.group(1) else 'en')}"

@@ -403,3 +403,26 @@ def test_effects_leave_out_spoken_lines_and_instrument_notes(package: str, path:
         return rel is not None and corpus._match(rel, source.pattern) \
             and not any(corpus._match(path, e) for e in source.exclude)
     assert any(keeps(s) for s in sources) is kept
+
+
+@pytest.mark.parametrize(("path", "group"), [
+    ("/usr/share/games/hedgewars/Data/Sounds/voices/Default/Hello.ogg", "hedgewars-data:Default"),
+    ("/usr/share/games/hedgewars/Data/Sounds/voices/Default_es/Hello.ogg", "hedgewars-data:Default_es"),
+    ("/usr/share/games/hedgewars/Data/Sounds/voices/Robot/Hello.ogg", None),  # a vocoder
+    ("/usr/share/games/hedgewars/Data/Sounds/voices/Singer/Hello.ogg", None),  # sung
+    ("/usr/share/games/megaglest/techs/megapack/commondata/sounds/archer_ack1.wav", "megaglest-data:archer"),
+    ("/usr/share/games/megaglest/techs/megapack/factions/indian/units/fire_archer/sounds/archer_select3.wav",
+     "megaglest-data:archer"),
+    ("/usr/share/games/megaglest/techs/megapack/commondata/sounds/cow_ack1.wav", None),
+    ("/usr/share/games/megaglest/techs/megapack/factions/magic/units/dragon/sounds/dragon_select1.wav", None),
+    ("/usr/share/games/megaglest/techs/megapack/commondata/sounds/archer_attack2.wav", None),  # an effect
+])
+def test_acted_lines_are_speech_grouped_by_voice(path: str, group: str | None) -> None:
+    """Game voice lines are dialogue, held out by actor: a hedgewars pack by its whole folder name
+    (``Default_es`` is another actor than ``Default``), a MegaGlest voice by its name in whatever
+    faction reuses it (so no voice straddles two splits); animals, creatures, a vocoder and singing are not."""
+    kept = [corpus._group(s, Path(path)) for s in corpus.SOURCES
+            if s.kind == "speech" and path.startswith(str(s.folder) + "/")
+            and corpus._match(str(Path(path).relative_to(s.folder)), s.pattern)
+            and not any(corpus._match(path, e) for e in s.exclude)]
+    assert kept == ([group] if group else [])
