@@ -246,9 +246,7 @@ def _source_recordings(source: Source) -> Iterator[Recording]:
             if path.suffix.lower() in (".pk3", ".zip"):
                 yield from _archive_recordings(source, path)
             continue
-        rel = str(path.relative_to(source.folder))
-        if path.suffix.lower() in _AUDIO and _match(rel, source.pattern) \
-                and not any(_match(str(path), e) for e in source.exclude):
+        if path.suffix.lower() in _AUDIO and _selects(source, str(path)):
             yield Recording(path, None, source.package, _group(source, path))
 
 
@@ -256,8 +254,21 @@ def _archive_recordings(source: Source, path: Path) -> Iterator[Recording]:
     with zipfile.ZipFile(path) as z:
         names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in _AUDIO)
     for name in names:
-        if _match(name, source.pattern) and not any(_match(name, e) for e in source.exclude):
+        if _selects(source, name):
             yield Recording(path, name, source.package, f"{source.package}:{name}")
+
+
+def _selects(source: Source, path: str) -> bool:
+    """Whether ``source`` reads ``path``: an installed file's path, or for an ``archive`` source a
+    member's name. The pattern is matched under ``source.folder`` (on the whole member name in an
+    archive), the ``exclude`` globs on the whole path or name."""
+    if source.archive:
+        rel = path
+    elif path.startswith(str(source.folder) + "/"):
+        rel = path[len(str(source.folder)) + 1:]
+    else:
+        return False
+    return _match(rel, source.pattern) and not any(_match(path, e) for e in source.exclude)
 
 
 def _match(path: str, pattern: str) -> bool:

@@ -397,12 +397,7 @@ def test_effects_leave_out_spoken_lines_and_instrument_notes(package: str, path:
     """A voice or a note labelled as an effect teaches the model both answers: a unit's spoken answer
     to an order is dialogue, an instrument's note is music."""
     sources = [s for s in corpus.SOURCES if s.package == package and s.kind == "effects"]
-    def keeps(source: corpus.Source) -> bool:
-        rel = path if source.archive else str(Path(path).relative_to(source.folder)) \
-            if path.startswith(str(source.folder) + "/") else None
-        return rel is not None and corpus._match(rel, source.pattern) \
-            and not any(corpus._match(path, e) for e in source.exclude)
-    assert any(keeps(s) for s in sources) is kept
+    assert any(corpus._selects(s, path) for s in sources) is kept
 
 
 @pytest.mark.parametrize(("path", "group"), [
@@ -421,8 +416,5 @@ def test_acted_lines_are_speech_grouped_by_voice(path: str, group: str | None) -
     """Game voice lines are dialogue, held out by actor: a hedgewars pack by its whole folder name
     (``Default_es`` is another actor than ``Default``), a MegaGlest voice by its name in whatever
     faction reuses it (so no voice straddles two splits); animals, creatures, a vocoder and singing are not."""
-    kept = [corpus._group(s, Path(path)) for s in corpus.SOURCES
-            if s.kind == "speech" and path.startswith(str(s.folder) + "/")
-            and corpus._match(str(Path(path).relative_to(s.folder)), s.pattern)
-            and not any(corpus._match(path, e) for e in s.exclude)]
+    kept = [corpus._group(s, Path(path)) for s in corpus.SOURCES if s.kind == "speech" and corpus._selects(s, path)]
     assert kept == ([group] if group else [])
